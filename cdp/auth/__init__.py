@@ -1,0 +1,1 @@
+"""Sources with write keys, and scoped API tokens; secrets are stored only as hashes."""

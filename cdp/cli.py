@@ -1,0 +1,257 @@
+"""The ``cdp`` command line: the composition root (commands may import from every layer)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from cdp.config import Settings, get_settings
+from cdp.errors import CdpError
+
+app = typer.Typer(help="Open, warehouse-native customer data platform.", no_args_is_help=True, add_completion=False)
+sources_app = typer.Typer(help="Sources and their write keys.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Scoped API tokens.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Messages that failed validation.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(quarantine_app, name="quarantine")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """A user mistake or an unreachable store is one clear line on stderr and exit code 2."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CdpError as error:
+            err.print(f"[red]error:[/red] {error.message}", highlight=False)
+        except OperationalError as error:
+            err.print(f"[red]error:[/red] cannot use the store: {str(error.orig).strip().splitlines()[0]}", highlight=False)
+        except ValueError as error:  # settings that fail validation
+            err.print(f"[red]error:[/red] {str(error).strip().splitlines()[0]}", highlight=False)
+        raise typer.Exit(2)
+
+    return run  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from cdp.setup import prepare_store
+
+    return prepare_store(_settings(), pool=False)
+
+
+@app.command()
+@user_errors
+def init() -> None:
+    """Create the store, a source named "default" with its write key, and an admin token."""
+    from sqlalchemy import select
+
+    from cdp.auth.service import create_source, create_token
+    from cdp.store.tables import sources
+
+    settings = _settings()
+    engine = _store()
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        if conn.execute(select(sources.c.id).where(sources.c.name == "default")).first():
+            out.print(f"Store at {_where(settings)} is already initialised; "
+                      "`cdp sources create NAME` and `cdp tokens create --scope admin` make new keys.")
+            return
+        _, write_key = create_source(conn, name="default", now=now)
+        _, token = create_token(conn, name="admin", scopes=["admin"], now=now)
+    out.print(f"Store ready at {_where(settings)}")
+    out.print(f"write key (source \"default\"): [bold]{write_key}[/bold]")
+    out.print(f"admin token: [bold]{token}[/bold]")
+    out.print("Keep them: only their hashes are stored.")
+
+
+def _where(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes [default: CDP_SERVE_WORKERS or CPUs].")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the HTTP API (Tracking, Profile, Recommendations ...)."""
+    import uvicorn
+
+    settings = _settings()
+    _store().dispose()  # migrate once here, before the workers start
+    count = workers or settings.serve_workers
+    out.print(f"cdp serving on http://{host}:{port} with {count} worker(s); store {_where(settings)}")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=count,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@sources_app.command("create")
+@user_errors
+def sources_create(name: str) -> None:
+    """Create a source and print its write key."""
+    from cdp.auth.service import create_source
+
+    with _store().begin() as conn:
+        source, write_key = create_source(conn, name=name, now=datetime.now(UTC))
+    out.print(f"source {source.name!r} (id {source.id}) write key:")
+    print(write_key)
+
+
+@sources_app.command("list")
+@user_errors
+def sources_list() -> None:
+    """List sources."""
+    from cdp.auth.service import list_sources
+
+    with _store().connect() as conn:
+        table = Table("id", "name")
+        for source in list_sources(conn):
+            table.add_row(str(source.id), source.name)
+    out.print(table)
+
+
+@tokens_app.command("create")
+@user_errors
+def tokens_create(
+    scope: Annotated[list[str], typer.Option("--scope", help="Repeat for several: admin, profiles:read, recommendations:read, ...")],
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "token",
+) -> None:
+    """Create an API token with the given scopes and print it."""
+    from cdp.auth.service import create_token
+
+    scopes = [part for value in scope for part in value.replace(",", " ").split()]
+    with _store().begin() as conn:
+        token, secret = create_token(conn, name=name, scopes=scopes, now=datetime.now(UTC))
+    out.print(f"token {token.name!r} (id {token.id}) scopes {' '.join(sorted(token.scopes))}:")
+    print(secret)
+
+
+@app.command("import")
+@user_errors
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON lines of Segment Spec messages, or CSV / Parquet rows.")],
+    source: Annotated[str, typer.Option(help="Source the events belong to (dedup is per source).")] = "default",
+    format: Annotated[str | None, typer.Option("--format", help="jsonl, csv or parquet [default: from the suffix].")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, e.g. userId=customer_id or properties.revenue=amount.")] = None,
+    type_: Annotated[str, typer.Option("--type", help="Message type of CSV / Parquet rows without a type column.")] = "track",
+    event: Annotated[str | None, typer.Option(help="Event name of track rows without an event column.")] = None,
+    backfill: Annotated[bool, typer.Option(help="Historic data: fire no real-time audiences or journeys.")] = False,
+) -> None:
+    """Import events from a file, with the Tracking API's validation, dedup and event-time rules."""
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from sqlalchemy import select
+
+    from cdp.errors import InvalidInput, NotFound
+    from cdp.events.imports import ColumnMapping, detect_format, import_messages, read_messages
+    from cdp.store.tables import sources
+
+    if not file.is_file():
+        raise InvalidInput(f"no such file: {file}")
+    fmt = detect_format(file, format)
+    mapping = ColumnMapping.parse(map_ or [], default_type=type_, default_event=event)
+    settings = _settings()
+    engine = _store()
+    with engine.connect() as conn:
+        source_id = conn.execute(select(sources.c.id).where(sources.c.name == source)).scalar()
+    if source_id is None:
+        raise NotFound(f"no source named {source!r}; create it with `cdp sources create {source}`")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        total, unit = pq.ParquetFile(file).metadata.num_rows, MofNCompleteColumn()
+    else:
+        total, unit = file.stat().st_size, DownloadColumn()
+    with Progress("[progress.description]{task.description}", BarColumn(), unit, TimeRemainingColumn(),
+                  console=err, transient=False) as progress:
+        task = progress.add_task(f"importing {file.name}", total=total)
+        result = import_messages(
+            engine,
+            source_id=source_id,
+            messages=read_messages(file, fmt, mapping, lambda n: progress.advance(task, n)),
+            chunk_rows=settings.import_chunk_rows,
+            max_message_bytes=settings.max_message_bytes,
+            live=not backfill,
+        )
+    out.print(f"read {result.read:,} messages: {result.accepted:,} accepted (repeated messageIds are kept once), "
+              f"{result.quarantined:,} quarantined")
+    if result.quarantined:
+        out.print("see them with `cdp quarantine list`")
+
+
+@quarantine_app.command("list")
+@user_errors
+def quarantine_list(
+    limit: Annotated[int, typer.Option(min=1, help="How many to show.")] = 20,
+    code: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+) -> None:
+    """Show quarantined messages waiting for a replay, with the reason."""
+    import orjson
+
+    from cdp.events.quarantine import count_pending, list_pending
+
+    with _store().connect() as conn:
+        counts = count_pending(conn)
+        pending = list_pending(conn, limit=limit, code=code)
+    if not counts:
+        out.print("The quarantine is empty.")
+        return
+    out.print("pending: " + ", ".join(f"{c} {n:,}" for c, n in sorted(counts.items())))
+    table = Table("id", "source", "received", "code", "reason", "message")
+    for item in pending:
+        table.add_row(str(item.id), item.source, item.received_at.isoformat(timespec="seconds"), item.code,
+                      item.reason, orjson.dumps(item.payload).decode()[:80])
+    out.print(table)
+
+
+@quarantine_app.command("replay")
+@user_errors
+def quarantine_replay(
+    id_: Annotated[list[int] | None, typer.Option("--id", help="Only these ids (repeatable) [default: all pending].")] = None,
+) -> None:
+    """Validate quarantined messages again and store those that now pass."""
+    from cdp.events.quarantine import replay
+
+    with _store().begin() as conn:
+        result = replay(conn, now=datetime.now(UTC), max_message_bytes=_settings().max_message_bytes, ids=id_)
+    out.print(f"replayed {result.replayed:,}; still invalid {result.still_invalid:,}")
+
+
+def main() -> None:
+    app(prog_name="cdp")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

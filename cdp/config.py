@@ -1,0 +1,70 @@
+"""The one settings object. Every knob is an environment variable with the ``CDP_`` prefix."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDP_", extra="ignore")
+
+    home: Path = Field(default=Path(".cdp"), description="Data folder: SQLite store, MLflow store, artifacts.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home.")
+    # Read as plain strings: pydantic-settings would parse list-typed env vars as JSON.
+    write_keys: str = Field(default="", description="Comma-separated write keys registered at start.")
+    admin_token: str | None = Field(default=None, description="Admin token registered at start.")
+    mlflow_tracking_uri: str | None = None
+    destinations_allowlist: str = ""
+
+    serve_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    sqlite_cache_mb: int = Field(default=256, ge=2, description="SQLite page cache per connection.")
+    # FULL fsyncs the WAL on every commit, so a 200 survives a power cut, not only a crash.
+    sqlite_synchronous: str = "FULL"
+
+    max_message_bytes: int = 32 * 1024
+    max_request_bytes: int = 500 * 1024
+    max_batch_messages: int = 2500
+    import_chunk_rows: int = Field(default=5000, ge=1)
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _known_synchronous(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("CDP_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+        return value
+
+    @field_validator("destinations_allowlist")
+    @classmethod
+    def _valid_allowlist(cls, value: str) -> str:
+        for entry in _split(value):
+            if "/" in entry:
+                ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'cdp.sqlite').resolve()}"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def write_key_list(self) -> list[str]:
+        return _split(self.write_keys)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Events: validation against the Segment Spec, event time, durable bulk ingestion, quarantine."""

@@ -1,0 +1,1 @@
+"""The store: the customer's own SQL database (SQLite embedded, PostgreSQL in production)."""

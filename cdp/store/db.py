@@ -1,0 +1,95 @@
+"""Engines for the store, tuned per dialect, and schema migration on start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from cdp.config import Settings
+from cdp.errors import InvalidInput
+from cdp.store.types import dumps_json
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+READ_ONLY = "cdp_read_only"
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine for read-only work: on SQLite it does not queue for the write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
+    """An engine on ``settings``' store; SQLite gets WAL, a busy timeout and write transactions."""
+    url = settings.resolved_database_url
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a clear text
+        raise InvalidInput(f"CDP_DATABASE_URL is not a database URL: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings, pool=pool)
+    if parsed.get_backend_name() != "postgresql":
+        raise InvalidInput(f"unsupported store {parsed.get_backend_name()!r}: use sqlite or postgresql+psycopg")
+    return create_engine(
+        url,
+        json_serializer=dumps_json,
+        pool_pre_ping=True,
+        pool_size=8,
+        max_overflow=8,
+        **({} if pool else {"poolclass": NullPool}),
+    )
+
+
+def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        json_serializer=dumps_json,
+        connect_args={"check_same_thread": False, "timeout": 60},
+        **({} if pool else {"poolclass": NullPool}),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Take over transaction control from pysqlite so that "begin" below can be IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # The unique (source, messageId) index grows with the table; keep its pages in memory.
+        cursor.execute(f"PRAGMA cache_size=-{settings.sqlite_cache_mb * 1024}")
+        cursor.execute(f"PRAGMA mmap_size={4 * 1024**3}")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+        # A deferred transaction that later writes can fail with SQLITE_BUSY without waiting;
+        # taking the write lock up front makes concurrent workers queue on busy_timeout instead.
+        # Readers (see ``reader``) don't need the lock: WAL lets them run beside the writer.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the store's schema to the newest migration (idempotent, safe to call on every start)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several workers may start at once: one migrates, the others wait, then see head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

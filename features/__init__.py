@@ -1,0 +1,1 @@
+"""Point-in-time features and labels computed from the store."""

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers over plain functions of features/ and models/."""

@@ -1,0 +1,1 @@
+"""Models: churn, LTV, propensity and recommendations (scikit-learn conventions)."""

@@ -1,0 +1,1 @@
+"""The HTTP service: Tracking, Profile, Recommendations, Regulations and Destinations APIs."""

@@ -1,0 +1,61 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import CapacityLimiter
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import cdp
+from cdp.config import Settings, get_settings
+from cdp.setup import prepare_store
+from serving.deps import WriteKeyCache
+from serving.errors import install_error_handlers
+from serving.routes import health, tracking
+
+STORE_CONCURRENCY = 8
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = prepare_store(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.write_keys = WriteKeyCache(engine)
+        # Fewer concurrent store calls than pooled connections, so none waits on the pool.
+        app.state.store_limiter = CapacityLimiter(STORE_CONCURRENCY)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="CDP",
+        version=cdp.__version__,
+        summary="Open, warehouse-native customer data platform: Segment-compatible APIs.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tracking.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema plus what it can't infer: the hand-parsed tracking bodies and Basic auth."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(tracking.schema_components())
+        components.setdefault("securitySchemes", {})["writeKeyBasic"] = {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The source's write key as user name, empty password (or `writeKey` in the body).",
+        }
+        app.openapi_schema = schema
+    return app.openapi_schema
