@@ -17,13 +17,16 @@ from sqlalchemy.exc import OperationalError
 from cdp.config import Settings, get_settings
 from cdp.errors import CdpError
 
-app = typer.Typer(help="Open, warehouse-native customer data platform.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="Open, warehouse-native customer data platform.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
 sources_app = typer.Typer(help="Sources and their write keys.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Scoped API tokens.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Messages that failed validation.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
+demo_app = typer.Typer(help="Demo data and the end-to-end demo.")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(demo_app, name="demo")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -247,6 +250,80 @@ def quarantine_replay(
     with _store().begin() as conn:
         result = replay(conn, now=datetime.now(UTC), max_message_bytes=_settings().max_message_bytes, ids=id_)
     out.print(f"replayed {result.replayed:,}; still invalid {result.still_invalid:,}")
+
+
+@demo_app.callback(invoke_without_command=True)
+@user_errors
+def demo(
+    ctx: typer.Context,
+    profiles: Annotated[int, typer.Option(min=10, help="Simulated customers.")] = 2000,
+    days: Annotated[int, typer.Option(min=7, help="Days of history.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Generate a store's worth of events, send them through the HTTP API, show what landed."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import secrets
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from cdp.demo.send import read_jsonl, send_messages
+    from cdp.demo.server import start_server
+    from cdp.demo.simulate import SimulationConfig, generate
+    from cdp.events.stats import summarize
+    from cdp.store.db import reader
+
+    settings = _settings()
+    engine = _store()
+    out.print(f"[bold]1/3[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
+    summary = generate(settings.home / "demo-data", SimulationConfig(profiles=profiles, days=days, seed=seed))
+    out.print(f"     {summary.events:,} messages -> {summary.events_path}")
+
+    write_key = secrets.token_urlsafe(24)
+    server = start_server(settings, workers=2, log=settings.home / "demo-serve.log", write_keys=write_key)
+    out.print(f"[bold]2/3[/bold] sending them to {server.url}/v1/batch in batches of 100")
+    try:
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err) as progress:
+            task = progress.add_task("sending", total=summary.events)
+            sent = send_messages(server.url, write_key, read_jsonl(summary.events_path),
+                                 progress=lambda n: progress.advance(task, n))
+    finally:
+        server.stop()
+    out.print(f"     {sent.messages:,} messages in {sent.requests:,} requests, {sent.seconds:.1f} s "
+              f"({sent.messages / max(sent.seconds, 1e-9):,.0f} messages/s), {sent.quarantined} quarantined")
+
+    with reader(engine).connect() as conn:
+        landed = summarize(conn)
+    out.print(f"[bold]3/3[/bold] the store at {_where(settings)} now holds")
+    table = Table("what", "count")
+    table.add_row("events (a re-sent messageId is kept once)", f"{landed.events:,}")
+    for kind, n in sorted(landed.by_type.items()):
+        table.add_row(f"  {kind}", f"{n:,}")
+    for name, n in landed.top_events:
+        table.add_row(f"    track: {name}", f"{n:,}")
+    table.add_row("distinct userIds", f"{landed.users:,}")
+    table.add_row("distinct anonymousIds", f"{landed.anonymous_ids:,}")
+    table.add_row("quarantined", f"{sum(landed.quarantined.values()):,}")
+    out.print(table)
+    if landed.first_event:
+        out.print(f"event time from {landed.first_event:%Y-%m-%d} to {landed.last_event:%Y-%m-%d}")
+
+
+@demo_app.command("generate")
+@user_errors
+def demo_generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for events.jsonl, catalog.csv and the truth file.")] = Path("demo-data"),
+    profiles: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 10_000,
+    days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 180,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Write simulated Segment events (JSON lines) with the ground truth, for `cdp import` or the API."""
+    from cdp.demo.simulate import SimulationConfig, generate
+
+    summary = generate(out_dir, SimulationConfig(profiles=profiles, days=days, seed=seed))
+    out.print(f"{summary.events:,} messages from {summary.profiles:,} profiles -> {summary.events_path}")
+    out.print(f"catalog ({summary.items:,} items) -> {summary.catalog_path}; ground truth -> {summary.truth_path}")
 
 
 def main() -> None:

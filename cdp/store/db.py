@@ -34,14 +34,8 @@ def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
         return _sqlite_engine(url, settings, pool=pool)
     if parsed.get_backend_name() != "postgresql":
         raise InvalidInput(f"unsupported store {parsed.get_backend_name()!r}: use sqlite or postgresql+psycopg")
-    return create_engine(
-        url,
-        json_serializer=dumps_json,
-        pool_pre_ping=True,
-        pool_size=8,
-        max_overflow=8,
-        **({} if pool else {"poolclass": NullPool}),
-    )
+    pooling = {"pool_size": 8, "max_overflow": 8} if pool else {"poolclass": NullPool}
+    return create_engine(url, json_serializer=dumps_json, pool_pre_ping=True, **pooling)
 
 
 def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:

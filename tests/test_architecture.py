@@ -1,0 +1,57 @@
+"""The layering of architecture.md, kept true by reading the imports (ast)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# What each layer may import of ours; serving and flows never import each other.
+ALLOWED = {
+    "cdp": {"cdp"},
+    "features": {"cdp", "features"},
+    "models": {"cdp", "features", "models"},
+    "flows": {"cdp", "features", "models", "flows"},
+    "serving": {"cdp", "features", "models", "serving"},
+}
+OURS = set(ALLOWED)
+# Heavy frameworks stay at their edge.
+CONFINED = {"fastapi": ("serving",), "prefect": ("flows",), "mlflow": ("models/registry.py", "models/tracking.py")}
+# The CLI is the composition root: it may import upward, inside its command functions.
+COMPOSITION_ROOT = "cdp/cli.py"
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(top-level package, imported at module level?) for every import in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    module_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name.split(".")[0], id(node) in module_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module.split(".")[0], id(node) in module_level))
+    return found
+
+
+def python_files() -> list[Path]:
+    return [p for layer in OURS for p in (ROOT / layer).rglob("*.py")]
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_dependencies_point_down(path: Path) -> None:
+    relative = path.relative_to(ROOT).as_posix()
+    layer = relative.split("/")[0]
+    for package, at_module_level in imports(path):
+        if package in OURS and package not in ALLOWED[layer]:
+            assert relative == COMPOSITION_ROOT and not at_module_level, f"{relative} imports {package}"
+        if package in CONFINED:
+            assert relative.startswith(CONFINED[package]), f"{package} is imported outside its edge: {relative}"
+
+
+def test_the_rule_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import serving.app\nfrom fastapi import FastAPI\n\ndef f():\n    import models\n")
+    assert imports(bad) == [("serving", True), ("fastapi", True), ("models", False)]

@@ -1,0 +1,134 @@
+"""The ``cdp`` command line, run as a user runs it, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from cdp.config import Settings
+from cdp.setup import prepare_store
+from cdp.store.tables import events
+
+
+def cdp(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CDP_HOME": str(settings.home), "COLUMNS": "200"}
+    env.pop("CDP_DATABASE_URL", None)
+    if settings.database_url:
+        env["CDP_DATABASE_URL"] = settings.database_url
+    return subprocess.run([sys.executable, "-m", "cdp", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def stored(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = prepare_store(settings, pool=False)
+    with engine.connect() as conn:
+        rows = conn.execute(select(events).order_by(events.c.id)).all()
+    engine.dispose()
+    return rows
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_prints_credentials_once(settings: Settings) -> None:
+    first = cdp(settings, "init")
+    assert first.returncode == 0, first.stderr
+    assert "write key" in first.stdout and "admin token" in first.stdout
+    again = cdp(settings, "init")
+    assert again.returncode == 0 and "already initialised" in again.stdout
+
+
+def test_sources_and_tokens(settings: Settings) -> None:
+    created = cdp(settings, "sources", "create", "ios-app")
+    assert created.returncode == 0 and len(created.stdout.strip().splitlines()[-1]) >= 24
+    assert "ios-app" in cdp(settings, "sources", "list").stdout
+    assert_user_error(cdp(settings, "sources", "create", "ios-app"), "already exists")
+    token = cdp(settings, "tokens", "create", "--scope", "recommendations:read", "--scope", "profiles:read")
+    assert token.returncode == 0 and token.stdout.strip().splitlines()[-1].startswith("cdp_")
+    assert_user_error(cdp(settings, "tokens", "create", "--scope", "superuser"), "unknown scope superuser")
+
+
+def test_import_json_lines_validates_dedups_and_quarantines(settings: Settings, tmp_path: Path) -> None:
+    assert cdp(settings, "init").returncode == 0
+    lines = [orjson.dumps({"type": "track", "userId": f"u{i}", "event": "Order Completed", "messageId": f"m{i}",
+                           "properties": {"revenue": i}, "timestamp": "2025-06-01T10:00:00Z"}) for i in range(120)]
+    lines += [b'{"type": "track", "userId": "u1", "messageId": "no-event"}', b"{oops", b""]
+    lines.append(lines[0])  # a duplicate delivery
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = cdp(settings, "import", str(path), "--backfill")
+    assert result.returncode == 0, result.stderr
+    assert "121 accepted" in result.stdout and "2 quarantined" in result.stdout
+    assert len(stored(settings)) == 120
+    assert cdp(settings, "import", str(path)).returncode == 0  # re-running an import is harmless
+    assert len(stored(settings)) == 120
+
+    listing = cdp(settings, "quarantine", "list")
+    assert "missing_event" in listing.stdout and "invalid_message" in listing.stdout
+    replayed = cdp(settings, "quarantine", "replay")
+    assert "replayed 0" in replayed.stdout and "still invalid 4" in replayed.stdout
+
+
+def test_import_csv_with_a_column_mapping(settings: Settings, tmp_path: Path) -> None:
+    assert cdp(settings, "init").returncode == 0
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "order_id,customer,created,amount,sku,note\n"
+        "o1,c1,2025-01-02T03:04:05Z,19.90,A-1,\n"
+        "o2,c2,2025-01-03T00:00:00+01:00,5,B-2,gift\n"
+    )
+    result = cdp(settings, "import", str(path), "--event", "Order Completed", "--map", "messageId=order_id",
+                 "--map", "userId=customer", "--map", "timestamp=created", "--map", "properties.revenue=amount")
+    assert result.returncode == 0, result.stderr
+    first, second = stored(settings)
+    assert (first.message_id, first.user_id, first.event) == ("o1", "c1", "Order Completed")
+    assert first.payload["properties"] == {"revenue": 19.9, "sku": "A-1"}
+    assert second.payload["properties"] == {"revenue": 5, "sku": "B-2", "note": "gift"}
+    assert second.timestamp.isoformat() == "2025-01-02T23:00:00+00:00"
+
+
+def test_import_parquet_identify_rows(settings: Settings, tmp_path: Path) -> None:
+    assert cdp(settings, "init").returncode == 0
+    path = tmp_path / "people.parquet"
+    pd.DataFrame({
+        "userId": ["u1", "u2"], "email": ["a@x.io", "b@x.io"], "age": [31, 45],
+        "timestamp": pd.to_datetime(["2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z"]),
+    }).to_parquet(path)
+    result = cdp(settings, "import", str(path), "--type", "identify")
+    assert result.returncode == 0, result.stderr
+    first, _ = stored(settings)
+    assert first.type == "identify" and first.payload["traits"] == {"email": "a@x.io", "age": 31}
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (("import", "missing.jsonl"), "no such file"),
+        (("import", "{data}", "--source", "nope"), "no source named 'nope'"),
+        (("import", "{data}", "--map", "userId"), "FIELD=COLUMN"),
+        (("import", "{data}", "--format", "xml"), "unknown format"),
+    ],
+)
+def test_import_mistakes_are_one_line_and_exit_2(settings: Settings, tmp_path: Path, args, text) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"type": "track", "userId": "u", "event": "E"}\n')
+    assert cdp(settings, "init").returncode == 0
+    assert_user_error(cdp(settings, *[a.replace("{data}", str(data)) for a in args]), text)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_unreachable_or_bad_store_url_is_a_clear_error(settings: Settings) -> None:
+    bad = settings.model_copy(update={"database_url": "mysql://nowhere/x"})
+    assert_user_error(cdp(bad, "init"), "unsupported store")
+    down = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/x"})
+    assert_user_error(cdp(down, "init"), "cannot use the store")

@@ -1,0 +1,158 @@
+"""The store on SQLite and PostgreSQL: migrations, credentials, ingestion, dedup, quarantine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from cdp.auth.service import create_source, create_token, hash_secret, source_for_write_key, token_for_secret
+from cdp.config import Settings
+from cdp.errors import Conflict, InvalidInput
+from cdp.events.ingest import LIVE_HOOKS, ingest
+from cdp.events.quarantine import count_pending, list_pending, replay
+from cdp.events.schemas import Envelope
+from cdp.setup import prepare_store, register_configured_credentials
+from cdp.store.db import migrate
+from cdp.store.tables import api_tokens, events, quarantine, sources
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _ingest(conn, source_id, messages, *, live=True, envelope=None):  # type: ignore[no-untyped-def]
+    return ingest(
+        conn, source_id=source_id, messages=messages, envelope=envelope or Envelope(received_at=NOW),
+        max_message_bytes=32 * 1024, live=live,
+    )
+
+
+@pytest.fixture
+def source_id(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return create_source(conn, name="web", now=NOW)[0].id
+
+
+def test_migrations_create_the_schema_and_are_idempotent(engine) -> None:  # type: ignore[no-untyped-def]
+    migrate(engine)
+    migrate(engine)
+    inspector = inspect(engine)
+    assert {"sources", "api_tokens", "events", "quarantine", "alembic_version"} <= set(inspector.get_table_names())
+    uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("events")}
+    assert ("source_id", "message_id") in uniques
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_store_runs_in_wal_mode(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    assert (settings.home / "cdp.sqlite").is_file()
+
+
+def test_secrets_are_stored_only_as_hashes(engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        source, key = create_source(conn, name="web", now=NOW)
+        token, secret = create_token(conn, name="app", scopes=["recommendations:read"], now=NOW)
+        stored_key = conn.execute(select(sources.c.write_key_hash)).scalar()
+        stored_token = conn.execute(select(api_tokens.c.token_hash)).scalar()
+        assert key not in stored_key and stored_key == hash_secret(key)
+        assert secret not in stored_token and stored_token == hash_secret(secret)
+        assert source_for_write_key(conn, write_key=key) == source
+        assert source_for_write_key(conn, write_key=key + "x") is None
+        found = token_for_secret(conn, token=secret)
+        assert found is not None and found.allows("recommendations:read") and not found.allows("admin")
+
+
+def test_bad_credentials_requests_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        create_source(conn, name="web", now=NOW)
+        with pytest.raises(Conflict):
+            create_source(conn, name="web", now=NOW)
+        with pytest.raises(InvalidInput, match="unknown scope"):
+            create_token(conn, name="x", scopes=["root"], now=NOW)
+        with pytest.raises(InvalidInput):
+            create_source(conn, name="  ", now=NOW)
+
+
+def test_configured_credentials_are_registered_once(settings: Settings) -> None:
+    configured = settings.model_copy(update={"write_keys": "k1, k2", "admin_token": "adm"})
+    engine = prepare_store(configured)
+    register_configured_credentials(engine, configured)  # a second start
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sources)).scalar() == 2
+        assert source_for_write_key(conn, write_key="k2") is not None
+        assert token_for_secret(conn, token="adm").allows("profiles:read")
+    engine.dispose()
+
+
+def test_ingest_stores_all_fields_and_dedups_on_source_and_message_id(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        other = create_source(conn, name="app", now=NOW)[0].id
+    message = {"type": "track", "messageId": "m1", "userId": "u1", "event": "Order Completed",
+               "properties": {"revenue": 10}, "originalTimestamp": "2026-03-01T11:00:00Z"}
+    envelope = Envelope(received_at=NOW, sent_at=datetime(2026, 3, 1, 11, 0, 1, tzinfo=UTC))
+    with engine.begin() as conn:
+        result = _ingest(conn, source_id, [message, dict(message)], envelope=envelope)
+    assert result.accepted == 2 and result.quarantined == 0
+    with engine.begin() as conn:  # an SDK retry: same id, later sentAt
+        _ingest(conn, source_id, [message], envelope=Envelope(received_at=NOW + timedelta(minutes=1)))
+        _ingest(conn, other, [message])  # another source may reuse the id
+    with engine.connect() as conn:
+        rows = conn.execute(select(events).order_by(events.c.id)).all()
+    assert [(r.source_id, r.message_id) for r in rows] == [(source_id, "m1"), (other, "m1")]
+    first = rows[0]
+    assert first.timestamp == NOW - timedelta(seconds=1)
+    assert first.original_timestamp == datetime(2026, 3, 1, 11, tzinfo=UTC)
+    assert first.sent_at == envelope.sent_at and first.received_at == NOW
+    assert first.payload["properties"] == {"revenue": 10}
+    assert first.timestamp.tzinfo is not None
+
+
+def test_invalid_messages_go_to_the_quarantine_and_can_be_replayed(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    batch = [
+        {"type": "track", "userId": "u1", "event": "Ok", "messageId": "a"},
+        {"type": "track", "userId": "u1", "messageId": "b"},
+        {"type": "identify", "messageId": "c"},
+    ]
+    with engine.begin() as conn:
+        result = _ingest(conn, source_id, batch)
+    assert (result.accepted, result.quarantined) == (1, 2)
+    assert [r.index for r in result.rejections] == [1, 2]
+    with engine.connect() as conn:
+        assert count_pending(conn) == {"missing_event": 1, "no_user_anon_id": 1}
+        pending = list_pending(conn)
+    assert [p.message_id for p in pending] == ["b", "c"] and pending[0].source == "web"
+
+    # Someone fixes the data in place (e.g. after a tracking plan change); replay stores what now passes.
+    with engine.begin() as conn:
+        fixed = dict(pending[0].payload, event="Recovered")
+        conn.execute(quarantine.update().where(quarantine.c.id == pending[0].id).values(payload=fixed))
+        outcome = replay(conn, now=NOW, max_message_bytes=32 * 1024)
+    assert (outcome.replayed, outcome.still_invalid) == (1, 1)
+    with engine.connect() as conn:
+        assert conn.execute(select(events.c.event).where(events.c.message_id == "b")).scalar() == "Recovered"
+        assert count_pending(conn) == {"no_user_anon_id": 1}
+        # Replaying again does not duplicate what was already replayed.
+    with engine.begin() as conn:
+        assert replay(conn, now=NOW, max_message_bytes=32 * 1024).replayed == 0
+
+
+def test_backfill_never_fires_live_hooks(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    fired: list[int] = []
+    LIVE_HOOKS.append(lambda conn, source, rows: fired.append(len(rows)))
+    try:
+        with engine.begin() as conn:
+            _ingest(conn, source_id, [{"type": "track", "userId": "u", "event": "E", "messageId": "1"}], live=False)
+            _ingest(conn, source_id, [{"type": "track", "userId": "u", "event": "E", "messageId": "2"}], live=True)
+    finally:
+        LIVE_HOOKS.pop()
+    assert fired == [1]
+
+
+def test_a_failed_transaction_stores_nothing(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        _ingest(conn, source_id, [{"type": "track", "userId": "u", "event": "E", "messageId": "x"}])
+        raise RuntimeError("crash before commit")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
