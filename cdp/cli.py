@@ -284,7 +284,7 @@ def demo(
     out.print(f"[bold]2/3[/bold] sending them to {server.url}/v1/batch in batches of 100")
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err) as progress:
+                      TimeRemainingColumn(), console=err, transient=True) as progress:
             task = progress.add_task("sending", total=summary.events)
             sent = send_messages(server.url, write_key, read_jsonl(summary.events_path),
                                  progress=lambda n: progress.advance(task, n))

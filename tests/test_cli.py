@@ -132,3 +132,14 @@ def test_unreachable_or_bad_store_url_is_a_clear_error(settings: Settings) -> No
     assert_user_error(cdp(bad, "init"), "unsupported store")
     down = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/x"})
     assert_user_error(cdp(down, "init"), "cannot use the store")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_demo_sends_simulated_events_through_the_http_api(settings: Settings) -> None:
+    result = cdp(settings, "demo", "--profiles", "60", "--days", "14")
+    assert result.returncode == 0, result.stderr
+    rows = stored(settings)
+    assert len(rows) > 500
+    assert {"identify", "track", "page"} <= {r.type for r in rows}
+    assert f"{len(rows):,}" in result.stdout  # what it reports is what landed
+    assert all(r.received_at >= r.timestamp for r in rows if r.type == "track")
