@@ -156,3 +156,14 @@ def test_a_failed_transaction_stores_nothing(engine, source_id) -> None:  # type
         raise RuntimeError("crash before commit")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
+
+
+def test_migrations_match_the_table_definitions(engine) -> None:  # type: ignore[no-untyped-def]
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from cdp.store.tables import metadata
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []

@@ -67,7 +67,10 @@ events = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
     Column("payload", JSONDocument, nullable=False),  # the whole message as received
+    # The profile the identity graph attributes the event to; re-attributed on merge and split.
+    Column("profile_id", BigId, nullable=True),
     UniqueConstraint("source_id", "message_id"),
+    Index("ix_events_profile_id_timestamp", "profile_id", "timestamp"),
 )
 
 quarantine = Table(
@@ -83,4 +86,92 @@ quarantine = Table(
     Column("payload", JSONDocument, nullable=False),
     Column("replayed_at", UTCDateTime, nullable=True),
     Index("ix_quarantine_pending", "replayed_at", "id"),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("entity", String(32), nullable=False),  # "users", "accounts", or a configured custom entity
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("first_message_id", String(100), nullable=True),
+    Column("first_source_id", Integer, nullable=True),
+    Column("last_message_id", String(100), nullable=True),
+    Column("last_source_id", Integer, nullable=True),
+    # A merged profile stays as a tombstone pointing at the survivor, so a split can revive it.
+    Column("merged_into", BigId, ForeignKey("profiles.id"), nullable=True),
+    Index("ix_profiles_merged_into", "merged_into"),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("entity", String(32), nullable=False),
+    Column("type", String(64), nullable=False),  # user_id, anonymous_id, email, group_id, or any external id type
+    Column("value", Text, nullable=False),
+    Column("profile_id", BigId, ForeignKey("profiles.id"), nullable=False),
+    Column("source_id", Integer, nullable=True),
+    Column("first_message_id", String(100), nullable=True),
+    Column("seen_at", UTCDateTime, nullable=False),  # event time of the first message that carried it
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("entity", "type", "value"),
+    Index("ix_identities_profile_id", "profile_id"),
+)
+
+merges = Table(
+    "merges",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("entity", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),  # merged | refused
+    Column("winner_id", BigId, nullable=False),
+    Column("loser_id", BigId, nullable=False),
+    Column("rule", Text, nullable=False),  # why: the call and the identifier that linked the two
+    Column("identifier_type", String(64), nullable=False),
+    Column("identifier_value", Text, nullable=False),
+    Column("message_id", String(100), nullable=True),
+    Column("source_id", Integer, nullable=True),
+    Column("identity_ids", JSONDocument, nullable=True),  # the loser's identities, to undo the merge
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("split_at", UTCDateTime, nullable=True),
+    Index("ix_merges_winner_id", "winner_id"),
+    Index("ix_merges_loser_id", "loser_id"),
+)
+
+trait_changes = Table(
+    "trait_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("profile_id", BigId, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("value", JSONDocument, nullable=True),
+    Column("class", String(16), nullable=False),  # identify | computed | predicted | audience
+    Column("source_id", Integer, nullable=True),
+    Column("message_id", String(100), nullable=True),
+    Column("event_time", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_trait_changes_profile_id_name", "profile_id", "name"),
+)
+
+profile_traits = Table(
+    "profile_traits",
+    metadata,
+    Column("profile_id", BigId, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("value", JSONDocument, nullable=True),
+    Column("class", String(16), nullable=False),
+    Column("source_id", Integer, nullable=True),
+    Column("event_time", UTCDateTime, nullable=False),  # newest event time wins, not newest arrival
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+profile_links = Table(
+    "profile_links",
+    metadata,
+    Column("profile_id", BigId, primary_key=True),  # a user
+    Column("linked_id", BigId, primary_key=True),  # an account (group) or custom entity
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_profile_links_linked_id", "linked_id"),
 )
