@@ -179,6 +179,7 @@ def import_(
 
     from cdp.errors import InvalidInput, NotFound
     from cdp.events.imports import ColumnMapping, detect_format, import_messages, read_messages
+    from cdp.events.ingest import IngestConfig
     from cdp.store.tables import sources
 
     if not file.is_file():
@@ -205,7 +206,7 @@ def import_(
             source_id=source_id,
             messages=read_messages(file, fmt, mapping, lambda n: progress.advance(task, n)),
             chunk_rows=settings.import_chunk_rows,
-            max_message_bytes=settings.max_message_bytes,
+            config=IngestConfig.from_settings(settings),
             live=not backfill,
         )
     out.print(f"read {result.read:,} messages: {result.accepted:,} accepted (repeated messageIds are kept once), "
@@ -245,10 +246,12 @@ def quarantine_replay(
     id_: Annotated[list[int] | None, typer.Option("--id", help="Only these ids (repeatable) [default: all pending].")] = None,
 ) -> None:
     """Validate quarantined messages again and store those that now pass."""
+    from cdp.events.ingest import IngestConfig
     from cdp.events.quarantine import replay
 
+    config = IngestConfig.from_settings(_settings())
     with _store().begin() as conn:
-        result = replay(conn, now=datetime.now(UTC), max_message_bytes=_settings().max_message_bytes, ids=id_)
+        result = replay(conn, now=datetime.now(UTC), config=config, ids=id_)
     out.print(f"replayed {result.replayed:,}; still invalid {result.still_invalid:,}")
 
 

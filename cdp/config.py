@@ -27,6 +27,18 @@ class Settings(BaseSettings):
     # FULL fsyncs the WAL on every commit, so a 200 survives a power cut, not only a crash.
     sqlite_synchronous: str = "FULL"
 
+    # Identity resolution (Segment Unify's rules). Types not listed in the priority come after,
+    # alphabetically. A limit is "N" (ever) or "N/7d" (distinct values within a window).
+    identity_priority: str = "user_id,email"
+    identity_limits: str = "user_id=1,anonymous_id=5/7d"
+    identity_blocked_values: list[str] = Field(
+        default=[r"^[0-]*$", r"^-1$", r"(?i)^null$", r"(?i)^none$", r"(?i)^anonymous$", r"(?i)^undefined$", r"^\s*$"],
+        description="Regular expressions (JSON list in the environment) of placeholder values never used as ids.",
+    )
+    # Custom entities beyond users and accounts: {"households": "household_id"} links a user to the
+    # household whose id a message carries in context, properties or traits under that key.
+    entities: dict[str, str] = Field(default_factory=dict)
+
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024
     max_batch_messages: int = 2500

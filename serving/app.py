@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 import cdp
 from cdp.config import Settings, get_settings
+from cdp.events.ingest import IngestConfig
 from cdp.setup import prepare_store
 from serving.deps import WriteKeyCache
 from serving.errors import install_error_handlers
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.write_keys = WriteKeyCache(engine)
+        app.state.ingest_config = IngestConfig.from_settings(settings)
         # Fewer concurrent store calls than pooled connections, so none waits on the pool.
         app.state.store_limiter = CapacityLimiter(STORE_CONCURRENCY)
         yield

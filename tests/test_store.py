@@ -10,7 +10,7 @@ from sqlalchemy import func, inspect, select
 from cdp.auth.service import create_source, create_token, hash_secret, source_for_write_key, token_for_secret
 from cdp.config import Settings
 from cdp.errors import Conflict, InvalidInput
-from cdp.events.ingest import LIVE_HOOKS, ingest
+from cdp.events.ingest import LIVE_HOOKS, IngestConfig, ingest
 from cdp.events.quarantine import count_pending, list_pending, replay
 from cdp.events.schemas import Envelope
 from cdp.setup import prepare_store, register_configured_credentials
@@ -18,12 +18,13 @@ from cdp.store.db import migrate
 from cdp.store.tables import api_tokens, events, quarantine, sources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+CONFIG = IngestConfig.from_settings(Settings())
 
 
 def _ingest(conn, source_id, messages, *, live=True, envelope=None):  # type: ignore[no-untyped-def]
     return ingest(
         conn, source_id=source_id, messages=messages, envelope=envelope or Envelope(received_at=NOW),
-        max_message_bytes=32 * 1024, live=live,
+        config=CONFIG, live=live,
     )
 
 
@@ -128,14 +129,14 @@ def test_invalid_messages_go_to_the_quarantine_and_can_be_replayed(engine, sourc
     with engine.begin() as conn:
         fixed = dict(pending[0].payload, event="Recovered")
         conn.execute(quarantine.update().where(quarantine.c.id == pending[0].id).values(payload=fixed))
-        outcome = replay(conn, now=NOW, max_message_bytes=32 * 1024)
+        outcome = replay(conn, now=NOW, config=CONFIG)
     assert (outcome.replayed, outcome.still_invalid) == (1, 1)
     with engine.connect() as conn:
         assert conn.execute(select(events.c.event).where(events.c.message_id == "b")).scalar() == "Recovered"
         assert count_pending(conn) == {"no_user_anon_id": 1}
         # Replaying again does not duplicate what was already replayed.
     with engine.begin() as conn:
-        assert replay(conn, now=NOW, max_message_bytes=32 * 1024).replayed == 0
+        assert replay(conn, now=NOW, config=CONFIG).replayed == 0
 
 
 def test_backfill_never_fires_live_hooks(engine, source_id) -> None:  # type: ignore[no-untyped-def]

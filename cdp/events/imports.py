@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Engine
 
 from cdp.errors import InvalidInput
-from cdp.events.ingest import ingest
+from cdp.events.ingest import IngestConfig, ingest
 from cdp.events.schemas import Envelope
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -169,7 +169,7 @@ def import_messages(
     source_id: int,
     messages: Iterable[Any],
     chunk_rows: int,
-    max_message_bytes: int,
+    config: IngestConfig,
     live: bool,
 ) -> ImportResult:
     """Ingest ``messages`` in committed chunks: an interrupted import resumes by running it again."""
@@ -182,7 +182,7 @@ def import_messages(
                 source_id=source_id,
                 messages=chunk,
                 envelope=Envelope(received_at=datetime.now(UTC)),
-                max_message_bytes=max_message_bytes,
+                config=config,
                 live=live,
             )
         read += len(chunk)

@@ -1,16 +1,23 @@
-"""Durable bulk ingestion: one transaction and one bulk insert per call, duplicates ignored."""
+"""Durable bulk ingestion: validate, resolve identity, record traits, insert; one transaction per call."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert
+from sqlalchemy import Connection, Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
 from cdp.events.validate import prepare_message
+from cdp.identity.extract import identifiers_of
+from cdp.identity.resolve import IdentityBatch, Profile, message_context
+from cdp.identity.schemas import ACCOUNTS, IdentityRules
+from cdp.profiles.traits import append_trait_changes, fold_into_current, identify_traits
 from cdp.store.tables import events, quarantine
 
 # Real-time side effects of live traffic (event-triggered audiences, journeys). Imports run with
@@ -19,13 +26,23 @@ LiveHook = Callable[[Connection, int, list[dict[str, Any]]], None]
 LIVE_HOOKS: list[LiveHook] = []
 
 
+@dataclass(frozen=True)
+class IngestConfig:
+    max_message_bytes: int
+    identity: IdentityRules
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestConfig:
+        return cls(max_message_bytes=settings.max_message_bytes, identity=IdentityRules.from_settings(settings))
+
+
 def ingest(
     conn: Connection,
     *,
     source_id: int,
     messages: Iterable[Any],
     envelope: Envelope,
-    max_message_bytes: int,
+    config: IngestConfig,
     implied_type: str | None = None,
     live: bool = True,
 ) -> IngestResult:
@@ -36,20 +53,90 @@ def ingest(
     rows: list[dict[str, Any]] = []
     result = IngestResult()
     for index, message in enumerate(messages):
-        prepared = prepare_message(message, envelope, max_bytes=max_message_bytes, implied_type=implied_type)
+        prepared = prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
         if isinstance(prepared, Rejection):
             result.rejections.append(replace(prepared, index=index))
         else:
             prepared["source_id"] = source_id
             rows.append(prepared)
-    store_rows(conn, rows)
+    stored = store_events(conn, rows, config=config, now=envelope.received_at)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
     result.accepted = len(rows)
     result.quarantined = len(result.rejections)
-    if live and rows:
+    if live and stored:
         for hook in LIVE_HOOKS:
-            hook(conn, source_id, rows)
+            hook(conn, source_id, stored)
     return result
+
+
+def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime) -> list[dict[str, Any]]:
+    """Attribute valid rows to profiles and insert them; returns those that were new to the store.
+
+    A repeated messageId (an SDK retry) is skipped before identity resolution, so a retry never
+    records its traits twice.
+    """
+    fresh = _not_yet_stored(conn, rows)
+    attribute(conn, fresh, rules=config.identity, now=now)
+    store_rows(conn, fresh)
+    return fresh
+
+
+def attribute(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime) -> None:
+    """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits."""
+    if not rows:
+        return
+    # In event-time order, so limits over a window and merges read like what happened.
+    ordered = sorted(rows, key=lambda row: row["timestamp"])
+    found = [identifiers_of(row["payload"], rules) for row in ordered]
+    graph = IdentityBatch(conn, rules)
+    graph.load(found)
+    people: list[Profile | None] = []
+    trait_owners: list[tuple[Profile, dict[str, Any]]] = []
+    for row, ids in zip(ordered, found, strict=True):
+        context = message_context(row)
+        person = graph.resolve_person(ids, context)
+        linked = graph.resolve_links(person, ids, context)
+        people.append(person)
+        owner = linked.get(ACCOUNTS) if row["type"] == "group" else person if row["type"] == "identify" else None
+        if owner is not None:
+            trait_owners.append((owner, row))
+    graph.flush(now)
+    # Logged under the profile each message reached, so that a later split can hand them back.
+    append_trait_changes(conn, _trait_changes(trait_owners, lambda owner: owner.key))
+    rebuilt = graph.apply_merges(now)
+    current = _trait_changes(trait_owners, lambda owner: owner.root().key)
+    fold_into_current(conn, [change for change in current if change["profile_id"] not in rebuilt])
+    for row, person in zip(ordered, people, strict=True):
+        row["profile_id"] = person.root().key if person is not None else None
+
+
+def _trait_changes(
+    owners: list[tuple[Profile, dict[str, Any]]], profile_id: Callable[[Profile], int]
+) -> list[dict[str, Any]]:
+    return [
+        {"profile_id": profile_id(owner), "name": name, "value": value, "class": "identify",
+         "source_id": row["source_id"], "message_id": row["message_id"], "event_time": row["timestamp"],
+         "received_at": row["received_at"]}
+        for owner, row in owners
+        for name, value in identify_traits(row["payload"]).items()
+    ]
+
+
+def _not_yet_stored(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_source: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_source[row["source_id"]].setdefault(row["message_id"], row)  # first of in-batch repeats
+    fresh = []
+    for source_id, candidates in by_source.items():
+        ids = list(candidates)
+        seen: set[str] = set()
+        for start in range(0, len(ids), 500):
+            seen.update(conn.execute(
+                select(events.c.message_id).where(
+                    events.c.source_id == source_id, events.c.message_id.in_(ids[start : start + 500]))
+            ).scalars())
+        fresh.extend(row for message_id, row in candidates.items() if message_id not in seen)
+    return fresh
 
 
 def store_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:

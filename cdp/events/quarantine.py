@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from cdp.events.ingest import store_rows
+from cdp.events.ingest import IngestConfig, store_events
 from cdp.events.schemas import Envelope, Rejection
 from cdp.events.validate import prepare_message
 from cdp.store.tables import quarantine, sources
@@ -60,7 +60,7 @@ def count_pending(conn: Connection) -> dict[str, int]:
 
 
 def replay(
-    conn: Connection, *, now: datetime, max_message_bytes: int, ids: Sequence[int] | None = None
+    conn: Connection, *, now: datetime, config: IngestConfig, ids: Sequence[int] | None = None
 ) -> ReplayResult:
     """Validate pending messages again (rules or data may have been fixed); store those now valid.
 
@@ -71,10 +71,11 @@ def replay(
     if ids is not None:
         query = query.where(quarantine.c.id.in_(list(ids)))
     replayed: list[int] = []
+    valid: list[dict[str, Any]] = []
     still_invalid = 0
     for row in conn.execute(query).all():
         envelope = Envelope(received_at=row.received_at, sent_at=row.sent_at)
-        prepared = prepare_message(row.payload, envelope, max_bytes=max_message_bytes)
+        prepared = prepare_message(row.payload, envelope, max_bytes=config.max_message_bytes)
         if isinstance(prepared, Rejection):
             still_invalid += 1
             conn.execute(
@@ -82,8 +83,9 @@ def replay(
             )
             continue
         prepared["source_id"] = row.source_id
-        store_rows(conn, [prepared])
+        valid.append(prepared)
         replayed.append(row.id)
+    store_events(conn, valid, config=config, now=now)
     if replayed:
         conn.execute(update(quarantine).where(quarantine.c.id.in_(replayed)).values(replayed_at=now))
     return ReplayResult(replayed=len(replayed), still_invalid=still_invalid)

@@ -97,8 +97,6 @@ profiles = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("first_message_id", String(100), nullable=True),
     Column("first_source_id", Integer, nullable=True),
-    Column("last_message_id", String(100), nullable=True),
-    Column("last_source_id", Integer, nullable=True),
     # A merged profile stays as a tombstone pointing at the survivor, so a split can revive it.
     Column("merged_into", BigId, ForeignKey("profiles.id"), nullable=True),
     Index("ix_profiles_merged_into", "merged_into"),

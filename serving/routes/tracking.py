@@ -60,7 +60,7 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
                 source_id=source.id,
                 messages=messages,
                 envelope=envelope,
-                max_message_bytes=settings.max_message_bytes,
+                config=request.app.state.ingest_config,
                 implied_type=implied_type,
             )
 

@@ -30,8 +30,6 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("first_message_id", sa.String(100)),
         sa.Column("first_source_id", sa.Integer),
-        sa.Column("last_message_id", sa.String(100)),
-        sa.Column("last_source_id", sa.Integer),
         sa.Column("merged_into", BigId, sa.ForeignKey("profiles.id", name="fk_profiles_merged_into_profiles")),
     )
     op.create_index("ix_profiles_merged_into", "profiles", ["merged_into"])

@@ -1,0 +1,325 @@
+"""Real-time deterministic identity resolution, one batch of messages at a time.
+
+The graph's part that a batch touches is loaded up front (a few queries), changed in memory message
+by message, and written back in bulk. Per message, Segment Unify's "priority trust" rule: take the
+message's identifiers, highest priority first; if linking them all (and merging the profiles they
+belong to) would break a limit (user_id: 1 ever; anonymous_id: 5 per week ...), drop the
+lowest-priority identifier and try again. The message joins the profile its remaining identifiers
+point to; a refused link is logged, like every merge, with the rule, identifier and message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, text, tuple_, update
+
+from cdp.identity.extract import MessageIdentifiers
+from cdp.identity.schemas import USERS, Identifier, IdentityRules
+from cdp.profiles.traits import rebuild_current_traits
+from cdp.store.tables import events, identities, merges, profile_links, profiles, trait_changes
+
+
+@dataclass(eq=False)
+class Profile:
+    """A profile as this batch sees it; ``id`` is None until a new one is written."""
+
+    entity: str
+    id: int | None = None
+    identities: dict[Identifier, datetime] = field(default_factory=dict)  # -> first seen (event time)
+    merged_into: Profile | None = None
+    created_at: datetime | None = None
+    first_message_id: str | None = None
+    first_source_id: int | None = None
+
+    def root(self) -> Profile:
+        profile = self
+        while profile.merged_into is not None:
+            profile = profile.merged_into
+        return profile
+
+    @property
+    def key(self) -> int:
+        assert self.id is not None, "profile not written yet"
+        return self.id
+
+
+@dataclass(frozen=True)
+class _NewIdentity:
+    entity: str
+    identifier: Identifier
+    owner: Profile
+    seen_at: datetime
+    message_id: str | None
+    source_id: int
+
+
+@dataclass(frozen=True)
+class _Merge:
+    outcome: str  # merged | refused
+    winner: Profile
+    loser: Profile
+    rule: str
+    identifier: Identifier
+    message_id: str | None
+    source_id: int
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where the message that caused a change came from."""
+
+    at: datetime  # event time
+    received_at: datetime
+    message_id: str | None
+    source_id: int
+    call: str
+
+
+class IdentityBatch:
+    """The identity graph's state for one batch: load, resolve messages, then ``flush``."""
+
+    def __init__(self, conn: Connection, rules: IdentityRules) -> None:
+        self.conn = conn
+        self.rules = rules
+        self.owners: dict[tuple[str, Identifier], Profile] = {}
+        self.by_id: dict[int, Profile] = {}
+        self.new_profiles: list[Profile] = []
+        self.new_identities: list[_NewIdentity] = []
+        self.merges: list[_Merge] = []
+        self.links: set[tuple[Profile, Profile]] = set()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, wanted: Iterable[MessageIdentifiers]) -> None:
+        """Read every profile that owns an identifier of the batch, with all its identifiers."""
+        keys: set[tuple[str, Identifier]] = set()
+        for found in wanted:
+            keys.update((USERS, i) for i in found.person)
+            keys.update(found.links)
+            if found.previous_id is not None:
+                keys.update((USERS, Identifier(t, found.previous_id)) for t in ("user_id", "anonymous_id"))
+        if not keys:
+            return
+        if self.conn.dialect.name == "postgresql":
+            self._lock_identifiers(keys)
+        profile_ids = self._owners_of(keys)
+        while profile_ids:
+            # Lock the owners, then read again: a concurrent merge may have moved identifiers
+            # between our first read and the lock. SQLite needs none of it (one writer at a time).
+            if self.conn.dialect.name == "postgresql":
+                self.conn.execute(
+                    select(profiles.c.id).where(profiles.c.id.in_(sorted(profile_ids))).order_by(profiles.c.id)
+                    .with_for_update()
+                ).all()
+                again = self._owners_of(keys)
+                if not again - profile_ids:
+                    break
+                profile_ids |= again
+            else:
+                break
+        rows = self.conn.execute(
+            select(identities.c.entity, identities.c.type, identities.c.value, identities.c.profile_id,
+                   identities.c.seen_at).where(identities.c.profile_id.in_(sorted(profile_ids)))
+        ).all() if profile_ids else []
+        for row in rows:
+            profile = self.by_id.setdefault(row.profile_id, Profile(entity=row.entity, id=row.profile_id))
+            identifier = Identifier(row.type, row.value)
+            profile.identities[identifier] = row.seen_at
+            self.owners[(row.entity, identifier)] = profile
+
+    def _owners_of(self, keys: set[tuple[str, Identifier]]) -> set[int]:
+        grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for entity, identifier in keys:
+            grouped[(entity, identifier.type)].append(identifier.value)
+        found: set[int] = set()
+        for (entity, type_), values in grouped.items():
+            for start in range(0, len(values), 500):
+                found.update(self.conn.execute(
+                    select(identities.c.profile_id).where(
+                        identities.c.entity == entity, identities.c.type == type_,
+                        identities.c.value.in_(values[start : start + 500]),
+                    )
+                ).scalars())
+        return found
+
+    def _lock_identifiers(self, keys: set[tuple[str, Identifier]]) -> None:
+        # Two workers racing on the same new user must not both create it: each takes the
+        # identifiers' advisory locks, in one sorted order so that they cannot deadlock.
+        hashes = sorted({_lock_key(entity, identifier) for entity, identifier in keys})
+        self.conn.execute(
+            text("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS s"),
+            {"keys": hashes},
+        ).all()
+
+    # -- resolving ---------------------------------------------------------------------------
+
+    def resolve_person(self, found: MessageIdentifiers, context: Context) -> Profile | None:
+        """The (root) user profile ``found`` belongs to, after linking and merging what the rules allow."""
+        chosen = list(found.person)
+        if found.previous_id is not None:
+            previous = Identifier("user_id", found.previous_id)
+            if (USERS, previous) not in self.owners:
+                previous = Identifier("anonymous_id", found.previous_id)
+            chosen = sorted(dict.fromkeys([*chosen, previous]), key=self.rules.rank)
+        if not chosen:
+            return None
+        refused: list[tuple[Identifier, str]] = []
+        while True:
+            violation = self._violation(chosen, context.at)
+            if violation is None or len(chosen) == 1:
+                break
+            refused.append((chosen.pop(), violation))
+        profile = self._join(USERS, chosen, context)
+        for identifier, reason in refused:
+            other = self.owners.get((USERS, identifier))
+            if other is not None and other.root() is not profile:
+                self.merges.append(_Merge("refused", profile, other.root(), f"{context.call}: {reason}", identifier,
+                                          context.message_id, context.source_id))
+        return profile
+
+    def resolve_links(self, person: Profile | None, found: MessageIdentifiers, context: Context) -> dict[str, Profile]:
+        """The account / custom entity profiles the message names, linked to ``person``."""
+        linked = {}
+        for entity, identifier in found.links:
+            target = self._join(entity, [identifier], context)
+            linked[entity] = target
+            if person is not None:
+                self.links.add((person, target))
+        return linked
+
+    def _violation(self, chosen: list[Identifier], at: datetime) -> str | None:
+        combined: dict[Identifier, datetime] = {}
+        for identifier in chosen:
+            owner = self.owners.get((USERS, identifier))
+            if owner is not None:
+                combined.update(owner.root().identities)
+        for identifier in chosen:
+            combined.setdefault(identifier, at)
+        for kind, limit in self.rules.limits.items():
+            values = {
+                i.value for i, seen in combined.items()
+                if i.type == kind and (limit.window is None or seen >= at - limit.window)
+            }
+            if len(values) > limit.count:
+                return f"{limit.describe(kind)} would be exceeded"
+        return None
+
+    def _join(self, entity: str, chosen: list[Identifier], context: Context) -> Profile:
+        owned = list(dict.fromkeys(
+            self.owners[(entity, i)].root() for i in chosen if (entity, i) in self.owners
+        ))
+        if not owned:
+            profile = Profile(entity=entity, created_at=context.received_at, first_message_id=context.message_id,
+                              first_source_id=context.source_id)
+            self.new_profiles.append(profile)
+        else:
+            # The oldest stored profile survives, so ids that apps already hold stay valid.
+            profile = min(owned, key=lambda p: (p.id is None, p.id or 0))
+            for loser in owned:
+                if loser is not profile:
+                    link = next(i for i in chosen if self.owners.get((entity, i)) and self.owners[(entity, i)].root() is loser)
+                    self._merge(profile, loser, link, context)
+        for identifier in chosen:
+            if (entity, identifier) not in self.owners:
+                self.owners[(entity, identifier)] = profile
+                profile.identities[identifier] = context.at
+                self.new_identities.append(
+                    _NewIdentity(entity, identifier, profile, context.at, context.message_id, context.source_id)
+                )
+        return profile
+
+    def _merge(self, winner: Profile, loser: Profile, link: Identifier, context: Context) -> None:
+        loser.merged_into = winner
+        for identifier, seen in loser.identities.items():
+            winner.identities[identifier] = min(seen, winner.identities.get(identifier, seen))
+        self.merges.append(_Merge("merged", winner, loser, f"{context.call}: shares {link.type}", link,
+                                  context.message_id, context.source_id))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def flush(self, now: datetime) -> None:
+        """Write new profiles and identities, then apply the merges in order (see module doc)."""
+        if self.new_profiles:
+            ids = self.conn.execute(
+                insert(profiles).returning(profiles.c.id, sort_by_parameter_order=True),
+                [{"entity": p.entity, "created_at": p.created_at, "updated_at": p.created_at,
+                  "first_message_id": p.first_message_id, "first_source_id": p.first_source_id}
+                 for p in self.new_profiles],
+            ).scalars().all()
+            for profile, profile_id in zip(self.new_profiles, ids, strict=True):
+                profile.id = profile_id
+        if self.new_identities:
+            self.conn.execute(insert(identities), [
+                {"entity": n.entity, "type": n.identifier.type, "value": n.identifier.value, "profile_id": n.owner.key,
+                 "source_id": n.source_id, "first_message_id": n.message_id, "seen_at": n.seen_at, "created_at": now}
+                for n in self.new_identities
+            ])
+
+    def apply_merges(self, now: datetime) -> set[int]:
+        """Re-attribute what the merged profiles owned; returns the survivors whose traits changed."""
+        survivors: set[int] = set()
+        for merge in self.merges:
+            identity_ids = None
+            if merge.outcome == "merged":
+                identity_ids = _apply_merge(self.conn, winner=merge.winner.key, loser=merge.loser.key, now=now)
+                survivors.add(merge.winner.key)
+            self.conn.execute(insert(merges).values(
+                entity=merge.winner.entity, outcome=merge.outcome, winner_id=merge.winner.key,
+                loser_id=merge.loser.key, rule=merge.rule, identifier_type=merge.identifier.type,
+                identifier_value=merge.identifier.value, message_id=merge.message_id, source_id=merge.source_id,
+                identity_ids=identity_ids, created_at=now,
+            ))
+        if self.links:
+            rows = {(person.root().key, target.root().key) for person, target in self.links}
+            existing = set(self.conn.execute(
+                select(profile_links.c.profile_id, profile_links.c.linked_id).where(
+                    tuple_(profile_links.c.profile_id, profile_links.c.linked_id).in_(sorted(rows)))
+            ).tuples())
+            fresh = sorted(rows - existing)
+            if fresh:
+                self.conn.execute(insert(profile_links), [
+                    {"profile_id": p, "linked_id": t, "created_at": now} for p, t in fresh])
+        return survivors
+
+
+def _apply_merge(conn: Connection, *, winner: int, loser: int, now: datetime) -> list[int]:
+    """Move the loser's identities, events, trait history and links to the winner; keep a tombstone."""
+    moved = conn.execute(select(identities.c.id).where(identities.c.profile_id == loser)).scalars().all()
+    conn.execute(update(identities).where(identities.c.profile_id == loser).values(profile_id=winner))
+    conn.execute(update(events).where(events.c.profile_id == loser).values(profile_id=winner))
+    conn.execute(update(trait_changes).where(trait_changes.c.profile_id == loser).values(profile_id=winner))
+    move_links(conn, source=loser, target=winner, now=now)
+    conn.execute(update(profiles).where(profiles.c.id == loser).values(merged_into=winner, updated_at=now))
+    conn.execute(update(profiles).where(profiles.c.id == winner).values(updated_at=now))
+    rebuild_current_traits(conn, profile_ids=[winner, loser])
+    return list(moved)
+
+
+def move_links(conn: Connection, *, source: int, target: int, now: datetime) -> None:
+    """Links of ``source`` (as a user or as an account) now belong to ``target``; no duplicates."""
+    for this, other in ((profile_links.c.profile_id, profile_links.c.linked_id),
+                        (profile_links.c.linked_id, profile_links.c.profile_id)):
+        pairs = conn.execute(select(other).where(this == source)).scalars().all()
+        if not pairs:
+            continue
+        conn.execute(profile_links.delete().where(this == source))
+        have = set(conn.execute(select(other).where(this == target, other.in_(pairs))).scalars())
+        rows = [{this.name: target, other.name: p, "created_at": now} for p in pairs if p not in have and p != target]
+        if rows:
+            conn.execute(insert(profile_links), rows)
+
+
+def _lock_key(entity: str, identifier: Identifier) -> int:
+    digest = hashlib.blake2b(f"{entity}\x1f{identifier.type}\x1f{identifier.value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def message_context(row: dict[str, Any]) -> Context:
+    return Context(at=row["timestamp"], received_at=row["received_at"], message_id=row["message_id"],
+                   source_id=row["source_id"], call=row["type"])

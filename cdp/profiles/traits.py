@@ -1,0 +1,91 @@
+"""Trait changes and current traits. The newest *event time* wins, never the newest arrival:
+a late or imported old identify can't overwrite a value set after it happened."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cdp.store.tables import profile_traits, trait_changes
+
+TRAIT_CLASSES = ("identify", "computed", "predicted", "audience")
+
+
+def identify_traits(message: dict[str, Any]) -> dict[str, Any]:
+    """``context.traits`` merged with ``traits``, the top-level ones winning (contract.md)."""
+    context = message.get("context") if isinstance(message.get("context"), dict) else {}
+    merged = dict(context.get("traits") or {}) if isinstance(context.get("traits"), dict) else {}
+    if isinstance(message.get("traits"), dict):
+        merged.update(message["traits"])
+    return merged
+
+
+def record_trait_changes(conn: Connection, changes: Sequence[dict[str, Any]]) -> None:
+    """Append ``changes`` to the log and fold them into the current traits.
+
+    Each change: ``profile_id, name, value, class, source_id, message_id, event_time, received_at``.
+    """
+    append_trait_changes(conn, changes)
+    fold_into_current(conn, changes)
+
+
+def append_trait_changes(conn: Connection, changes: Sequence[dict[str, Any]]) -> None:
+    if changes:
+        conn.execute(insert(trait_changes), list(changes))
+
+
+def fold_into_current(conn: Connection, changes: Sequence[dict[str, Any]]) -> None:
+    """Upsert the current traits with ``changes`` where they are newer (event time, then arrival)."""
+    if not changes:
+        return
+    newest: dict[tuple[int, str], dict[str, Any]] = {}
+    for change in changes:
+        key = (change["profile_id"], change["name"])
+        if key not in newest or _order(change) >= _order(newest[key]):
+            newest[key] = change
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(profile_traits)
+    excluded = statement.excluded
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["profile_id", "name"],
+            set_={c: excluded[c] for c in ("value", "class", "source_id", "event_time", "received_at")},
+            where=(excluded.event_time > profile_traits.c.event_time)
+            | ((excluded.event_time == profile_traits.c.event_time)
+               & (excluded.received_at >= profile_traits.c.received_at)),
+        ),
+        [{k: v for k, v in change.items() if k != "message_id"} for change in newest.values()],
+    )
+
+
+def _order(change: dict[str, Any]) -> tuple[datetime, datetime]:
+    return change["event_time"], change["received_at"]
+
+
+def rebuild_current_traits(conn: Connection, *, profile_ids: Sequence[int]) -> None:
+    """Derive the current traits of ``profile_ids`` again from the log (after a merge or a split)."""
+    conn.execute(delete(profile_traits).where(profile_traits.c.profile_id.in_(profile_ids)))
+    rank = func.row_number().over(
+        partition_by=(trait_changes.c.profile_id, trait_changes.c.name),
+        order_by=(trait_changes.c.event_time.desc(), trait_changes.c.received_at.desc(), trait_changes.c.id.desc()),
+    ).label("rank")
+    ranked = select(
+        trait_changes.c.profile_id, trait_changes.c.name, trait_changes.c.value, trait_changes.c["class"],
+        trait_changes.c.source_id, trait_changes.c.event_time, trait_changes.c.received_at, rank,
+    ).where(trait_changes.c.profile_id.in_(profile_ids)).subquery()
+    columns = ["profile_id", "name", "value", "class", "source_id", "event_time", "received_at"]
+    conn.execute(
+        insert(profile_traits).from_select(columns, select(*(ranked.c[c] for c in columns)).where(ranked.c.rank == 1))
+    )
+
+
+def current_traits(conn: Connection, *, profile_id: int, names: Sequence[str] | None = None) -> list[Any]:
+    """Rows of ``profile_traits`` for one profile (name, value, class, source_id, event_time)."""
+    query = select(profile_traits).where(profile_traits.c.profile_id == profile_id).order_by(profile_traits.c.name)
+    if names:
+        query = query.where(profile_traits.c.name.in_(list(names)))
+    return conn.execute(query).all()
