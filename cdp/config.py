@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     identity_priority: str = "user_id,email"
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(
-        default=[r"^[0-]*$", r"^-1$", r"(?i)^null$", r"(?i)^none$", r"(?i)^anonymous$", r"(?i)^undefined$", r"^\s*$"],
+        default=[r"^[0-]*$", r"^-1$", r"(?i:^null$)", r"(?i:^none$)", r"(?i:^anonymous$)", r"(?i:^undefined$)",
+                 r"^\s*$"],
         description="Regular expressions (JSON list in the environment) of placeholder values never used as ids.",
     )
     # Custom entities beyond users and accounts: {"households": "household_id"} links a user to the

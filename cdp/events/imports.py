@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from cdp.errors import InvalidInput
 from cdp.events.ingest import IngestConfig, ingest
 from cdp.events.schemas import Envelope
+from cdp.store.db import write_transaction
 
 FORMATS = ("jsonl", "csv", "parquet")
 # Top-level Segment Spec fields a column may fill; any other column becomes a property or trait.
@@ -176,15 +177,9 @@ def import_messages(
     read = accepted = quarantined = 0
     iterator = iter(messages)
     while chunk := list(islice(iterator, chunk_rows)):
-        with engine.begin() as conn:
-            result = ingest(
-                conn,
-                source_id=source_id,
-                messages=chunk,
-                envelope=Envelope(received_at=datetime.now(UTC)),
-                config=config,
-                live=live,
-            )
+        envelope = Envelope(received_at=datetime.now(UTC))
+        result = write_transaction(engine, lambda conn: ingest(
+            conn, source_id=source_id, messages=chunk, envelope=envelope, config=config, live=live))
         read += len(chunk)
         accepted += result.accepted
         quarantined += result.quarantined

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text, tuple_, update
+from sqlalchemy import Connection, insert, select, text, tuple_, union_all, update
 
 from cdp.identity.extract import MessageIdentifiers
 from cdp.identity.schemas import USERS, Identifier, IdentityRules
@@ -106,47 +106,43 @@ class IdentityBatch:
                 keys.update((USERS, Identifier(t, found.previous_id)) for t in ("user_id", "anonymous_id"))
         if not keys:
             return
-        if self.conn.dialect.name == "postgresql":
+        postgres = self.conn.dialect.name == "postgresql"
+        if postgres:
             self._lock_identifiers(keys)
-        profile_ids = self._owners_of(keys)
-        while profile_ids:
-            # Lock the owners, then read again: a concurrent merge may have moved identifiers
-            # between our first read and the lock. SQLite needs none of it (one writer at a time).
-            if self.conn.dialect.name == "postgresql":
-                self.conn.execute(
-                    select(profiles.c.id).where(profiles.c.id.in_(sorted(profile_ids))).order_by(profiles.c.id)
-                    .with_for_update()
-                ).all()
-                again = self._owners_of(keys)
-                if not again - profile_ids:
-                    break
-                profile_ids |= again
-            else:
+        rows = self._identities_of_owners(keys)
+        # On PostgreSQL, lock the owners and read again until stable: a concurrent merge may have
+        # moved identifiers between the read and the lock. SQLite has one writer at a time.
+        while postgres and rows:
+            owners = sorted({row.profile_id for row in rows})
+            self.conn.execute(
+                select(profiles.c.id).where(profiles.c.id.in_(owners)).order_by(profiles.c.id).with_for_update()
+            ).all()
+            again = self._identities_of_owners(keys)
+            if {row.profile_id for row in again} == set(owners):
                 break
-        rows = self.conn.execute(
-            select(identities.c.entity, identities.c.type, identities.c.value, identities.c.profile_id,
-                   identities.c.seen_at).where(identities.c.profile_id.in_(sorted(profile_ids)))
-        ).all() if profile_ids else []
+            rows = again
         for row in rows:
             profile = self.by_id.setdefault(row.profile_id, Profile(entity=row.entity, id=row.profile_id))
             identifier = Identifier(row.type, row.value)
             profile.identities[identifier] = row.seen_at
             self.owners[(row.entity, identifier)] = profile
 
-    def _owners_of(self, keys: set[tuple[str, Identifier]]) -> set[int]:
+    def _identities_of_owners(self, keys: set[tuple[str, Identifier]]) -> list[Any]:
+        """Every identity of every profile that owns one of ``keys``, in one query."""
         grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
         for entity, identifier in keys:
             grouped[(entity, identifier.type)].append(identifier.value)
-        found: set[int] = set()
-        for (entity, type_), values in grouped.items():
-            for start in range(0, len(values), 500):
-                found.update(self.conn.execute(
-                    select(identities.c.profile_id).where(
-                        identities.c.entity == entity, identities.c.type == type_,
-                        identities.c.value.in_(values[start : start + 500]),
-                    )
-                ).scalars())
-        return found
+        # One "entity = ? AND type = ? AND value IN (...)" branch per type: each searches the unique
+        # index (SQLite scans the table for a row-value IN, and only half-uses the index for an OR).
+        owners = union_all(*(
+            select(identities.c.profile_id).where(
+                identities.c.entity == entity, identities.c.type == type_, identities.c.value.in_(values))
+            for (entity, type_), values in sorted(grouped.items())
+        ))
+        return self.conn.execute(
+            select(identities.c.entity, identities.c.type, identities.c.value, identities.c.profile_id,
+                   identities.c.seen_at).where(identities.c.profile_id.in_(owners))
+        ).all()
 
     def _lock_identifiers(self, keys: set[tuple[str, Identifier]]) -> None:
         # Two workers racing on the same new user must not both create it: each takes the
@@ -170,7 +166,7 @@ class IdentityBatch:
         if not chosen:
             return None
         refused: list[tuple[Identifier, str]] = []
-        while True:
+        while not self._known_to_one_profile(chosen):
             violation = self._violation(chosen, context.at)
             if violation is None or len(chosen) == 1:
                 break
@@ -192,6 +188,11 @@ class IdentityBatch:
             if person is not None:
                 self.links.add((person, target))
         return linked
+
+    def _known_to_one_profile(self, chosen: list[Identifier]) -> bool:
+        """The usual case, a returning person: nothing to link, so no limit can break."""
+        owners = {id(owner.root()) if owner else None for owner in (self.owners.get((USERS, i)) for i in chosen)}
+        return len(owners) == 1 and None not in owners
 
     def _violation(self, chosen: list[Identifier], at: datetime) -> str | None:
         combined: dict[Identifier, datetime] = {}
@@ -221,10 +222,12 @@ class IdentityBatch:
         else:
             # The oldest stored profile survives, so ids that apps already hold stay valid.
             profile = min(owned, key=lambda p: (p.id is None, p.id or 0))
+            owner_of = {i: self.owners[(entity, i)].root() for i in chosen if (entity, i) in self.owners}
+            kept = next(i for i, owner in owner_of.items() if owner is profile)
             for loser in owned:
                 if loser is not profile:
-                    link = next(i for i in chosen if self.owners.get((entity, i)) and self.owners[(entity, i)].root() is loser)
-                    self._merge(profile, loser, link, context)
+                    link = next(i for i, owner in owner_of.items() if owner is loser)
+                    self._merge(profile, loser, kept, link, context)
         for identifier in chosen:
             if (entity, identifier) not in self.owners:
                 self.owners[(entity, identifier)] = profile
@@ -234,12 +237,12 @@ class IdentityBatch:
                 )
         return profile
 
-    def _merge(self, winner: Profile, loser: Profile, link: Identifier, context: Context) -> None:
+    def _merge(self, winner: Profile, loser: Profile, kept: Identifier, link: Identifier, context: Context) -> None:
         loser.merged_into = winner
         for identifier, seen in loser.identities.items():
             winner.identities[identifier] = min(seen, winner.identities.get(identifier, seen))
-        self.merges.append(_Merge("merged", winner, loser, f"{context.call}: shares {link.type}", link,
-                                  context.message_id, context.source_id))
+        rule = f"{context.call} call carried {kept.type} {kept.value!r} and {link.type} {link.value!r} of another profile"
+        self.merges.append(_Merge("merged", winner, loser, rule, link, context.message_id, context.source_id))
 
     # -- writing -----------------------------------------------------------------------------
 

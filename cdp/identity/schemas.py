@@ -35,13 +35,14 @@ class Limit:
 class IdentityRules:
     priority: tuple[str, ...] = ("user_id", "email")
     limits: dict[str, Limit] = field(default_factory=lambda: {"user_id": Limit(1), "anonymous_id": Limit(5, timedelta(7))})
-    blocked: tuple[re.Pattern[str], ...] = ()
+    blocked: re.Pattern[str] | None = None  # all blocked-value patterns as one alternation
     entities: dict[str, str] = field(default_factory=dict)  # custom entity -> the message key carrying its id
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IdentityRules:
+        patterns = settings.identity_blocked_values
         try:
-            blocked = tuple(re.compile(pattern) for pattern in settings.identity_blocked_values)
+            blocked = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
         except re.error as exc:
             raise InvalidInput(f"CDP_IDENTITY_BLOCKED_VALUES has an invalid regular expression: {exc}") from None
         priority = tuple(p.strip() for p in settings.identity_priority.split(",") if p.strip())
@@ -55,7 +56,7 @@ class IdentityRules:
         return (len(self.priority), identifier.type)
 
     def is_blocked(self, value: str) -> bool:
-        return any(pattern.search(value) for pattern in self.blocked)
+        return self.blocked is not None and self.blocked.search(value) is not None
 
 
 def parse_limits(text: str) -> dict[str, Limit]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from cdp.config import Settings
@@ -16,6 +21,7 @@ from cdp.store.types import dumps_json
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "cdp_read_only"
+T = TypeVar("T")
 
 
 def reader(engine: Engine) -> Engine:
@@ -75,6 +81,24 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+# PostgreSQL errors that a second try of the same transaction resolves: deadlock, serialization
+# failure, and a unique violation from a concurrent writer that got there first.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "23505"})
+
+
+def write_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
+    """Run ``work`` in a write transaction, retrying it when a concurrent writer got in the way."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == attempts:
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def migrate(engine: Engine) -> None:

@@ -15,6 +15,7 @@ from cdp.errors import CdpError, InvalidInput, PayloadTooLarge, Unauthorized
 from cdp.events.ingest import ingest
 from cdp.events.schemas import BatchRequest, Envelope, IngestResult, SpecMessage
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
+from cdp.store.db import write_transaction
 from serving.body import read_json_body
 from serving.deps import basic_user
 from serving.errors import store_unavailable, tracking_error
@@ -54,15 +55,14 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
         messages, envelope = [body], Envelope(received_at=received_at)
 
     def store() -> IngestResult:
-        with request.app.state.engine.begin() as conn:
-            return ingest(
-                conn,
-                source_id=source.id,
-                messages=messages,
-                envelope=envelope,
-                config=request.app.state.ingest_config,
-                implied_type=implied_type,
-            )
+        return write_transaction(request.app.state.engine, lambda conn: ingest(
+            conn,
+            source_id=source.id,
+            messages=messages,
+            envelope=envelope,
+            config=request.app.state.ingest_config,
+            implied_type=implied_type,
+        ))
 
     try:
         result = await to_thread.run_sync(store, limiter=request.app.state.store_limiter)
