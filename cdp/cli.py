@@ -24,6 +24,8 @@ tokens_app = typer.Typer(help="Scoped API tokens.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Messages that failed validation.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
+profiles_app = typer.Typer(help="Profiles: look one up, explain its merges, undo a bad merge.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
 demo_app = typer.Typer(help="Demo data and the end-to-end demo.")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(demo_app, name="demo")
@@ -199,7 +201,7 @@ def import_(
     else:
         total, unit = file.stat().st_size, DownloadColumn()
     with Progress("[progress.description]{task.description}", BarColumn(), unit, TimeRemainingColumn(),
-                  console=err, transient=False) as progress:
+                  console=err, transient=True) as progress:
         task = progress.add_task(f"importing {file.name}", total=total)
         result = import_messages(
             engine,
@@ -253,6 +255,52 @@ def quarantine_replay(
     with _store().begin() as conn:
         result = replay(conn, now=datetime.now(UTC), config=config, ids=id_)
     out.print(f"replayed {result.replayed:,}; still invalid {result.still_invalid:,}")
+
+
+@profiles_app.command("show")
+@user_errors
+def profiles_show(
+    identifier: Annotated[str, typer.Argument(help="type:value, e.g. user_id:u1, email:a@b.io, profile_id:42")],
+    collection: Annotated[str, typer.Option(help="users, accounts or a custom entity.")] = "users",
+) -> None:
+    """A profile's identifiers, traits and merge log."""
+    from cdp.identity.service import merge_log
+    from cdp.profiles.service import external_ids_page, resolve_identifier, traits_page
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        profile_id = resolve_identifier(conn, identifier, entity=collection)
+        ids = external_ids_page(conn, profile_id=profile_id, limit=1000).items
+        traits = traits_page(conn, profile_id=profile_id, limit=1000).items
+        log = merge_log(conn, profile_id=profile_id)
+    out.print(f"[bold]profile {profile_id}[/bold] ({collection})")
+    table = Table("identifier", "value", "first seen")
+    for row in ids:
+        table.add_row(row.type, row.value, f"{row.created_at:%Y-%m-%d %H:%M}")
+    out.print(table)
+    table = Table("trait", "value", "class", "as of (event time)")
+    for row in traits:
+        table.add_row(row.name, str(row.value), row._mapping["class"], f"{row.event_time:%Y-%m-%d %H:%M}")
+    out.print(table)
+    if log:
+        table = Table("merge", "outcome", "survivor", "merged", "why", "message")
+        for m in log:
+            table.add_row(str(m.id), m.outcome + (" (split)" if m.split_at else ""), str(m.winner_id),
+                          str(m.loser_id), m.rule, m.message_id or "")
+        out.print(table)
+
+
+@profiles_app.command("split")
+@user_errors
+def profiles_split(merge_id: Annotated[int, typer.Argument(help="The merge's id, from `cdp profiles show`.")]) -> None:
+    """Undo a bad merge: the merged profile comes back with its identifiers, events and traits."""
+    from cdp.identity.schemas import IdentityRules
+    from cdp.identity.service import split
+    from cdp.store.db import write_transaction
+
+    rules = IdentityRules.from_settings(_settings())
+    record = write_transaction(_store(), lambda conn: split(conn, merge_id=merge_id, rules=rules, now=datetime.now(UTC)))
+    out.print(f"split merge {record.id}: profile {record.loser_id} is back beside profile {record.winner_id}")
 
 
 @demo_app.callback(invoke_without_command=True)

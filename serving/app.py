@@ -13,9 +13,9 @@ import cdp
 from cdp.config import Settings, get_settings
 from cdp.events.ingest import IngestConfig
 from cdp.setup import prepare_store
-from serving.deps import WriteKeyCache
+from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import health, tracking
+from serving.routes import health, profiles, tracking
 
 STORE_CONCURRENCY = 8
 
@@ -28,7 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = prepare_store(settings)
         app.state.settings = settings
         app.state.engine = engine
-        app.state.write_keys = WriteKeyCache(engine)
+        app.state.write_keys = write_key_cache(engine)
+        app.state.tokens = token_cache(engine)
         app.state.ingest_config = IngestConfig.from_settings(settings)
         # Fewer concurrent store calls than pooled connections, so none waits on the pool.
         app.state.store_limiter = CapacityLimiter(STORE_CONCURRENCY)
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tracking.router)
+    app.include_router(profiles.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

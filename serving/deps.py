@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from cdp.auth.service import Source, hash_secret, source_for_write_key
+from cdp.auth.service import Source, Token, hash_secret, source_for_write_key, token_for_secret
 from cdp.config import Settings
+from cdp.errors import Forbidden, Unauthorized
 from cdp.store.db import reader
 
 
@@ -21,6 +23,8 @@ def get_settings_dep(request: Request) -> Settings:
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
+
+C = TypeVar("C")
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
@@ -37,25 +41,62 @@ def basic_user(authorization: str | None) -> str | None:
     return decoded.split(":", 1)[0] or None
 
 
-class WriteKeyCache:
-    """Write key -> source, cached briefly so the hot path makes no lookup per request.
+def bearer_or_basic(authorization: str | None) -> str | None:
+    """An API token: ``Bearer TOKEN``, or Basic with the token as user name (Segment's Profile API)."""
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return basic_user(authorization)
 
-    A disabled or deleted source stops being accepted within ``ttl`` seconds.
+
+class CredentialCache(Generic[C]):
+    """Secret -> what it grants, cached briefly so the hot path makes no lookup per request.
+
+    A disabled source or revoked token stops being accepted within ``ttl`` seconds.
     """
 
-    def __init__(self, engine: Engine, *, ttl: float = 10.0) -> None:
+    def __init__(self, engine: Engine, resolve: Callable[[Connection, str], C | None], *, ttl: float = 10.0) -> None:
         self._engine = reader(engine)
+        self._resolve = resolve
         self._ttl = ttl
-        self._cache: dict[str, tuple[Source, float]] = {}
+        self._cache: dict[str, tuple[C, float]] = {}
 
-    def lookup(self, write_key: str) -> Source | None:
-        key_hash = hash_secret(write_key)
+    def lookup(self, secret: str) -> C | None:
+        key_hash = hash_secret(secret)
         hit = self._cache.get(key_hash)
         now = time.monotonic()
         if hit and hit[1] > now:
             return hit[0]
         with self._engine.connect() as conn:
-            source = source_for_write_key(conn, write_key=write_key)
-        if source:
-            self._cache[key_hash] = (source, now + self._ttl)
-        return source
+            found = self._resolve(conn, secret)
+        if found is not None:
+            self._cache[key_hash] = (found, now + self._ttl)
+        return found
+
+
+def write_key_cache(engine: Engine) -> CredentialCache[Source]:
+    return CredentialCache(engine, lambda conn, key: source_for_write_key(conn, write_key=key))
+
+
+def token_cache(engine: Engine) -> CredentialCache[Token]:
+    return CredentialCache(engine, lambda conn, secret: token_for_secret(conn, token=secret))
+
+
+def require_scope(scope: str) -> Any:
+    """A dependency admitting API tokens that carry ``scope`` (admin carries every scope)."""
+
+    def authorize(request: Request) -> Token:
+        secret = bearer_or_basic(request.headers.get("authorization"))
+        if not secret:
+            raise Unauthorized("missing API token: send Authorization: Bearer TOKEN")
+        token = request.app.state.tokens.lookup(secret)
+        if token is None:
+            raise Unauthorized("unknown or revoked API token (write keys can't read)")
+        if not token.allows(scope):
+            raise Forbidden(f"this token lacks the {scope!r} scope")
+        return token
+
+    return Depends(authorize)
+
+
+ProfilesReader = Annotated[Token, require_scope("profiles:read")]
+Admin = Annotated[Token, require_scope("admin")]

@@ -143,3 +143,25 @@ def test_demo_sends_simulated_events_through_the_http_api(settings: Settings) ->
     assert {"identify", "track", "page"} <= {r.type for r in rows}
     assert f"{len(rows):,}" in result.stdout  # what it reports is what landed
     assert all(r.received_at >= r.timestamp for r in rows if r.type == "track")
+
+
+def test_profiles_show_and_split(settings: Settings, tmp_path: Path) -> None:
+    assert cdp(settings, "init").returncode == 0
+    lines = [
+        {"type": "identify", "userId": "ann", "anonymousId": "app", "traits": {"plan": "pro"}, "messageId": "1",
+         "timestamp": "2026-01-01T00:00:00Z"},
+        {"type": "track", "anonymousId": "web", "event": "Browsed", "messageId": "2", "timestamp": "2026-01-01T01:00:00Z"},
+        {"type": "identify", "userId": "ann", "anonymousId": "web", "messageId": "3", "timestamp": "2026-01-01T02:00:00Z"},
+    ]
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
+    assert cdp(settings, "import", str(path)).returncode == 0
+    shown = cdp(settings, "profiles", "show", "user_id:ann")
+    assert shown.returncode == 0, shown.stderr
+    assert "plan" in shown.stdout and "web" in shown.stdout and "merged" in shown.stdout
+    merge_id = next(line.split("│")[1].strip() for line in shown.stdout.splitlines() if "│ merged" in line)
+    split = cdp(settings, "profiles", "split", merge_id)
+    assert split.returncode == 0, split.stderr
+    assert "Browsed" not in {r.event for r in stored(settings) if r.user_id == "ann"}
+    assert_user_error(cdp(settings, "profiles", "split", merge_id), "already split")
+    assert_user_error(cdp(settings, "profiles", "show", "user_id:nobody"), "Profile was not found")
