@@ -26,6 +26,9 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
 profiles_app = typer.Typer(help="Profiles: look one up, explain its merges, undo a bad merge.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+regulations_app = typer.Typer(help="GDPR / CCPA: delete or suppress people across the identity graph.",
+                               no_args_is_help=True)
+app.add_typer(regulations_app, name="regulations")
 demo_app = typer.Typer(help="Demo data and the end-to-end demo.")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(demo_app, name="demo")
@@ -301,6 +304,40 @@ def profiles_split(merge_id: Annotated[int, typer.Argument(help="The merge's id,
     rules = IdentityRules.from_settings(_settings())
     record = write_transaction(_store(), lambda conn: split(conn, merge_id=merge_id, rules=rules, now=datetime.now(UTC)))
     out.print(f"split merge {record.id}: profile {record.loser_id} is back beside profile {record.winner_id}")
+
+
+@regulations_app.command("create")
+@user_errors
+def regulations_create(
+    subject_ids: Annotated[list[str], typer.Argument(help="The people's ids (up to 5,000).")],
+    type_: Annotated[str, typer.Option("--type", help="DELETE_ONLY | SUPPRESS_WITH_DELETE | SUPPRESS_ONLY | UNSUPPRESS")],
+    subject_type: Annotated[str, typer.Option(help="USER_ID | ANONYMOUS_ID | EMAIL")] = "USER_ID",
+) -> None:
+    """Create a regulation and carry it out now."""
+    from cdp.privacy.regulations import claim_and_run, create_regulation
+    from cdp.store.db import write_transaction
+
+    engine = _store()
+    regulation_id = write_transaction(engine, lambda conn: create_regulation(
+        conn, regulation_type=type_, subject_type=subject_type, subject_ids=subject_ids, now=datetime.now(UTC)))
+    done = claim_and_run(engine, regulation_id)
+    out.print(f"regulation {regulation_id}: {done.status if done else 'taken up by a running server'}")
+    if done and done.counts:
+        out.print(", ".join(f"{key} {n:,}" for key, n in done.counts.items()))
+
+
+@regulations_app.command("show")
+@user_errors
+def regulations_show(regulation_id: str) -> None:
+    """Status of a regulation and what it removed."""
+    from cdp.privacy.regulations import get_regulation
+
+    with _store().connect() as conn:
+        regulation = get_regulation(conn, regulation_id)
+    out.print(f"{regulation.id} {regulation.regulation_type} {regulation.subject_type} x{len(regulation.subject_ids)}: "
+              f"{regulation.status}" + (f" ({regulation.error})" if regulation.error else ""))
+    if regulation.counts:
+        out.print(", ".join(f"{key} {n:,}" for key, n in regulation.counts.items()))
 
 
 @demo_app.callback(invoke_without_command=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,10 +13,11 @@ from fastapi.openapi.utils import get_openapi
 import cdp
 from cdp.config import Settings, get_settings
 from cdp.events.ingest import IngestConfig
+from cdp.privacy.regulations import run_pending
 from cdp.setup import prepare_store
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import health, profiles, tracking
+from serving.routes import health, profiles, regulations, tracking
 
 STORE_CONCURRENCY = 8
 
@@ -31,9 +33,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.write_keys = write_key_cache(engine)
         app.state.tokens = token_cache(engine)
         app.state.ingest_config = IngestConfig.from_settings(settings)
+        # Regulations a previous server accepted but did not finish are taken up again.
+        resume = threading.Thread(target=run_pending, args=(engine,), daemon=True, name="regulations")
+        resume.start()
         # Fewer concurrent store calls than pooled connections, so none waits on the pool.
         app.state.store_limiter = CapacityLimiter(STORE_CONCURRENCY)
         yield
+        resume.join(timeout=30)
         engine.dispose()
 
     app = FastAPI(
@@ -46,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tracking.router)
     app.include_router(profiles.router)
+    app.include_router(regulations.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -100,3 +100,4 @@ def require_scope(scope: str) -> Any:
 
 ProfilesReader = Annotated[Token, require_scope("profiles:read")]
 Admin = Annotated[Token, require_scope("admin")]
+RegulationsWriter = Annotated[Token, require_scope("regulations:write")]

@@ -17,6 +17,7 @@ from cdp.events.validate import prepare_message
 from cdp.identity.extract import identifiers_of
 from cdp.identity.resolve import IdentityBatch, Profile, message_context
 from cdp.identity.schemas import ACCOUNTS, IdentityRules
+from cdp.privacy.regulations import suppressed_among
 from cdp.profiles.traits import append_trait_changes, fold_into_current, identify_traits
 from cdp.store.tables import events, quarantine
 
@@ -75,19 +76,27 @@ def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: Ingest
     A repeated messageId (an SDK retry) is skipped before identity resolution, so a retry never
     records its traits twice.
     """
-    fresh = _not_yet_stored(conn, rows)
-    attribute(conn, fresh, rules=config.identity, now=now)
+    fresh = attribute(conn, _not_yet_stored(conn, rows), rules=config.identity, now=now)
     store_rows(conn, fresh)
     return fresh
 
 
-def attribute(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime) -> None:
-    """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits."""
+def attribute(
+    conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime
+) -> list[dict[str, Any]]:
+    """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits.
+
+    Returns the rows to store: those of suppressed people (a regulation) are accepted, not kept.
+    """
     if not rows:
-        return
+        return []
     # In event-time order, so limits over a window and merges read like what happened.
     ordered = sorted(rows, key=lambda row: row["timestamp"])
     found = [identifiers_of(row["payload"], rules) for row in ordered]
+    suppressed = suppressed_among(conn, (i for ids in found for i in ids.person))
+    if suppressed:
+        kept = [(row, ids) for row, ids in zip(ordered, found, strict=True) if suppressed.isdisjoint(ids.person)]
+        ordered, found = [row for row, _ in kept], [ids for _, ids in kept]
     graph = IdentityBatch(conn, rules)
     graph.load(found)
     people: list[Profile | None] = []
@@ -108,6 +117,7 @@ def attribute(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRu
     fold_into_current(conn, [change for change in current if change["profile_id"] not in rebuilt])
     for row, person in zip(ordered, people, strict=True):
         row["profile_id"] = person.root().key if person is not None else None
+    return ordered
 
 
 def _trait_changes(

@@ -173,3 +173,33 @@ profile_links = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_profile_links_linked_id", "linked_id"),
 )
+
+regulations = Table(
+    "regulations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("regulation_type", String(32), nullable=False),
+    Column("subject_type", String(16), nullable=False),
+    Column("subject_ids", JSONDocument, nullable=False),
+    Column("status", String(16), nullable=False),  # INITIALIZED | RUNNING | FINISHED | FAILED
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("counts", JSONDocument, nullable=True),  # what was deleted / suppressed
+    Index("ix_regulations_status", "status"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("origin", Text, nullable=False),  # the subject ("user_id:u1") whose graph it came from
+    Column("regulation_id", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("type", "value"),
+    Index("ix_suppressions_value", "value"),
+    Index("ix_suppressions_origin", "origin"),
+)

@@ -1,0 +1,1 @@
+"""Regulations (GDPR / CCPA): delete and suppress a person everywhere the identity graph reaches."""
