@@ -32,6 +32,12 @@ app.add_typer(regulations_app, name="regulations")
 demo_app = typer.Typer(help="Demo data and the end-to-end demo.")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(demo_app, name="demo")
+plans_app = typer.Typer(
+    help="Tracking plans (Segment Protocols): JSON Schema rules per event, enforced per source in a mode: "
+    "allow (count violations), flag (also mark the stored event) or block (quarantine it).",
+    no_args_is_help=True,
+)
+app.add_typer(plans_app, name="plans")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -412,6 +418,136 @@ def demo_generate(
     summary = generate(out_dir, SimulationConfig(profiles=profiles, days=days, seed=seed))
     out.print(f"{summary.events:,} messages from {summary.profiles:,} profiles -> {summary.events_path}")
     out.print(f"catalog ({summary.items:,} items) -> {summary.catalog_path}; ground truth -> {summary.truth_path}")
+
+
+@plans_app.command("create")
+@user_errors
+def plans_create(
+    name: str,
+    file: Annotated[Path, typer.Option("--file", help="The rules, JSON: {\"events\": {NAME: schema}, \"identify\": schema, ...}.")],
+) -> None:
+    """Create a tracking plan; the file's rules are its version 1."""
+    from cdp.governance.service import create_plan
+
+    with _store().begin() as conn:
+        plan = create_plan(conn, name=name, rules=_read_rules(file), now=datetime.now(UTC))
+    out.print(f"tracking plan {plan.name!r} v{plan.version} with {len(plan.rules.get('events', {}))} planned events; "
+              f"`cdp plans assign {plan.name!r} --source SOURCE --mode flag` enforces it")
+
+
+@plans_app.command("update")
+@user_errors
+def plans_update(
+    name: str,
+    file: Annotated[Path, typer.Option("--file", help="The new rules, JSON.")],
+) -> None:
+    """Add a version to a tracking plan; its sources enforce it from now on."""
+    from cdp.governance.service import add_version
+
+    with _store().begin() as conn:
+        plan = add_version(conn, name=name, rules=_read_rules(file), now=datetime.now(UTC))
+    out.print(f"tracking plan {plan.name!r} is at v{plan.version}; "
+              "`cdp quarantine replay` stores the blocked messages it now allows")
+
+
+@plans_app.command("assign")
+@user_errors
+def plans_assign(
+    name: str,
+    source: Annotated[str, typer.Option(help="Source that enforces the plan.")],
+    mode: Annotated[str, typer.Option(help="allow (count violations), flag (also mark the event) or block (quarantine it).")],
+) -> None:
+    """Make a source enforce a tracking plan (always its newest version)."""
+    from cdp.governance.service import PLAN_CACHE_SECONDS, assign_plan
+
+    with _store().begin() as conn:
+        assigned = assign_plan(conn, source=source, plan=name, mode=mode, now=datetime.now(UTC))
+    out.print(f"source {assigned.source!r} enforces {assigned.plan!r} in {assigned.mode} mode "
+              f"(running servers within {PLAN_CACHE_SECONDS:.0f} s)")
+
+
+@plans_app.command("unassign")
+@user_errors
+def plans_unassign(source: Annotated[str, typer.Option(help="Source that stops enforcing its plan.")]) -> None:
+    """Stop enforcing a tracking plan on a source."""
+    from cdp.governance.service import unassign_plan
+
+    with _store().begin() as conn:
+        unassign_plan(conn, source=source)
+    out.print(f"source {source!r} enforces no tracking plan")
+
+
+@plans_app.command("show")
+@user_errors
+def plans_show(
+    name: str,
+    version: Annotated[int | None, typer.Option(min=1, help="Version to show [default: the newest].")] = None,
+) -> None:
+    """Show a tracking plan's rules and the sources enforcing it."""
+    from cdp.governance.service import get_plan
+
+    with _store().connect() as conn:
+        plan = get_plan(conn, name=name, version=version)
+    out.print(f"tracking plan {plan.name!r} v{plan.version} of {plan.versions}, created {plan.created_at:%Y-%m-%d %H:%M} UTC")
+    enforced = ", ".join(f"{s.source} ({s.mode})" for s in plan.sources)
+    out.print(f"enforced by: {enforced or 'no source yet'}")
+    out.print_json(data=plan.rules)
+
+
+@plans_app.command("violations")
+@user_errors
+def plans_violations(source: Annotated[str | None, typer.Option(help="Only this source.")] = None) -> None:
+    """Count violations per event and kind over the last hour, day and week."""
+    from cdp.governance.schemas import WINDOWS
+    from cdp.governance.service import count_violations
+
+    with _store().connect() as conn:
+        counts = count_violations(conn, now=datetime.now(UTC), source=source)
+    if not counts:
+        out.print("No violations in the last 7 days.")
+        return
+    table = Table("source", "type", "event", "kind", *WINDOWS)
+    for row in counts:
+        table.add_row(row.source, row.type, row.event or "", row.kind, *(f"{n:,}" for n in row.counts.values()))
+    out.print(table)
+
+
+@plans_app.command("infer")
+@user_errors
+def plans_infer(
+    source: Annotated[str | None, typer.Option(help="Only this source's events.")] = None,
+    sample: Annotated[int, typer.Option(min=1, help="How many of the newest track, identify and group messages to read.")] = 20_000,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the rules here [default: print them].")] = None,
+) -> None:
+    """Propose tracking plan rules from the events already stored."""
+    import orjson
+
+    from cdp.governance.infer import infer_plan
+    from cdp.governance.service import source_id_of
+
+    with _store().connect() as conn:
+        source_id = source_id_of(conn, source) if source is not None else None
+        proposed = infer_plan(conn, source_id=source_id, sample=sample)
+    text = orjson.dumps(proposed.rules, option=orjson.OPT_INDENT_2).decode()
+    if out_file is None:
+        print(text)
+        return
+    out_file.write_text(text + "\n")
+    out.print(f"{len(proposed.rules['events'])} events planned from {proposed.messages:,} messages -> {out_file}; "
+              f"review it, then `cdp plans create NAME --file {out_file}`")
+
+
+def _read_rules(file: Path) -> Any:
+    import orjson
+
+    from cdp.errors import InvalidInput
+
+    if not file.is_file():
+        raise InvalidInput(f"no such file: {file}")
+    try:
+        return orjson.loads(file.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{file} is not JSON: {exc}") from None
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
 from cdp.events.validate import prepare_message
+from cdp.governance.enforce import enforce, record_violations
+from cdp.governance.service import active_plan
 from cdp.identity.extract import identifiers_of
 from cdp.identity.resolve import IdentityBatch, Profile, message_context
 from cdp.identity.schemas import ACCOUNTS, IdentityRules
@@ -53,8 +55,12 @@ def ingest(
     """
     rows: list[dict[str, Any]] = []
     result = IngestResult()
+    plan = active_plan(conn, source_id=source_id)  # tracking plan (cdp.governance): flag, block, count
+    found: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         prepared = prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
+        if plan is not None and not isinstance(prepared, Rejection):
+            prepared = enforce(plan, prepared, found)
         if isinstance(prepared, Rejection):
             result.rejections.append(replace(prepared, index=index))
         else:
@@ -62,6 +68,7 @@ def ingest(
             rows.append(prepared)
     stored = store_events(conn, rows, config=config, now=envelope.received_at)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
+    record_violations(conn, found)
     result.accepted = len(rows)
     result.quarantined = len(result.rejections)
     if live and stored:

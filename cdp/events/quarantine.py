@@ -12,6 +12,9 @@ from sqlalchemy import Connection, func, select, update
 from cdp.events.ingest import IngestConfig, store_events
 from cdp.events.schemas import Envelope, Rejection
 from cdp.events.validate import prepare_message
+from cdp.governance.enforce import enforce
+from cdp.governance.schemas import ActivePlan
+from cdp.governance.service import load_active_plan
 from cdp.store.tables import quarantine, sources
 
 
@@ -64,7 +67,8 @@ def replay(
 ) -> ReplayResult:
     """Validate pending messages again (rules or data may have been fixed); store those now valid.
 
-    Each keeps its original receive time, so its event time is what it would have been.
+    Each keeps its original receive time, so its event time is what it would have been. Tracking
+    plans are enforced as they are now, so a plan change lets blocked messages through.
     Messages still invalid stay quarantined with the current reason.
     """
     query = select(quarantine).where(quarantine.c.replayed_at.is_(None)).order_by(quarantine.c.id)
@@ -73,9 +77,15 @@ def replay(
     replayed: list[int] = []
     valid: list[dict[str, Any]] = []
     still_invalid = 0
+    plans: dict[int, ActivePlan | None] = {}
     for row in conn.execute(query).all():
         envelope = Envelope(received_at=row.received_at, sent_at=row.sent_at)
         prepared = prepare_message(row.payload, envelope, max_bytes=config.max_message_bytes)
+        if row.source_id not in plans:
+            plans[row.source_id] = load_active_plan(conn, source_id=row.source_id)
+        plan = plans[row.source_id]
+        if plan is not None and not isinstance(prepared, Rejection):
+            prepared = enforce(plan, prepared)  # its violations were counted when it first came
         if isinstance(prepared, Rejection):
             still_invalid += 1
             conn.execute(

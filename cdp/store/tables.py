@@ -203,3 +203,51 @@ suppressions = Table(
     Index("ix_suppressions_value", "value"),
     Index("ix_suppressions_origin", "origin"),
 )
+
+tracking_plans = Table(
+    "tracking_plans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Versions are never changed: a plan change is a new version, so what a violation was checked
+# against stays known. Sources always use their plan's newest version.
+tracking_plan_versions = Table(
+    "tracking_plan_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("plan_id", Integer, ForeignKey("tracking_plans.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("rules", JSONDocument, nullable=False),  # see cdp.governance.check
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("plan_id", "version"),
+)
+
+source_plans = Table(
+    "source_plans",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), primary_key=True),
+    Column("plan_id", Integer, ForeignKey("tracking_plans.id"), nullable=False),
+    Column("mode", String(8), nullable=False),  # allow | flag | block
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per violation found at ingestion (replays add none), counted over 1 h / 24 h / 7 d.
+violations = Table(
+    "violations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", Integer, nullable=False),
+    Column("message_id", String(100), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("event", Text, nullable=True),
+    Column("kind", String(32), nullable=False),  # Unplanned-Event, Required-Missing, Datatype-Mismatch, ...
+    Column("field", Text, nullable=False),  # dotted path in the message, e.g. properties.products[0].price
+    Column("detail", Text, nullable=False),
+    Column("plan_id", Integer, nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_violations_received_at_source_id", "received_at", "source_id"),
+)

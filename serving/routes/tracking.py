@@ -15,6 +15,7 @@ from cdp.errors import CdpError, InvalidInput, PayloadTooLarge, Unauthorized
 from cdp.events.ingest import ingest
 from cdp.events.schemas import BatchRequest, Envelope, IngestResult, SpecMessage
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
+from cdp.governance.enforce import PLAN_VIOLATION
 from cdp.store.db import write_transaction
 from serving.body import read_json_body
 from serving.deps import basic_user
@@ -68,7 +69,9 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
         result = await to_thread.run_sync(store, limiter=request.app.state.store_limiter)
     except OperationalError:
         return store_unavailable()
-    if implied_type is not None and result.rejections:
+    # A message that breaks the Spec is the client's mistake (400). One that a tracking plan blocks
+    # is kept in the quarantine and reported as in a batch, with a 200 as Segment answers it.
+    if implied_type is not None and result.rejections and result.rejections[0].code != PLAN_VIOLATION:
         rejection = result.rejections[0]
         error = (PayloadTooLarge if rejection.code == "message_too_large" else InvalidInput)(
             rejection.reason, code=rejection.code

@@ -1,0 +1,1 @@
+"""Governance (Segment Protocols): tracking plans, their enforcement at ingestion, violations."""
