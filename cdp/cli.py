@@ -485,8 +485,9 @@ def plans_show(
 ) -> None:
     """Show a tracking plan's rules and the sources enforcing it."""
     from cdp.governance.service import get_plan
+    from cdp.store.db import reader
 
-    with _store().connect() as conn:
+    with reader(_store()).connect() as conn:
         plan = get_plan(conn, name=name, version=version)
     out.print(f"tracking plan {plan.name!r} v{plan.version} of {plan.versions}, created {plan.created_at:%Y-%m-%d %H:%M} UTC")
     enforced = ", ".join(f"{s.source} ({s.mode})" for s in plan.sources)
@@ -500,8 +501,9 @@ def plans_violations(source: Annotated[str | None, typer.Option(help="Only this 
     """Count violations per event and kind over the last hour, day and week."""
     from cdp.governance.schemas import WINDOWS
     from cdp.governance.service import count_violations
+    from cdp.store.db import reader
 
-    with _store().connect() as conn:
+    with reader(_store()).connect() as conn:
         counts = count_violations(conn, now=datetime.now(UTC), source=source)
     if not counts:
         out.print("No violations in the last 7 days.")
@@ -524,8 +526,9 @@ def plans_infer(
 
     from cdp.governance.infer import infer_plan
     from cdp.governance.service import source_id_of
+    from cdp.store.db import reader
 
-    with _store().connect() as conn:
+    with reader(_store()).connect() as conn:
         source_id = source_id_of(conn, source) if source is not None else None
         proposed = infer_plan(conn, source_id=source_id, sample=sample)
     text = orjson.dumps(proposed.rules, option=orjson.OPT_INDENT_2).decode()

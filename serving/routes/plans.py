@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from cdp.governance.schemas import WINDOWS, Mode, TrackingPlan, Window
 from cdp.governance.service import add_version, assign_plan, count_violations, create_plan, get_plan, unassign_plan
+from cdp.store.db import reader, write_transaction
 from serving.deps import Admin, EngineDep
 
 router = APIRouter(tags=["tracking plans"])
@@ -78,37 +79,37 @@ def _plan_out(plan: TrackingPlan) -> PlanOut:
 @router.post("/v1/tracking-plans", status_code=201)
 def create(body: NewPlan, engine: EngineDep, _: Admin) -> PlanOut:
     """Create a tracking plan; its rules are version 1."""
-    with engine.begin() as conn:
-        return _plan_out(create_plan(conn, name=body.name, rules=body.rules, now=datetime.now(UTC)))
+    plan = write_transaction(engine, lambda conn: create_plan(conn, name=body.name, rules=body.rules, now=datetime.now(UTC)))
+    return _plan_out(plan)
 
 
 @router.get("/v1/tracking-plans/{name}")
 def show(name: str, engine: EngineDep, _: Admin, version: int | None = None) -> PlanOut:
     """A tracking plan at a version (default: the newest), with the sources enforcing it."""
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         return _plan_out(get_plan(conn, name=name, version=version))
 
 
 @router.post("/v1/tracking-plans/{name}/versions", status_code=201)
 def new_version(name: str, body: NewVersion, engine: EngineDep, _: Admin) -> PlanOut:
     """Add a version; the plan's sources enforce it from now on (running servers within seconds)."""
-    with engine.begin() as conn:
-        return _plan_out(add_version(conn, name=name, rules=body.rules, now=datetime.now(UTC)))
+    plan = write_transaction(engine, lambda conn: add_version(conn, name=name, rules=body.rules, now=datetime.now(UTC)))
+    return _plan_out(plan)
 
 
 @router.put("/v1/sources/{source}/tracking-plan")
 def assign(source: str, body: Assignment, engine: EngineDep, _: Admin) -> SourcePlanOut:
     """Make a source enforce a tracking plan in a mode."""
-    with engine.begin() as conn:
-        assigned = assign_plan(conn, source=source, plan=body.plan, mode=body.mode, now=datetime.now(UTC))
+    assigned = write_transaction(
+        engine, lambda conn: assign_plan(conn, source=source, plan=body.plan, mode=body.mode, now=datetime.now(UTC))
+    )
     return SourcePlanOut(source=assigned.source, plan=assigned.plan, mode=assigned.mode)
 
 
 @router.delete("/v1/sources/{source}/tracking-plan", status_code=204)
 def unassign(source: str, engine: EngineDep, _: Admin) -> Response:
     """Stop enforcing a tracking plan on a source."""
-    with engine.begin() as conn:
-        unassign_plan(conn, source=source)
+    write_transaction(engine, lambda conn: unassign_plan(conn, source=source))
     return Response(status_code=204)
 
 
@@ -118,7 +119,7 @@ def violations(
 ) -> ViolationsOut:
     """Violations per source, event and kind received in the last hour, day or week, most frequent first."""
     now = datetime.now(UTC)
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         counts = count_violations(conn, now=now, source=source)
     data = [
         ViolationCountOut(source=c.source, type=c.type, event=c.event, kind=c.kind, count=c.counts[window])
