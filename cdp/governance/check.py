@@ -28,7 +28,7 @@ import jsonschema_rs
 import orjson
 
 from cdp.errors import InvalidInput
-from cdp.governance.schemas import Violation, dotted
+from cdp.governance.schemas import Violation, dotted, json_pointer
 
 RULE_KEYS = ("events", "identify", "group", "common", "allow_unplanned")
 UNPLANNED = "Unplanned-Event"
@@ -90,15 +90,15 @@ def _compile(canonical: bytes) -> Rules:
     if not isinstance(allow_unplanned, bool):
         raise InvalidInput("rules.allow_unplanned must be true or false")
     return Rules(
-        events={name: _schema(schema, f"/events/{_escape(name)}") for name, schema in events.items()},
-        by_type={kind: _schema(rules[kind], f"/{kind}") for kind in ("identify", "group") if kind in rules},
-        common=_schema(rules["common"], "/common") if "common" in rules else None,
+        events={name: _schema(schema, ("events", name)) for name, schema in events.items()},
+        by_type={kind: _schema(rules[kind], (kind,)) for kind in ("identify", "group") if kind in rules},
+        common=_schema(rules["common"], ("common",)) if "common" in rules else None,
         allow_unplanned=allow_unplanned,
     )
 
 
-def _schema(schema: Any, pointer: str) -> Schema:
-    where = "rules" + pointer.replace("/", ".").replace("~1", "/").replace("~0", "~")
+def _schema(schema: Any, path: tuple[str, ...]) -> Schema:
+    where = ".".join(("rules", *path))
     if not isinstance(schema, dict | bool):
         raise InvalidInput(f"{where} must be a JSON Schema (an object)")
     try:
@@ -108,7 +108,7 @@ def _schema(schema: Any, pointer: str) -> Schema:
         first_line = str(exc).strip().splitlines()[0]
         raise InvalidInput(f"{where} is not a valid JSON Schema{' at ' + inside if inside else ''}: {first_line}") from None
     # Masked: violation texts never quote the message's values, which may be personal data.
-    return Schema(_validator(schema, mask="the value"), "#" + pointer)
+    return Schema(_validator(schema, mask="the value"), "#" + json_pointer(path))
 
 
 def _validator(schema: Any, *, mask: str | None) -> jsonschema_rs.Draft7Validator:
@@ -118,10 +118,6 @@ def _validator(schema: Any, *, mask: str | None) -> jsonschema_rs.Draft7Validato
 def _no_remote_refs(uri: str) -> Any:
     # A plan comes from API users: fetching its $refs would let them make the server call any URL.
     raise ValueError(f"remote $ref {uri} is not fetched; put the definition in the schema")
-
-
-def _escape(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
 
 
 def check_message(message: Mapping[str, Any], rules: Rules) -> list[Violation]:
@@ -145,7 +141,7 @@ def check_message(message: Mapping[str, Any], rules: Rules) -> list[Violation]:
 def _violations(schema: Schema, message: Mapping[str, Any]) -> Iterator[Violation]:
     for error in islice(schema.validator.iter_errors(message), MAX_VIOLATIONS):
         path = tuple(error.instance_path)
-        schema_path = schema.pointer + "".join("/" + _escape(str(part)) for part in error.schema_path)
+        schema_path = schema.pointer + json_pointer(error.schema_path)
         detail = error.kind
         kind = KINDS.get(type(detail), UNKNOWN)
         if isinstance(detail, _Kind.Required):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,8 +34,8 @@ class Violation:
 
     def as_context(self) -> dict[str, Any]:
         """The entry of ``context.violationErrors`` on a flagged event, RudderStack's shape."""
-        pointer = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in self.path)
-        return {"type": self.kind, "message": self.message, "meta": {"instancePath": pointer, "schemaPath": self.schema_path}}
+        meta = {"instancePath": json_pointer(self.path), "schemaPath": self.schema_path}
+        return {"type": self.kind, "message": self.message, "meta": meta}
 
 
 def dotted(path: tuple[str | int, ...]) -> str:
@@ -44,6 +44,11 @@ def dotted(path: tuple[str | int, ...]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
     return text or "message"
+
+
+def json_pointer(path: Iterable[str | int]) -> str:
+    """``path`` as a JSON Pointer (RFC 6901): ``/properties/products/0/price``."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 @dataclass(frozen=True)
