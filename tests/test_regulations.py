@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cdp.auth.service import create_token
+from cdp.privacy.regulations import SUPPRESSIONS_TTL
 from cdp.store.tables import events, profile_traits, trait_changes
 from tests.conftest import LiveServer
 
@@ -64,7 +65,9 @@ def test_delete_and_suppress_follow_the_identity_graph(live_server: LiveServer) 
     # The account stays (it is not a person) but Ann is no longer a member of it.
     assert traits(live_server, f"group_id:{ann}-co?collection=accounts").status_code in (200, 404)
 
-    # Suppressed: accepted with 200 from any of her linked ids, never stored.
+    # Suppressed: accepted with 200 from any of her linked ids, never stored (once every worker
+    # has seen that the store now has suppressions).
+    time.sleep(SUPPRESSIONS_TTL + 0.1)
     with engine.connect() as conn:
         changes_before = conn.execute(select(func.count()).select_from(trait_changes)).scalar()
     send(live_server, {"type": "track", "anonymousId": f"{ann}-laptop", "event": "Came back"},

@@ -40,7 +40,7 @@ def test_migrations_create_the_schema_and_are_idempotent(engine) -> None:  # typ
     inspector = inspect(engine)
     assert {"sources", "api_tokens", "events", "quarantine", "alembic_version"} <= set(inspector.get_table_names())
     uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("events")}
-    assert ("source_id", "message_id") in uniques
+    assert ("message_id", "source_id") in uniques
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

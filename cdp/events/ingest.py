@@ -164,7 +164,7 @@ def store_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def insert_ignoring_duplicates(conn: Connection) -> Insert:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(events).on_conflict_do_nothing(index_elements=["source_id", "message_id"])
+    return dialect.insert(events).on_conflict_do_nothing(index_elements=["message_id", "source_id"])
 
 
 def store_rejections(

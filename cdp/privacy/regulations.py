@@ -8,6 +8,7 @@ covers every linked identifier, so the person can't come back through another de
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -180,6 +181,7 @@ def _suppress(conn: Connection, found: Iterable[Identifier], origin: str, regula
     fresh = [i for i in found if not conn.execute(select(suppressions.c.id).where(
         suppressions.c.type == i.type, suppressions.c.value == i.value)).first()]
     if fresh:
+        _any_suppression.clear()
         conn.execute(insert(suppressions), [
             {"type": i.type, "value": i.value, "origin": origin, "regulation_id": regulation_id, "created_at": now}
             for i in fresh])
@@ -214,11 +216,27 @@ def _delete_quarantined(conn: Connection, user_ids: list[str], anonymous_ids: li
     ))).rowcount
 
 
+# Whether a store has any suppression at all, per process: most stores have none, and the hot
+# path then skips the lookup. A new suppression reaches every worker within this many seconds.
+SUPPRESSIONS_TTL = 1.0
+_any_suppression: dict[str, tuple[bool, float]] = {}
+
+
 def suppressed_among(conn: Connection, found: Iterable[Identifier]) -> set[Identifier]:
-    """Which of ``found`` are suppressed (one indexed query)."""
+    """Which of ``found`` are suppressed (one indexed query, none while the store has no suppression)."""
     wanted = {i for i in found}
-    if not wanted:
+    if not wanted or not _has_suppressions(conn):
         return set()
     rows = conn.execute(select(suppressions.c.type, suppressions.c.value).where(
         suppressions.c.value.in_(sorted({i.value for i in wanted}))))
     return {Identifier(r.type, r.value) for r in rows} & wanted
+
+
+def _has_suppressions(conn: Connection) -> bool:
+    key = conn.engine.url.render_as_string(hide_password=True)
+    cached = _any_suppression.get(key)
+    now = time.monotonic()
+    if cached is None or cached[1] < now:
+        present = conn.execute(select(suppressions.c.id).limit(1)).first() is not None
+        cached = _any_suppression[key] = (present, now + SUPPRESSIONS_TTL)
+    return cached[0]

@@ -69,7 +69,9 @@ events = Table(
     Column("payload", JSONDocument, nullable=False),  # the whole message as received
     # The profile the identity graph attributes the event to; re-attributed on merge and split.
     Column("profile_id", BigId, nullable=True),
-    UniqueConstraint("source_id", "message_id"),
+    # messageId leads: lookups by a list of ids then use the index even before the planner has
+    # statistics (a fresh PostgreSQL table otherwise scans every event of the source).
+    UniqueConstraint("message_id", "source_id"),
     Index("ix_events_profile_id_timestamp", "profile_id", "timestamp"),
 )
 
@@ -114,7 +116,7 @@ identities = Table(
     Column("first_message_id", String(100), nullable=True),
     Column("seen_at", UTCDateTime, nullable=False),  # event time of the first message that carried it
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("entity", "type", "value"),
+    UniqueConstraint("value", "type", "entity"),  # value leads, for the same reason as events' key
     Index("ix_identities_profile_id", "profile_id"),
 )
 

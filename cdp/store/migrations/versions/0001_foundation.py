@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("sent_at", UTCDateTime, nullable=True),
         sa.Column("received_at", UTCDateTime, nullable=False),
         sa.Column("payload", JSONDocument, nullable=False),
-        sa.UniqueConstraint("source_id", "message_id", name="uq_events_source_id_message_id"),
+        sa.UniqueConstraint("message_id", "source_id", name="uq_events_message_id_source_id"),
     )
     op.create_table(
         "quarantine",

@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("first_message_id", sa.String(100)),
         sa.Column("seen_at", UTCDateTime, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.UniqueConstraint("entity", "type", "value", name="uq_identities_entity_type_value"),
+        sa.UniqueConstraint("value", "type", "entity", name="uq_identities_value_type_entity"),
     )
     op.create_index("ix_identities_profile_id", "identities", ["profile_id"])
     op.create_table(
