@@ -1,0 +1,197 @@
+"""Stores filled with millions of realistic events, fast: straight into the tables, not through the API.
+
+The point is a store of the size production reaches (big unique index on messageId, table far
+larger than the cache), so rows only need the right shape and size: payloads are formatted from
+templates of the load generator's messages (same keys, ~340 bytes) and messageIds are random
+36-character strings, so new ones land all over the index as real uuid4s do.
+
+SQLite: one ``executemany`` transaction on a connection with the journal off (a failed build is
+thrown away, not recovered), cached under ``bench/out/cache`` and copied per run.
+PostgreSQL: ``COPY ... FREEZE`` with the unique constraint dropped and rebuilt after (one sort
+instead of 10M random index inserts), foreign-key triggers off for the load, then ANALYZE.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from bench.ceiling import create_ceiling_table
+from bench.load import PAGES, PLANS, SDK_VERSION, TRACK_EVENTS, USERS
+from cdp.config import Settings
+from cdp.setup import prepare_store
+from cdp.store.db import MIGRATIONS, create_store_engine
+from cdp.store.tables import sources
+
+CHUNK = 50_000
+# Bump when the generated rows change, so that cached SQLite files are rebuilt.
+FORMAT = 1
+EVENTS_COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
+                  "original_timestamp", "sent_at", "received_at", "payload")
+CEILING_COLUMNS = ("message_id", "payload")
+TABLES = {"ours": ("events", EVENTS_COLUMNS, "uq_events_source_id_message_id", "source_id, message_id"),
+          "ceiling": ("ceiling_events", CEILING_COLUMNS, "uq_ceiling_events_message_id", "message_id")}
+
+_LIBRARY = f'"context":{{"library":{{"name":"analytics-python","version":"{SDK_VERSION}"}}}}'
+_TRACK = ('{"integrations":{},"anonymousId":null,"properties":{"product_id":"p-%d","price":%.2f,"currency":"USD"},'
+          '"timestamp":"%s",' + _LIBRARY + ',"userId":"%s","type":"track","event":"%s","messageId":"%s"}')
+_PAGE = ('{"integrations":{},"anonymousId":%s,"properties":{"path":"%s","url":"https://example.com%s","title":"%s"},'
+         '"timestamp":"%s","category":null,' + _LIBRARY + ',"userId":%s,"type":"page","name":"%s","messageId":"%s"}')
+_IDENTIFY = ('{"integrations":{},"anonymousId":null,"timestamp":"%s",' + _LIBRARY + ',"type":"identify",'
+             '"userId":"%s","traits":{"email":"user%d@example.com","name":"User %d","plan":"%s"},"messageId":"%s"}')
+
+
+def event_rows(count: int, *, source_id: int, seed: int = 7) -> Iterator[list[tuple]]:
+    """``count`` events-table rows in chunks, event times spread over the last 90 days.
+
+    Timestamps are naive UTC text as SQLAlchemy writes them to SQLite ("YYYY-MM-DD HH:MM:SS.ffffff").
+    """
+    rng = random.Random(seed)
+    end = datetime.now(UTC).replace(tzinfo=None)
+    start = end - timedelta(days=90)
+    step = (end - start) / max(count, 1)
+    done = 0
+    while done < count:
+        n = min(CHUNK, count - done)
+        hexes = os.urandom(16 * n).hex()  # one call per chunk: far cheaper than uuid4() per row
+        rows = []
+        for i in range(n):
+            h = hexes[32 * i: 32 * i + 32]
+            message_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            at = start + step * (done + i)
+            stamp = at.isoformat(" ", "microseconds")
+            sent = (at + timedelta(seconds=3)).isoformat(" ", "microseconds")
+            iso = stamp[:10] + "T" + stamp[11:23] + "+00:00"
+            user = rng.randrange(USERS)
+            user_id = f"user-{user:06d}"
+            draw = rng.random()
+            if draw < 0.6:
+                event = TRACK_EVENTS[user % len(TRACK_EVENTS)]
+                payload = _TRACK % (rng.randrange(5000), rng.uniform(5, 200), iso, user_id, event, message_id)
+                row = (source_id, message_id, "track", event, user_id, None, stamp, None, sent, sent, payload)
+            elif draw < 0.9:
+                name, path = PAGES[user % len(PAGES)]
+                anonymous = draw < 0.7
+                anonymous_id = message_id[::-1] if anonymous else None  # any random 36 characters
+                payload = _PAGE % (f'"{anonymous_id}"' if anonymous else "null", path, path, name, iso,
+                                   "null" if anonymous else f'"{user_id}"', name, message_id)
+                row = (source_id, message_id, "page", name, None if anonymous else user_id, anonymous_id,
+                       stamp, None, sent, sent, payload)
+            else:
+                payload = _IDENTIFY % (iso, user_id, user, user, PLANS[user % len(PLANS)], message_id)
+                row = (source_id, message_id, "identify", None, user_id, None, stamp, None, sent, sent, payload)
+            rows.append(row)
+        done += n
+        yield rows
+
+
+def schema_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head() or "none"
+
+
+def sqlite_cache_path(cache_dir: Path, kind: str, count: int) -> Path:
+    return cache_dir / f"{kind}-{count}-rev{schema_revision()}-v{FORMAT}.sqlite"
+
+
+def prepare_empty(settings: Settings, kind: str) -> int | None:
+    """Schema (and for ours the bench's source) in a new store; the source id for ours."""
+    if kind == "ours":
+        # pool=True: create_store_engine(pool=False) fails on PostgreSQL (NullPool with pool_size).
+        engine = prepare_store(settings)
+        with engine.connect() as conn:
+            source_id = conn.execute(select(sources.c.id)).scalar_one()
+    else:
+        engine = create_store_engine(settings)
+        create_ceiling_table(engine)
+        source_id = None
+    engine.dispose()
+    return source_id
+
+
+def cached_sqlite(cache_dir: Path, kind: str, count: int, write_key: str, log) -> Path:  # type: ignore[no-untyped-def]
+    """A SQLite store holding ``count`` rows, built once and reused by later bench runs."""
+    path = sqlite_cache_path(cache_dir, kind, count)
+    if path.exists():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    building = path.with_suffix(".building")
+    for leftover in cache_dir.glob(building.name + "*"):
+        leftover.unlink()
+    started = time.perf_counter()
+    source_id = prepare_empty(Settings(home=cache_dir, database_url=f"sqlite:///{building}", write_keys=write_key),
+                              kind)
+    table, columns, _, _ = TABLES[kind]
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    con = sqlite3.connect(building, isolation_level=None)
+    try:
+        # A half-built file is deleted, never used: no journal, no fsync, a big cache for the index.
+        con.execute("PRAGMA journal_mode=DELETE")
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("PRAGMA cache_size=-3000000")
+        con.execute("BEGIN")
+        for rows in event_rows(count, source_id=source_id or 0):
+            con.executemany(sql, rows if kind == "ours" else [(r[1], r[10]) for r in rows])
+        con.execute("COMMIT")
+        con.execute("PRAGMA journal_mode=WAL")  # as the product leaves it
+    finally:
+        con.close()
+    os.replace(building, path)
+    log(f"built {path.name}: {count:,} rows, {path.stat().st_size / 1e9:.1f} GB in {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def copy_sqlite(cached: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, target)
+    # On disk now, rather than gigabytes of dirty pages written back during the measured run.
+    with open(target, "rb+") as copied:
+        os.fsync(copied.fileno())
+
+
+def libpq_url(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def preload_postgres(database_url: str, kind: str, count: int, source_id: int | None) -> None:
+    """COPY ``count`` rows into the (empty, migrated) table of ``kind``."""
+    table, columns, constraint, key = TABLES[kind]
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET synchronous_commit = off")
+        with conn.transaction():
+            # Replica role skips the per-row foreign-key trigger to sources (all rows use one source).
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}")
+            # FREEZE needs the table truncated in this transaction; it spares the later VACUUM a rewrite.
+            conn.execute(f"TRUNCATE {table}")
+            with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FREEZE)") as copy:
+                for rows in event_rows(count, source_id=source_id or 0):
+                    copy.write("".join(_copy_line(row, kind) for row in rows))
+            conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE ({key})")
+        # Without it autovacuum would scan the new 10M rows in the middle of a measured run.
+        conn.execute(f"VACUUM (ANALYZE) {table}")
+
+
+def _copy_line(row: tuple, kind: str) -> str:
+    if kind == "ceiling":
+        return f"{row[1]}\t{row[10]}\n"
+    # Text COPY: \N is NULL; the generated text has no tabs, newlines or backslashes to escape.
+    fields = ["\\N" if value is None else str(value) for value in row]
+    for at in (6, 8, 9):
+        fields[at] += "+00"
+    return "\t".join(fields) + "\n"
