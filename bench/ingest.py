@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ import psycopg
 from sqlalchemy import func, select
 
 from bench.load import BATCH_SIZE, LoadResult, make_bodies, run_load
-from bench.preload import cached_sqlite, copy_sqlite, libpq_url, preload_postgres, prepare_empty
+from bench.preload import copy_sqlite, fill_postgres, fill_sqlite, prepare_empty, sqlite_cache_path
 from cdp.auth.service import source_for_write_key
 from cdp.config import Settings
 from cdp.store.db import create_store_engine, reader
@@ -67,6 +68,7 @@ class Outcome:
     size: str
     server: str
     result: LoadResult
+    cpu: dict[str, float]
     note: str = ""
 
 
@@ -99,10 +101,10 @@ def main() -> None:
                 label = "empty" if size == 0 else human(size)
                 with prepared_stores(store, size, args, log) as targets:
                     for target in targets:
-                        result, note = run_one(target, bodies, args, log)
-                        outcome = Outcome(store, label, target.server, result, note)
-                        outcomes.append(outcome)
+                        result, cpu, note = run_one(target, bodies, args, log)
+                        outcomes.append(Outcome(store, label, target.server, result, cpu, note))
                         log(f"  {store} {label} {target.server}: {summary(result)}")
+                        log("    CPUs busy: " + ", ".join(f"{role} {value:.2f}" for role, value in cpu.items()))
                         if target.server == "ours":
                             log("    " + verify(target, result.acknowledged_ids))
     finally:
@@ -129,7 +131,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL server (any database): a fresh database is created per run")
     parser.add_argument("--sqlite-cache-mb", type=int, help="CDP_SQLITE_CACHE_MB for both servers")
-    parser.add_argument("--max-rate", type=float, default=30_000,
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="seconds to wait, before each run, for other work on the machine to stop")
+    parser.add_argument("--max-rate", type=float, default=45_000,
                         help="events/s the pre-built bodies must last for at most")
     args = parser.parse_args()
     args.preload = args.preload if args.preload is not None else (200_000 if args.quick else 10_000_000)
@@ -172,53 +176,79 @@ def human(count: int) -> str:
 def prepared_stores(store: str, size: int, args: argparse.Namespace, log) -> Iterator[list[Target]]:  # type: ignore[no-untyped-def]
     """A store for ours and one for the ceiling, each holding ``size`` rows; removed afterwards.
 
-    Both are built before either server runs (in parallel: the preload is half Python, half
-    database), so that no preload work overlaps a measured run.
+    Both are filled before either server runs, in parallel (a fill is half Python, half database
+    work), so that no preload work overlaps a measured run.
     """
     started = time.perf_counter()
     with ExitStack() as cleanup:
-        if store == "sqlite":
-            targets = []
-            for server in ("ours", "ceiling"):
-                home = OUT / "runs" / f"{os.getpid()}-{store}-{size}-{server}"
-                shutil.rmtree(home, ignore_errors=True)
-                home.mkdir(parents=True)
-                cleanup.callback(shutil.rmtree, home, ignore_errors=True)
-                targets.append(Target(server, home, f"sqlite:///{home / 'cdp.sqlite'}", size))
-            if size:
-                with ThreadPoolExecutor(2) as pool:
-                    cached = list(pool.map(lambda t: cached_sqlite(OUT / "cache", t.server, size, WRITE_KEY, log),
-                                           targets))
-                for target, path in zip(targets, cached, strict=True):
-                    copy_sqlite(path, target.home / "cdp.sqlite")
+        targets = []
+        for server in ("ours", "ceiling"):
+            home = OUT / "runs" / f"{os.getpid()}-{store}-{size}-{server}"  # CDP_HOME, server.log
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            cleanup.callback(shutil.rmtree, home, ignore_errors=True)
+            if store == "sqlite":
+                url = f"sqlite:///{home / 'cdp.sqlite'}"
             else:
-                for target in targets:
-                    prepare_empty(settings_for(target), target.server)
-        else:
-            targets = []
-            for server in ("ours", "ceiling"):
                 database = f"cdp_bench_{os.getpid()}_{size}_{server}"
                 create_database(args.pg, database)
                 cleanup.callback(drop_database, args.pg, database)
-                url = psycopg.conninfo.make_conninfo(args.pg, dbname=database)
-                home = OUT / "runs" / f"{os.getpid()}-{store}-{size}-{server}"  # CDP_HOME and server.log
-                cleanup.callback(shutil.rmtree, home, ignore_errors=True)
-                target = Target(server, home, to_sqlalchemy_url(url), size)
-                targets.append(target)
-
-            def fill(target: Target) -> None:
-                source_id = prepare_empty(settings_for(target), target.server)
-                if size:
-                    preload_postgres(target.database_url, target.server, size, source_id)
-
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(fill, targets))
-            with psycopg.connect(args.pg, autocommit=True) as conn:
-                # Flush the preload's dirty pages now, not in a checkpoint during a measured run.
-                conn.execute("CHECKPOINT")
+                url = to_sqlalchemy_url(psycopg.conninfo.make_conninfo(args.pg, dbname=database))
+            targets.append(Target(server, home, url, size))
+        if store == "sqlite" and size:
+            for target, cached in zip(targets, sqlite_caches(targets, size, log), strict=True):
+                copy_sqlite(cached, target.home / "cdp.sqlite")
+        else:
+            source_ids = [prepare_empty(settings_for(target), target.server) for target in targets]
+            if size:
+                parallel(lambda target, source_id, stop: fill_postgres(target.database_url, target.server, size,
+                                                                       source_id, stop),
+                         list(zip(targets, source_ids, strict=True)))
+            if store == "postgresql":
+                with psycopg.connect(args.pg, autocommit=True) as conn:
+                    # Flush the preload's dirty pages now, not in a checkpoint during a measured run.
+                    conn.execute("CHECKPOINT")
         if size:
             log(f"  {store} {human(size)}: stores ready in {time.perf_counter() - started:.0f} s")
         yield targets
+
+
+def sqlite_caches(targets: list[Target], size: int, log) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Cached SQLite files of ``size`` rows for the targets' servers, built (in parallel) if missing."""
+    cache_dir = OUT / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = [sqlite_cache_path(cache_dir, target.server, size) for target in targets]
+    missing = []
+    for target, path in zip(targets, paths, strict=True):
+        if not path.exists():
+            building = path.with_suffix(".building")
+            for leftover in cache_dir.glob(building.name + "*"):
+                leftover.unlink()  # an interrupted build
+            settings = Settings(home=cache_dir, database_url=f"sqlite:///{building}", write_keys=WRITE_KEY)
+            missing.append((target.server, building, prepare_empty(settings, target.server)))
+    if missing:
+        started = time.perf_counter()
+        parallel(lambda server, building, source_id, stop: fill_sqlite(building, server, size, source_id, stop),
+                 missing)
+        for server, building, _ in missing:
+            path = sqlite_cache_path(cache_dir, server, size)
+            os.replace(building, path)
+            log(f"  built {path.relative_to(ROOT)} ({size:,} rows, {path.stat().st_size / 1e9:.1f} GB) "
+                f"in {time.perf_counter() - started:.0f} s; later runs reuse it")
+    return paths
+
+
+def parallel(fill, jobs: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    """``fill(*job, stop)`` for every job in threads; on Ctrl-C they stop at their next chunk."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(fill, *job, stop) for job in jobs]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            stop.set()
+            raise
 
 
 def settings_for(target: Target) -> Settings:
@@ -273,10 +303,16 @@ def verify(target: Target, acknowledged: list[str]) -> str:
 # --- servers ------------------------------------------------------------------------------------
 
 
-def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[LoadResult, str]:  # type: ignore[no-untyped-def]
-    """Start the server on ``target``, warm up, load, stop."""
+def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[LoadResult, dict[str, float], str]:  # type: ignore[no-untyped-def]
+    """Start the server on ``target``, warm up, load (measured), stop.
+
+    The warm-up's acknowledged ids are kept with the measured run's: verification covers both.
+    """
     env = server_env(target, args)
     note = ""
+    other = wait_for_quiet(args.quiet_wait)
+    if other >= QUIET_CPUS:
+        log(f"    the machine is busy: other work uses {other:.2f} CPUs (waited {args.quiet_wait:g} s)")
     process, port = start_server(target, env, fallback=False)
     try:
         if not wait_healthy(process, port) and target.server == "ours":
@@ -293,11 +329,71 @@ def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[Load
                 raise RuntimeError(f"server did not start; see {target.home / 'server.log'}")
         elif process.poll() is not None:
             raise RuntimeError(f"server did not start; see {target.home / 'server.log'}")
-        result = asyncio.run(run_load(f"http://127.0.0.1:{port}", bodies, write_key=WRITE_KEY,
-                                      concurrency=args.concurrency, seconds=args.seconds, warmup_s=args.warmup))
+        url = f"http://127.0.0.1:{port}"
+        warmup = asyncio.run(run_load(url, bodies, write_key=WRITE_KEY, concurrency=args.concurrency,
+                                      seconds=args.warmup))
+        before, started = cpu_snapshot(process.pid), time.perf_counter()
+        result = asyncio.run(run_load(url, bodies[warmup.bodies_used:], write_key=WRITE_KEY,
+                                      concurrency=args.concurrency, seconds=args.seconds))
+        cpu = cpu_used(before, cpu_snapshot(process.pid), time.perf_counter() - started)
     finally:
         stop(process)
-    return result, note
+    result.acknowledged_ids = warmup.acknowledged_ids + result.acknowledged_ids
+    result.errors += warmup.errors
+    result.error_samples = warmup.error_samples + result.error_samples
+    return result, cpu, note
+
+
+# --- CPU accounting -----------------------------------------------------------------------------
+# Client, servers and database share two cores, and other work on the machine skews every number:
+# each run reports who used the CPUs during the measured window, so a noisy run is visible.
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+QUIET_CPUS = 0.15
+
+
+def cpu_snapshot(server_pid: int) -> dict:
+    """CPU seconds used so far by the machine and by each process, tagged with its role."""
+    fields = _read("/proc/stat").split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields)
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _read(entry / "stat")
+        if ")" not in stat:
+            continue  # exited meanwhile
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2:].split()
+        pid, session = int(entry.name), int(rest[3])
+        role = ("servers" if session == server_pid else "client" if pid == os.getpid()
+                else "postgres" if comm == "postgres" else "other")
+        processes[pid] = (role, (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
+    return {"machine": (user + nice + system + irq + softirq + steal) / CLOCK_TICKS, "processes": processes}
+
+
+def wait_for_quiet(max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until other work leaves the CPUs alone; the last load seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = cpu_snapshot(server_pid=-1)
+        time.sleep(1.0)
+        other = cpu_used(before, cpu_snapshot(server_pid=-1), 1.0)["other"]
+        if other < QUIET_CPUS or time.monotonic() >= deadline:
+            return other
+        time.sleep(2.0)
+
+
+def cpu_used(before: dict, after: dict, seconds: float) -> dict[str, float]:
+    """Average CPUs busy per role between two snapshots ("other": the rest of the machine)."""
+    used = {"servers": 0.0, "client": 0.0, "postgres": 0.0}
+    for pid, (role, total) in after["processes"].items():
+        if role in used:
+            earlier = before["processes"].get(pid)
+            used[role] += total - (earlier[1] if earlier and earlier[0] == role else 0.0)
+    machine = after["machine"] - before["machine"]
+    used["other"] = max(0.0, machine - sum(used.values()))
+    return {role: value / seconds for role, value in used.items()} if seconds else used
 
 
 def server_env(target: Target, args: argparse.Namespace) -> dict[str, str]:
@@ -406,7 +502,8 @@ def summary(result: LoadResult) -> str:
 
 def table(outcomes: list[Outcome]) -> list[str]:
     ceilings = {(o.store, o.size): o.result for o in outcomes if o.server == "ceiling"}
-    header = ("store", "size", "server", "events/s", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "p99 ratio")
+    header = ("store", "size", "server", "events/s", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "p99 ratio",
+              "server CPUs", "other CPUs")
     rows = []
     for o in outcomes:
         r, ceiling = o.result, ceilings.get((o.store, o.size))
@@ -415,14 +512,17 @@ def table(outcomes: list[Outcome]) -> list[str]:
             ratio = f"{r.events_per_s / ceiling.events_per_s:.2f}"
             p99_ratio = f"{r.p99_ms / ceiling.p99_ms:.2f}"
         rows.append((o.store, o.size, o.server, f"{r.events_per_s:,.0f}", f"{r.requests_per_s:,.1f}",
-                     f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", str(r.errors), ratio, p99_ratio))
+                     f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", str(r.errors), ratio, p99_ratio,
+                     f"{o.cpu['servers']:.2f}", f"{o.cpu['other']:.2f}"))
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: tuple) -> str:
         return "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows),
-            "ratio = ours events/s / ceiling events/s; p99 ratio = ours p99 / ceiling p99 (same store, same size)"]
+            "ratio = ours events/s / ceiling events/s; p99 ratio = ours p99 / ceiling p99 (same store, same size)",
+            "server CPUs = CPUs the server processes kept busy on average; other CPUs = machine load from anything "
+            "but the bench, its servers and PostgreSQL (noise: compare runs with little of it)"]
 
 
 if __name__ == "__main__":

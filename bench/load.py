@@ -43,14 +43,15 @@ class RequestBody:
 
 @dataclass
 class LoadResult:
-    requests: int = 0  # answered 200 within the measured window
+    requests: int = 0  # answered 200
     events: int = 0  # messages in those requests
-    elapsed_s: float = 0.0  # measured window
-    errors: int = 0  # non-200 answers and failed requests, warm-up included
+    elapsed_s: float = 0.0  # from the start to the last answer
+    errors: int = 0  # non-200 answers and failed requests
     rejections: int = 0  # 200 answers that reported quarantined messages
-    latencies_ms: list[float] = field(default_factory=list)
-    acknowledged_ids: list[str] = field(default_factory=list)  # every 200, warm-up included
+    latencies_ms: list[float] = field(default_factory=list)  # of the 200 answers
+    acknowledged_ids: list[str] = field(default_factory=list)  # messageIds of the 200 answers
     error_samples: list[str] = field(default_factory=list)
+    bodies_used: int = 0
     exhausted: bool = False  # the pre-built bodies ran out before the time was up
 
     @property
@@ -139,12 +140,11 @@ async def run_load(
     concurrency: int = 16,
     seconds: float | None = None,
     requests: int | None = None,
-    warmup_s: float = 0.0,
 ) -> LoadResult:
     """Post ``bodies`` in order from ``concurrency`` keep-alive clients.
 
-    Stops after ``warmup_s + seconds``, after ``requests`` requests, or when the bodies run out.
-    Requests started during the warm-up are sent (and acknowledged ids kept) but not measured.
+    Stops after ``seconds``, after ``requests`` requests, or when the bodies run out; requests
+    in flight then finish and count. ``bodies_used`` tells where a following run can start.
     """
     if seconds is None and requests is None:
         raise ValueError("give seconds or requests")
@@ -155,9 +155,8 @@ async def run_load(
     acknowledged: list[int] = []  # body indexes: expanding to ids is left until after the clock
     next_body = 0
     start = time.perf_counter()
-    measure_from = start + warmup_s
-    deadline = measure_from + seconds if seconds is not None else float("inf")
-    last_done = measure_from
+    deadline = start + seconds if seconds is not None else float("inf")
+    last_done = start
 
     async def client() -> None:
         nonlocal next_body, last_done
@@ -186,14 +185,14 @@ async def run_load(
                 acknowledged.append(index)
                 if answer != OK:
                     result.rejections += 1
-                if sent >= measure_from:
-                    result.requests += 1
-                    result.events += len(bodies[index].message_ids)
-                    result.latencies_ms.append((done - sent) * 1000)
-                    last_done = max(last_done, done)
+                result.requests += 1
+                result.events += len(bodies[index].message_ids)
+                result.latencies_ms.append((done - sent) * 1000)
+                last_done = max(last_done, done)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    result.elapsed_s = last_done - measure_from
+    result.elapsed_s = last_done - start
+    result.bodies_used = next_body
     result.exhausted = seconds is not None and next_body >= len(bodies) and time.perf_counter() < deadline
     result.acknowledged_ids = [mid for index in acknowledged for mid in bodies[index].message_ids]
     return result

@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 import sqlite3
-import time
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,6 +97,10 @@ def event_rows(count: int, *, source_id: int, seed: int = 7) -> Iterator[list[tu
         yield rows
 
 
+class Interrupted(Exception):
+    """The bench is stopping: a fill gives up between chunks."""
+
+
 def schema_revision() -> str:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -108,7 +112,10 @@ def sqlite_cache_path(cache_dir: Path, kind: str, count: int) -> Path:
 
 
 def prepare_empty(settings: Settings, kind: str) -> int | None:
-    """Schema (and for ours the bench's source) in a new store; the source id for ours."""
+    """Schema (and for ours the bench's source) in a new store; the source id for ours.
+
+    Not to be run in parallel threads: alembic keeps the running migration in module globals.
+    """
     if kind == "ours":
         # pool=True: create_store_engine(pool=False) fails on PostgreSQL (NullPool with pool_size).
         engine = prepare_store(settings)
@@ -122,21 +129,11 @@ def prepare_empty(settings: Settings, kind: str) -> int | None:
     return source_id
 
 
-def cached_sqlite(cache_dir: Path, kind: str, count: int, write_key: str, log) -> Path:  # type: ignore[no-untyped-def]
-    """A SQLite store holding ``count`` rows, built once and reused by later bench runs."""
-    path = sqlite_cache_path(cache_dir, kind, count)
-    if path.exists():
-        return path
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    building = path.with_suffix(".building")
-    for leftover in cache_dir.glob(building.name + "*"):
-        leftover.unlink()
-    started = time.perf_counter()
-    source_id = prepare_empty(Settings(home=cache_dir, database_url=f"sqlite:///{building}", write_keys=write_key),
-                              kind)
+def fill_sqlite(path: Path, kind: str, count: int, source_id: int | None, stop: threading.Event) -> None:
+    """Insert ``count`` rows into the table of ``kind`` in the (prepared, unused) SQLite file ``path``."""
     table, columns, _, _ = TABLES[kind]
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    con = sqlite3.connect(building, isolation_level=None)
+    con = sqlite3.connect(path, isolation_level=None)
     try:
         # A half-built file is deleted, never used: no journal, no fsync, a big cache for the index.
         con.execute("PRAGMA journal_mode=DELETE")
@@ -145,14 +142,13 @@ def cached_sqlite(cache_dir: Path, kind: str, count: int, write_key: str, log) -
         con.execute("PRAGMA cache_size=-3000000")
         con.execute("BEGIN")
         for rows in event_rows(count, source_id=source_id or 0):
+            if stop.is_set():
+                raise Interrupted
             con.executemany(sql, rows if kind == "ours" else [(r[1], r[10]) for r in rows])
         con.execute("COMMIT")
         con.execute("PRAGMA journal_mode=WAL")  # as the product leaves it
     finally:
         con.close()
-    os.replace(building, path)
-    log(f"built {path.name}: {count:,} rows, {path.stat().st_size / 1e9:.1f} GB in {time.perf_counter() - started:.0f} s")
-    return path
 
 
 def copy_sqlite(cached: Path, target: Path) -> None:
@@ -167,7 +163,7 @@ def libpq_url(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def preload_postgres(database_url: str, kind: str, count: int, source_id: int | None) -> None:
+def fill_postgres(database_url: str, kind: str, count: int, source_id: int | None, stop: threading.Event) -> None:
     """COPY ``count`` rows into the (empty, migrated) table of ``kind``."""
     table, columns, constraint, key = TABLES[kind]
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
@@ -181,6 +177,8 @@ def preload_postgres(database_url: str, kind: str, count: int, source_id: int | 
             conn.execute(f"TRUNCATE {table}")
             with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FREEZE)") as copy:
                 for rows in event_rows(count, source_id=source_id or 0):
+                    if stop.is_set():
+                        raise Interrupted
                     copy.write("".join(_copy_line(row, kind) for row in rows))
             conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE ({key})")
         # Without it autovacuum would scan the new 10M rows in the middle of a measured run.
