@@ -201,9 +201,8 @@ def prepared_stores(store: str, size: int, args: argparse.Namespace, log) -> Ite
         else:
             source_ids = [prepare_empty(settings_for(target), target.server) for target in targets]
             if size:
-                parallel(lambda target, source_id, stop: fill_postgres(target.database_url, target.server, size,
-                                                                       source_id, stop),
-                         list(zip(targets, source_ids, strict=True)))
+                jobs = [(t.database_url, t.server, source_id) for t, source_id in zip(targets, source_ids, strict=True)]
+                parallel(lambda stop: fill_postgres(jobs, size, stop), [()])  # one job: for the Ctrl-C stop
             if store == "postgresql":
                 with psycopg.connect(args.pg, autocommit=True) as conn:
                     # Flush the preload's dirty pages now, not in a checkpoint during a measured run.

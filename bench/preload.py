@@ -8,7 +8,8 @@ templates of the load generator's messages (same keys, ~340 bytes) and messageId
 SQLite: one ``executemany`` transaction on a connection with the journal off (a failed build is
 thrown away, not recovered), cached under ``bench/out/cache`` and copied per run.
 PostgreSQL: ``COPY ... FREEZE`` with the unique constraint dropped and rebuilt after (one sort
-instead of 10M random index inserts), foreign-key triggers off for the load, then ANALYZE.
+instead of 10M random index inserts), foreign-key triggers off for the load, then VACUUM ANALYZE;
+ours' and the ceiling's stores are fed from one generator at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -163,33 +166,57 @@ def libpq_url(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def fill_postgres(database_url: str, kind: str, count: int, source_id: int | None, stop: threading.Event) -> None:
-    """COPY ``count`` rows into the (empty, migrated) table of ``kind``."""
-    table, columns, constraint, key = TABLES[kind]
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("SET synchronous_commit = off")
-        with conn.transaction():
+def fill_postgres(jobs: list[tuple[str, str, int | None]], count: int, stop: threading.Event) -> None:
+    """COPY ``count`` rows into each (empty, migrated) store of ``jobs``: (database URL, kind, source id).
+
+    The rows are generated once and streamed to every store's COPY at the same time, so that the
+    Python side is paid once while each PostgreSQL backend parses its copy on its own core.
+    """
+    source_id = next((job[2] for job in jobs if job[2] is not None), 0)
+    with ExitStack() as connections:
+        streams = []
+        for database_url, kind, _ in jobs:
+            table, columns, constraint, _key = TABLES[kind]
+            conn = connections.enter_context(psycopg.connect(libpq_url(database_url)))
+            conn.execute("SET maintenance_work_mem = '1GB'")
             # Replica role skips the per-row foreign-key trigger to sources (all rows use one source).
-            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("SET session_replication_role = replica")
+            # One sorted index build after the load instead of 10M random inserts into it.
             conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}")
             # FREEZE needs the table truncated in this transaction; it spares the later VACUUM a rewrite.
             conn.execute(f"TRUNCATE {table}")
-            with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FREEZE)") as copy:
-                for rows in event_rows(count, source_id=source_id or 0):
-                    if stop.is_set():
-                        raise Interrupted
-                    copy.write("".join(_copy_line(row, kind) for row in rows))
-            conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE ({key})")
-        # Without it autovacuum would scan the new 10M rows in the middle of a measured run.
-        conn.execute(f"VACUUM (ANALYZE) {table}")
+            streams.append((conn, kind))
+        with ExitStack() as copies:
+            writers = []
+            for conn, kind in streams:
+                table, columns, _, _ = TABLES[kind]
+                copy = copies.enter_context(
+                    conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FREEZE)"))
+                writers.append((copy, kind))
+            for rows in event_rows(count, source_id=source_id):
+                if stop.is_set():
+                    raise Interrupted
+                for copy, kind in writers:
+                    copy.write(copy_text(rows, kind))
+        with ThreadPoolExecutor(len(streams)) as pool:
+            list(pool.map(lambda stream: _finish(*stream), streams))
 
 
-def _copy_line(row: tuple, kind: str) -> str:
+def _finish(conn: psycopg.Connection, kind: str) -> None:
+    table, _, constraint, key = TABLES[kind]
+    conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE ({key})")
+    conn.commit()
+    conn.autocommit = True
+    conn.execute("SET session_replication_role = DEFAULT")
+    # Without it autovacuum would scan the new 10M rows in the middle of a measured run.
+    conn.execute(f"VACUUM (ANALYZE) {table}")
+
+
+def copy_text(rows: list[tuple], kind: str) -> str:
+    """Rows as text COPY data (\\N is NULL; the generated text has no tab, newline or backslash)."""
     if kind == "ceiling":
-        return f"{row[1]}\t{row[10]}\n"
-    # Text COPY: \N is NULL; the generated text has no tabs, newlines or backslashes to escape.
-    fields = ["\\N" if value is None else str(value) for value in row]
-    for at in (6, 8, 9):
-        fields[at] += "+00"
-    return "\t".join(fields) + "\n"
+        return "".join([f"{r[1]}\t{r[10]}\n" for r in rows])
+    n = "\\N"
+    # original_timestamp (r[7]) is never set: the load's messages carry no originalTimestamp.
+    return "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{n if r[3] is None else r[3]}\t{n if r[4] is None else r[4]}\t"
+                    f"{n if r[5] is None else r[5]}\t{r[6]}+00\t{n}\t{r[8]}+00\t{r[9]}+00\t{r[10]}\n" for r in rows])
