@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psycopg
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from bench.load import BATCH_SIZE, LoadResult, make_bodies, run_load
 from bench.preload import copy_sqlite, fill_postgres, fill_sqlite, prepare_empty, sqlite_cache_path
@@ -93,8 +94,9 @@ def main() -> None:
         f"{sum(len(b.data) for b in bodies) / len(bodies) / BATCH_SIZE:.0f} bytes/message "
         f"(built in {time.perf_counter() - built:.0f} s); {args.concurrency} keep-alive clients, "
         f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per run")
-    sizes = [0, args.preload]
+    sizes = [0, args.preload] if args.sizes == "both" else [0] if args.sizes == "empty" else [args.preload]
     outcomes: list[Outcome] = []
+    failed = False
     try:
         for store in args.stores:
             for size in sizes:
@@ -106,7 +108,9 @@ def main() -> None:
                         log(f"  {store} {label} {target.server}: {summary(result)}")
                         log("    CPUs busy: " + ", ".join(f"{role} {value:.2f}" for role, value in cpu.items()))
                         if target.server == "ours":
-                            log("    " + verify(target, result.acknowledged_ids))
+                            verdict = verify(target, result.acknowledged_ids)
+                            failed = failed or not verdict.startswith("verify OK")
+                            log("    " + verdict)
     finally:
         stop_all()
     log()
@@ -118,6 +122,8 @@ def main() -> None:
     path = OUT / f"ingest-{started.strftime('%Y%m%dT%H%M%SZ')}.txt"
     path.write_text("\n".join(report) + "\n")
     print(f"written to {path.relative_to(ROOT)}")
+    if failed:
+        sys.exit("some acknowledged messages were not stored exactly once: see the verify lines")
 
 
 def parse_args() -> argparse.Namespace:
@@ -128,6 +134,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stores", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--sizes", choices=("both", "empty", "big"), default="both",
+                        help="empty store, preloaded store, or both")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL server (any database): a fresh database is created per run")
     parser.add_argument("--sqlite-cache-mb", type=int, help="CDP_SQLITE_CACHE_MB for both servers")
@@ -331,10 +339,11 @@ def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[Load
         url = f"http://127.0.0.1:{port}"
         warmup = asyncio.run(run_load(url, bodies, write_key=WRITE_KEY, concurrency=args.concurrency,
                                       seconds=args.warmup))
-        before, started = cpu_snapshot(process.pid), time.perf_counter()
+        database = make_url(target.database_url).database if target.database_url.startswith("postgresql") else None
+        before, started = cpu_snapshot(process.pid, database), time.perf_counter()
         result = asyncio.run(run_load(url, bodies[warmup.bodies_used:], write_key=WRITE_KEY,
                                       concurrency=args.concurrency, seconds=args.seconds))
-        cpu = cpu_used(before, cpu_snapshot(process.pid), time.perf_counter() - started)
+        cpu = cpu_used(before, cpu_snapshot(process.pid, database), time.perf_counter() - started)
     finally:
         stop(process)
     result.acknowledged_ids = warmup.acknowledged_ids + result.acknowledged_ids
@@ -351,8 +360,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 QUIET_CPUS = 0.15
 
 
-def cpu_snapshot(server_pid: int) -> dict:
-    """CPU seconds used so far by the machine and by each process, tagged with its role."""
+def cpu_snapshot(server_pid: int, database: str | None = None) -> dict:
+    """CPU seconds used so far by the machine and by each process, tagged with its role.
+
+    PostgreSQL counts as the run's when it is a backend on ``database`` or (on PostgreSQL runs) a
+    shared background process; other sessions' backends are "other".
+    """
     fields = _read("/proc/stat").split("\n", 1)[0].split()[1:9]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields)
     processes = {}
@@ -366,9 +379,17 @@ def cpu_snapshot(server_pid: int) -> dict:
         rest = stat[stat.rindex(")") + 2:].split()
         pid, session = int(entry.name), int(rest[3])
         role = ("servers" if session == server_pid else "client" if pid == os.getpid()
-                else "postgres" if comm == "postgres" else "other")
+                else _postgres_role(entry, database) if comm == "postgres" else "other")
         processes[pid] = (role, (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
     return {"machine": (user + nice + system + irq + softirq + steal) / CLOCK_TICKS, "processes": processes}
+
+
+def _postgres_role(entry: Path, database: str | None) -> str:
+    command = _read(entry / "cmdline").replace("\0", " ")
+    if database and f" {database} " in command:
+        return "postgres"
+    is_backend = "(" in command or "[local]" in command  # "postgres: 15/main: user db host(port) state"
+    return "postgres" if database and not is_backend else "other"
 
 
 def wait_for_quiet(max_wait: float) -> float:
