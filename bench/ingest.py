@@ -139,13 +139,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL server (any database): a fresh database is created per run")
     parser.add_argument("--sqlite-cache-mb", type=int, help="CDP_SQLITE_CACHE_MB for both servers")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="seconds to wait, before each run, for other work on the machine to stop")
+    parser.add_argument("--quiet-wait", type=float,
+                        help="seconds to wait, before each run, for other work on the machine to stop [60; 10 with --quick]")
     parser.add_argument("--max-rate", type=float, default=45_000,
                         help="events/s the pre-built bodies must last for at most")
     args = parser.parse_args()
     args.preload = args.preload if args.preload is not None else (200_000 if args.quick else 10_000_000)
     args.seconds = args.seconds if args.seconds is not None else (8.0 if args.quick else 20.0)
+    args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (10.0 if args.quick else 60.0)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     unknown = set(args.stores) - {"sqlite", "postgresql"}
     if unknown:
