@@ -359,6 +359,7 @@ def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[Load
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 QUIET_CPUS = 0.15
+SHARED_POSTGRES = ("walwriter", "checkpointer", "background writer")
 
 
 def cpu_snapshot(server_pid: int, database: str | None = None) -> dict:
@@ -386,11 +387,12 @@ def cpu_snapshot(server_pid: int, database: str | None = None) -> dict:
 
 
 def _postgres_role(entry: Path, database: str | None) -> str:
+    # Backends read "postgres: 15/main: user database host(port) state"; the WAL writer,
+    # checkpointer and background writer serve every database, so a PostgreSQL run owns them.
     command = _read(entry / "cmdline").replace("\0", " ")
-    if database and f" {database} " in command:
+    if database and (f" {database} " in command or command.rstrip().endswith(SHARED_POSTGRES)):
         return "postgres"
-    is_backend = "(" in command or "[local]" in command  # "postgres: 15/main: user db host(port) state"
-    return "postgres" if database and not is_backend else "other"
+    return "other"
 
 
 def wait_for_quiet(max_wait: float) -> float:
