@@ -15,7 +15,7 @@ from cdp.events.ingest import IngestConfig
 from cdp.setup import prepare_store
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import health, profiles, tracking
+from serving.routes import computed_traits, health, profiles, tracking
 
 STORE_CONCURRENCY = 8
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tracking.router)
     app.include_router(profiles.router)
+    app.include_router(computed_traits.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cdp.computed.compute import apply_incremental
+from cdp.computed.service import definitions_for_ingest
 from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
 from cdp.events.validate import prepare_message
@@ -76,15 +78,20 @@ def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: Ingest
     records its traits twice.
     """
     fresh = _not_yet_stored(conn, rows)
-    attribute(conn, fresh, rules=config.identity, now=now)
+    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
+    merged = attribute(conn, fresh, rules=config.identity, now=now)
     store_rows(conn, fresh)
+    apply_incremental(conn, fresh, computed, merged=merged, now=now)
     return fresh
 
 
-def attribute(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime) -> None:
-    """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits."""
+def attribute(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime) -> set[int]:
+    """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits.
+
+    Returns the profiles that absorbed another one (their traits were rebuilt from the log).
+    """
     if not rows:
-        return
+        return set()
     # In event-time order, so limits over a window and merges read like what happened.
     ordered = sorted(rows, key=lambda row: row["timestamp"])
     found = [identifiers_of(row["payload"], rules) for row in ordered]
@@ -108,6 +115,7 @@ def attribute(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRu
     fold_into_current(conn, [change for change in current if change["profile_id"] not in rebuilt])
     for row, person in zip(ordered, people, strict=True):
         row["profile_id"] = person.root().key if person is not None else None
+    return rebuilt
 
 
 def _trait_changes(

@@ -163,6 +163,8 @@ profile_traits = Table(
     Column("source_id", Integer, nullable=True),
     Column("event_time", UTCDateTime, nullable=False),  # newest event time wins, not newest arrival
     Column("received_at", UTCDateTime, nullable=False),
+    # A computed trait is recomputed for every profile holding it: read by name, not by profile.
+    Index("ix_profile_traits_name", "name"),
 )
 
 profile_links = Table(
@@ -172,4 +174,16 @@ profile_links = Table(
     Column("linked_id", BigId, primary_key=True),  # an account (group) or custom entity
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_profile_links_linked_id", "linked_id"),
+)
+
+computed_traits = Table(
+    "computed_traits",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("definition", JSONDocument, nullable=False),  # cdp.computed.schemas.ComputedTrait
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # As of when it was last computed for every profile; until then ingestion leaves it alone.
+    Column("last_computed_at", UTCDateTime, nullable=True),
 )
