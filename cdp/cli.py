@@ -551,6 +551,94 @@ def _read_rules(file: Path) -> Any:
         return orjson.loads(file.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"{file} is not JSON: {exc}") from None
+# -- computed traits -----------------------------------------------------------------------------
+
+traits_app = typer.Typer(help="Computed traits: declare, list, delete, compute.", no_args_is_help=True)
+app.add_typer(traits_app, name="traits")
+
+
+@traits_app.command("define")
+@user_errors
+def traits_define(
+    file: Annotated[Path, typer.Option("--file", help="JSON: one definition or a list of them.")],
+) -> None:
+    """Create or replace computed traits from a JSON file; `cdp traits compute` then fills them in."""
+    from cdp.computed.service import define, load_definitions_file
+
+    definitions = load_definitions_file(file)
+    with _store().begin() as conn:
+        for definition in definitions:
+            _, status = define(conn, definition=definition, now=datetime.now(UTC))
+            out.print(f"{definition.name} ({status})", highlight=False)
+    out.print("Compute them with `cdp traits compute`; until then ingestion leaves them alone.")
+
+
+@traits_app.command("list")
+@user_errors
+def traits_list() -> None:
+    """Show the computed traits and when each was last computed."""
+    from cdp.computed.service import list_definitions
+
+    with _store().connect() as conn:
+        stored = list_definitions(conn)
+    if not stored:
+        out.print("No computed traits; declare some with `cdp traits define --file FILE`.")
+        return
+    table = Table("name", "kind", "of", "property", "window", "filters", "on ingestion", "computed as of")
+    for item in stored:
+        d = item.definition
+        table.add_row(d.name, d.kind, f"{d.type} {d.event or '(any)'}" if d.type != "identify" else "identify",
+                      d.property or "", f"{d.window_days} d" if d.window_days else "all time", str(len(d.filters)),
+                      "yes" if d.incremental else "no",
+                      item.last_computed_at.isoformat(timespec="seconds") if item.last_computed_at else "never")
+    out.print(table)
+
+
+@traits_app.command("delete")
+@user_errors
+def traits_delete(name: Annotated[str, typer.Argument(help="The computed trait's name.")]) -> None:
+    """Delete a computed trait, its values on every profile and their history."""
+    from cdp.computed.service import delete_definition
+
+    with _store().begin() as conn:
+        removed = delete_definition(conn, name=name)
+    out.print(f"deleted {name}; {removed:,} profiles held a value")
+
+
+@traits_app.command("compute")
+@user_errors
+def traits_compute(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time [default: now].")] = None,
+    name: Annotated[list[str] | None, typer.Option("--name", help="Only this trait (repeatable) [default: all].")] = None,
+) -> None:
+    """Recompute computed traits in SQL as of a time and write the values that changed."""
+    import time
+
+    from cdp.computed.compute import compute_traits
+    from cdp.computed.service import definitions_named
+    from cdp.errors import InvalidInput
+    from cdp.events.timestamps import BadTimestamp, parse_timestamp
+    from cdp.store.db import write_transaction
+
+    try:
+        when = parse_timestamp(as_of, "--as-of") or datetime.now(UTC)
+    except BadTimestamp as error:
+        raise InvalidInput(str(error)) from None
+    engine = _store()
+    with engine.connect() as conn:
+        definitions = definitions_named(conn, names=name or [])
+    if not definitions:
+        out.print("No computed traits; declare some with `cdp traits define --file FILE`.")
+        return
+    out.print(f"computing {len(definitions)} trait(s) as of {when.isoformat(timespec='seconds')}")
+    for index, definition in enumerate(definitions, 1):
+        started = time.perf_counter()
+        # One transaction per trait: ingestion waits for one trait's write at a time, not for all.
+        with err.status(f"[{index}/{len(definitions)}] {definition.name}"):
+            [result] = write_transaction(
+                engine, lambda conn, d=definition: compute_traits(conn, definitions=[d], as_of=when))
+        out.print(f"[{index}/{len(definitions)}] {result.name}: {result.profiles:,} profiles hold a value, "
+                  f"{result.changed:,} changed ({time.perf_counter() - started:.1f} s)", highlight=False)
 
 
 def main() -> None:

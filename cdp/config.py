@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # household whose id a message carries in context, properties or traits under that key.
     entities: dict[str, str] = Field(default_factory=dict)
 
+    computed_traits_file: Path | None = Field(
+        default=None, description="JSON file of computed trait definitions (one or a list) declared at start.")
+
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024
     max_batch_messages: int = 2500

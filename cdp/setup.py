@@ -7,15 +7,19 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from cdp.auth.service import ensure_admin_token, ensure_write_key
+from cdp.computed.service import sync_from_file
 from cdp.config import Settings
 from cdp.store.db import create_store_engine, migrate
 
 
 def prepare_store(settings: Settings, *, pool: bool = True) -> Engine:
-    """An engine on a migrated store holding ``CDP_WRITE_KEYS`` and ``CDP_ADMIN_TOKEN``."""
+    """An engine on a migrated store holding the configured write keys, admin token and computed traits."""
     engine = create_store_engine(settings, pool=pool)
     migrate(engine)
     register_configured_credentials(engine, settings)
+    if settings.computed_traits_file is not None:
+        with engine.begin() as conn:
+            sync_from_file(conn, path=settings.computed_traits_file, now=datetime.now(UTC))
     return engine
 
 

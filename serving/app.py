@@ -17,7 +17,7 @@ from cdp.privacy.regulations import run_pending
 from cdp.setup import prepare_store
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import health, plans, profiles, regulations, tracking
+from serving.routes import computed_traits, health, plans, profiles, regulations, tracking
 
 STORE_CONCURRENCY = 8
 
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(regulations.router)
     app.include_router(plans.router)
+    app.include_router(computed_traits.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cdp.computed.compute import apply_incremental
+from cdp.computed.service import definitions_for_ingest
 from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
 from cdp.events.validate import prepare_message
@@ -83,20 +85,23 @@ def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: Ingest
     A repeated messageId (an SDK retry) is skipped before identity resolution, so a retry never
     records its traits twice.
     """
-    fresh = attribute(conn, _not_yet_stored(conn, rows), rules=config.identity, now=now)
+    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
+    fresh, merged = attribute(conn, _not_yet_stored(conn, rows), rules=config.identity, now=now)
     store_rows(conn, fresh)
+    apply_incremental(conn, fresh, computed, merged=merged, now=now)
     return fresh
 
 
 def attribute(
     conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], set[int]]:
     """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits.
 
-    Returns the rows to store: those of suppressed people (a regulation) are accepted, not kept.
+    Returns the rows to store (those of suppressed people, under a regulation, are accepted but
+    not kept) and the profiles that absorbed another one (their traits were rebuilt from the log).
     """
     if not rows:
-        return []
+        return [], set()
     # In event-time order, so limits over a window and merges read like what happened.
     ordered = sorted(rows, key=lambda row: row["timestamp"])
     found = [identifiers_of(row["payload"], rules) for row in ordered]
@@ -124,7 +129,7 @@ def attribute(
     fold_into_current(conn, [change for change in current if change["profile_id"] not in rebuilt])
     for row, person in zip(ordered, people, strict=True):
         row["profile_id"] = person.root().key if person is not None else None
-    return ordered
+    return ordered, rebuilt
 
 
 def _trait_changes(

@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, tuple_, update
 
+from cdp.computed.compute import refresh_profiles
+from cdp.computed.service import definitions_for_ingest
 from cdp.errors import Conflict, NotFound
 from cdp.identity.extract import identifiers_of
 from cdp.identity.schemas import USERS, IdentityRules
@@ -82,6 +84,7 @@ def split(conn: Connection, *, merge_id: int, rules: IdentityRules, now: datetim
         raise NotFound(f"no merge {merge_id} (refused merges have nothing to undo)")
     if row.split_at is not None:
         raise Conflict(f"merge {merge_id} was already split at {row.split_at.isoformat()}")
+    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
     survivor = live_profile(conn, row.winner_id)
     revived = row.loser_id
     assert survivor is not None
@@ -111,6 +114,7 @@ def split(conn: Connection, *, merge_id: int, rules: IdentityRules, now: datetim
         ).values(profile_id=revived))
     _relink_groups(conn, revived, [b[3] for b in back if b[3].get("type") == "group"], rules, now)
     rebuild_current_traits(conn, profile_ids=[survivor, revived])
+    refresh_profiles(conn, definitions=computed, profile_ids=[survivor, revived], now=now)
     conn.execute(update(merges).where(merges.c.id == merge_id).values(split_at=now))
     return _record(conn.execute(select(merges).where(merges.c.id == merge_id)).one())
 

@@ -165,6 +165,8 @@ profile_traits = Table(
     Column("source_id", Integer, nullable=True),
     Column("event_time", UTCDateTime, nullable=False),  # newest event time wins, not newest arrival
     Column("received_at", UTCDateTime, nullable=False),
+    # A computed trait is recomputed for every profile holding it: read by name, not by profile.
+    Index("ix_profile_traits_name", "name"),
 )
 
 profile_links = Table(
@@ -252,4 +254,16 @@ violations = Table(
     Column("plan_version", Integer, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Index("ix_violations_received_at_source_id", "received_at", "source_id"),
+)
+
+computed_traits = Table(
+    "computed_traits",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("definition", JSONDocument, nullable=False),  # cdp.computed.schemas.ComputedTrait
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # As of when it was last computed for every profile; until then ingestion leaves it alone.
+    Column("last_computed_at", UTCDateTime, nullable=True),
 )
