@@ -28,7 +28,7 @@ from cdp.store.tables import BigId
 from cdp.store.types import JSONDocument
 
 OK = b'{"success":true}'
-# The same bound on concurrent store calls as serving.app, so the thread pools match too.
+# At most this many requests write at once (a thread each), as a plain FastAPI server would.
 STORE_CONCURRENCY = 8
 
 metadata = MetaData()

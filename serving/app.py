@@ -6,7 +6,6 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -15,11 +14,10 @@ from cdp.config import Settings, get_settings
 from cdp.events.ingest import IngestConfig
 from cdp.privacy.regulations import run_pending
 from cdp.setup import prepare_store
+from cdp.store.group_commit import GroupCommitter
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
 from serving.routes import computed_traits, health, plans, profiles, regulations, tracking
-
-STORE_CONCURRENCY = 8
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,9 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Regulations a previous server accepted but did not finish are taken up again.
         resume = threading.Thread(target=run_pending, args=(engine,), daemon=True, name="regulations")
         resume.start()
-        # Fewer concurrent store calls than pooled connections, so none waits on the pool.
-        app.state.store_limiter = CapacityLimiter(STORE_CONCURRENCY)
+        app.state.committer = GroupCommitter(engine)
         yield
+        app.state.committer.close()
         resume.join(timeout=30)
         engine.dispose()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from cdp.errors import CdpError, InvalidInput, PayloadTooLarge, Unauthorized
@@ -16,7 +17,6 @@ from cdp.events.ingest import ingest
 from cdp.events.schemas import BatchRequest, Envelope, IngestResult, SpecMessage
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 from cdp.governance.enforce import PLAN_VIOLATION
-from cdp.store.db import write_transaction
 from serving.body import read_json_body
 from serving.deps import basic_user
 from serving.errors import store_unavailable, tracking_error
@@ -55,18 +55,19 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
     else:
         messages, envelope = [body], Envelope(received_at=received_at)
 
-    def store() -> IngestResult:
-        return write_transaction(request.app.state.engine, lambda conn: ingest(
+    def store(conn: Connection) -> IngestResult:
+        return ingest(
             conn,
             source_id=source.id,
             messages=messages,
             envelope=envelope,
             config=request.app.state.ingest_config,
             implied_type=implied_type,
-        ))
+        )
 
     try:
-        result = await to_thread.run_sync(store, limiter=request.app.state.store_limiter)
+        # Committed together with the requests that arrived alongside it; answered after the commit.
+        result: IngestResult = await asyncio.wrap_future(request.app.state.committer.submit(store))
     except OperationalError:
         return store_unavailable()
     # A message that breaks the Spec is the client's mistake (400). One that a tracking plan blocks

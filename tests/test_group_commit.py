@@ -1,0 +1,42 @@
+"""Group commit: units share a transaction, fail alone, and resolve only once durable."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import event, func, insert, select
+
+from cdp.auth.service import create_source
+from cdp.store.group_commit import GroupCommitter
+from cdp.store.tables import sources
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_units_fail_alone_and_resolve_after_commit(engine) -> None:  # type: ignore[no-untyped-def]
+    commits = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    gate = threading.Event()
+    committer = GroupCommitter(engine)
+    try:
+        # Hold the writer so that the next units queue up and go out in one transaction.
+        blocker = committer.submit(lambda conn: gate.wait(10))
+        ok = [committer.submit(lambda conn, n=n: create_source(conn, name=f"s{n}", now=NOW)[0].id) for n in range(10)]
+        duplicate = committer.submit(lambda conn: create_source(conn, name="s3", now=NOW))
+        boom = committer.submit(lambda conn: conn.execute(insert(sources).values(name=None)))
+        commits_before = len(commits)
+        gate.set()
+        blocker.result(10)
+        ids = [future.result(10) for future in ok]
+        with pytest.raises(Exception, match="already exists"):
+            duplicate.result(10)
+        with pytest.raises(Exception):
+            boom.result(10)
+    finally:
+        committer.close()
+    assert len(set(ids)) == 10
+    assert len(commits) - commits_before <= 2, "the queued units should share a commit"
+    with engine.connect() as conn:  # another connection sees every unit that succeeded
+        assert conn.execute(select(func.count()).select_from(sources)).scalar() == 10
