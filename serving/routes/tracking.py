@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
+from cdp.auth.service import Source
 from cdp.errors import CdpError, InvalidInput, PayloadTooLarge, Unauthorized
 from cdp.events.ingest import ingest
 from cdp.events.schemas import BatchRequest, Envelope, IngestResult, SpecMessage
@@ -93,7 +94,7 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
     )
 
 
-def _authenticate(request: Request, body: Any):  # type: ignore[no-untyped-def]
+def _authenticate(request: Request, body: Any) -> Source:
     write_key = basic_user(request.headers.get("authorization"))
     if write_key is None and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
         write_key = body["writeKey"]
