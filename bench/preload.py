@@ -7,8 +7,8 @@ templates of the load generator's messages (same keys, ~340 bytes) and messageId
 
 SQLite: one ``executemany`` transaction on a connection with the journal off (a failed build is
 thrown away, not recovered), cached under ``bench/out/cache`` and copied per run.
-PostgreSQL: ``COPY ... FREEZE`` with the unique constraint dropped and rebuilt after (one sort
-instead of 10M random index inserts), foreign-key triggers off for the load, then VACUUM ANALYZE;
+PostgreSQL: ``COPY ... FREEZE`` with the secondary indexes dropped and rebuilt after (one sort
+each instead of 10M random index inserts), foreign-key triggers off for the load, then VACUUM ANALYZE;
 ours' and the ceiling's stores are fed from one generator at once.
 """
 
@@ -44,8 +44,7 @@ FORMAT = 1
 EVENTS_COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
                   "original_timestamp", "sent_at", "received_at", "payload")
 CEILING_COLUMNS = ("message_id", "payload")
-TABLES = {"ours": ("events", EVENTS_COLUMNS, "uq_events_source_id_message_id", "source_id, message_id"),
-          "ceiling": ("ceiling_events", CEILING_COLUMNS, "uq_ceiling_events_message_id", "message_id")}
+TABLES = {"ours": ("events", EVENTS_COLUMNS), "ceiling": ("ceiling_events", CEILING_COLUMNS)}
 
 _LIBRARY = f'"context":{{"library":{{"name":"analytics-python","version":"{SDK_VERSION}"}}}}'
 _TRACK = ('{"integrations":{},"anonymousId":null,"properties":{"product_id":"p-%d","price":%.2f,"currency":"USD"},'
@@ -134,7 +133,7 @@ def prepare_empty(settings: Settings, kind: str) -> int | None:
 
 def fill_sqlite(path: Path, kind: str, count: int, source_id: int | None, stop: threading.Event) -> None:
     """Insert ``count`` rows into the table of ``kind`` in the (prepared, unused) SQLite file ``path``."""
-    table, columns, _, _ = TABLES[kind]
+    table, columns = TABLES[kind]
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     con = sqlite3.connect(path, isolation_level=None)
     try:
@@ -176,20 +175,23 @@ def fill_postgres(jobs: list[tuple[str, str, int | None]], count: int, stop: thr
     with ExitStack() as connections:
         streams = []
         for database_url, kind, _ in jobs:
-            table, columns, constraint, _key = TABLES[kind]
+            table, columns = TABLES[kind]
             conn = connections.enter_context(psycopg.connect(libpq_url(database_url)))
             conn.execute("SET maintenance_work_mem = '1GB'")
             # Replica role skips the per-row foreign-key trigger to sources (all rows use one source).
             conn.execute("SET session_replication_role = replica")
-            # One sorted index build after the load instead of 10M random inserts into it.
-            conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}")
+            # One sorted build per index after the load instead of 10M random inserts into each.
+            # Definitions are read from the store, so that they follow the migrations.
+            rebuild = secondary_indexes(conn, table)
+            for name, _definition, is_constraint in rebuild:
+                conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}" if is_constraint else f"DROP INDEX {name}")
             # FREEZE needs the table truncated in this transaction; it spares the later VACUUM a rewrite.
             conn.execute(f"TRUNCATE {table}")
-            streams.append((conn, kind))
+            streams.append((conn, kind, rebuild))
         with ExitStack() as copies:
             writers = []
-            for conn, kind in streams:
-                table, columns, _, _ = TABLES[kind]
+            for conn, kind, _ in streams:
+                table, columns = TABLES[kind]
                 copy = copies.enter_context(
                     conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FREEZE)"))
                 writers.append((copy, kind))
@@ -202,9 +204,21 @@ def fill_postgres(jobs: list[tuple[str, str, int | None]], count: int, stop: thr
             list(pool.map(lambda stream: _finish(*stream), streams))
 
 
-def _finish(conn: psycopg.Connection, kind: str) -> None:
-    table, _, constraint, key = TABLES[kind]
-    conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE ({key})")
+def secondary_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, bool]]:
+    """(name, definition, is a constraint) of the table's indexes but its primary key."""
+    constraints = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid), true FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype IN ('u', 'x')", (table,)).fetchall()
+    indexes = conn.execute(
+        "SELECT indexname, indexdef, false FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
+        "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)", (table, table)).fetchall()
+    return constraints + indexes
+
+
+def _finish(conn: psycopg.Connection, kind: str, rebuild: list[tuple[str, str, bool]]) -> None:
+    table, _ = TABLES[kind]
+    for name, definition, is_constraint in rebuild:
+        conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}" if is_constraint else definition)
     conn.commit()
     conn.autocommit = True
     conn.execute("SET session_replication_role = DEFAULT")
