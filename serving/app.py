@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Regulations a previous server accepted but did not finish are taken up again.
         resume = threading.Thread(target=run_pending, args=(engine,), daemon=True, name="regulations")
         resume.start()
-        app.state.committer = GroupCommitter(engine)
+        app.state.committer = GroupCommitter.for_store(engine)
         yield
         app.state.committer.close()
         resume.join(timeout=30)

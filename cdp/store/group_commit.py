@@ -25,13 +25,23 @@ class GroupCommitter:
     commit, so a caller that answers 200 on it still answers after the data is durable.
     """
 
-    def __init__(self, engine: Engine, *, max_units: int = 32, attempts: int = 5) -> None:
+    def __init__(self, engine: Engine, *, max_units: int = 32, writers: int = 1, attempts: int = 5) -> None:
         self._engine = engine
         self._max_units = max_units
         self._attempts = attempts
         self._queue: queue.SimpleQueue[tuple[Work, Future[Any]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"writer-{n}", daemon=True) for n in range(writers)]
+        for thread in self._threads:
+            thread.start()
+
+    @classmethod
+    def for_store(cls, engine: Engine) -> GroupCommitter:
+        """SQLite admits one writer: one thread commits groups. PostgreSQL takes many writers side
+        by side, and a group would hold the row and advisory locks of many requests at once, in no
+        global order, so there each request is its own transaction, eight at a time."""
+        if engine.dialect.name == "sqlite":
+            return cls(engine, max_units=32, writers=1)
+        return cls(engine, max_units=1, writers=8)
 
     def submit(self, work: Work) -> Future[Any]:
         """Queue ``work``; its future gets its result once the transaction holding it has committed."""
@@ -40,9 +50,11 @@ class GroupCommitter:
         return future
 
     def close(self) -> None:
-        """Finish what is queued, then stop the writer thread."""
-        self._queue.put(None)
-        self._thread.join()
+        """Finish what is queued, then stop the writer threads."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
