@@ -106,26 +106,38 @@ class IdentityBatch:
                 keys.update((USERS, Identifier(t, found.previous_id)) for t in ("user_id", "anonymous_id"))
         if not keys:
             return
-        postgres = self.conn.dialect.name == "postgresql"
-        if postgres:
-            self._lock_identifiers(keys)
         rows = self._identities_of_owners(keys)
-        # On PostgreSQL, lock the owners and read again until stable: a concurrent merge may have
-        # moved identifiers between the read and the lock. SQLite has one writer at a time.
-        while postgres and rows:
-            owners = sorted({row.profile_id for row in rows})
-            self.conn.execute(
-                select(profiles.c.id).where(profiles.c.id.in_(owners)).order_by(profiles.c.id).with_for_update()
-            ).all()
-            again = self._identities_of_owners(keys)
-            if {row.profile_id for row in again} == set(owners):
-                break
-            rows = again
+        if self.conn.dialect.name == "postgresql":
+            rows = self._hold(keys, rows)
         for row in rows:
             profile = self.by_id.setdefault(row.profile_id, Profile(entity=row.entity, id=row.profile_id))
             identifier = Identifier(row.type, row.value)
             profile.identities[identifier] = row.seen_at
             self.owners[(row.entity, identifier)] = profile
+
+    def _hold(self, keys: set[tuple[str, Identifier]], rows: list[Any]) -> list[Any]:
+        """PostgreSQL only (SQLite has one writer at a time): keep what was read true until commit.
+
+        Identifiers nobody has yet get an advisory lock, so two workers racing on the same new
+        person wait for each other instead of both creating it. Profiles that own identifiers get a
+        shared row lock: ordinary traffic never waits on it, but a merge, which locks both
+        profiles for update first, waits until their readers commit. Read again until stable: a
+        merge may have moved identifiers between the read and the lock.
+        """
+        missing = keys - {(row.entity, Identifier(row.type, row.value)) for row in rows}
+        if missing:
+            self._lock_identifiers(missing)
+            rows = self._identities_of_owners(keys)
+        while rows:
+            owners = sorted({row.profile_id for row in rows})
+            self.conn.execute(
+                select(profiles.c.id).where(profiles.c.id.in_(owners)).order_by(profiles.c.id).with_for_update(read=True)
+            ).all()
+            again = self._identities_of_owners(keys)
+            if {row.profile_id for row in again} == set(owners):
+                return again
+            rows = again
+        return rows
 
     def _identities_of_owners(self, keys: set[tuple[str, Identifier]]) -> list[Any]:
         """Every identity of every profile that owns one of ``keys``, in one query."""
@@ -293,6 +305,10 @@ class IdentityBatch:
 
 def _apply_merge(conn: Connection, *, winner: int, loser: int, now: datetime) -> list[int]:
     """Move the loser's identities, events, trait history and links to the winner; keep a tombstone."""
+    # First lock both for update (PostgreSQL): a concurrent request that read the loser holds it
+    # shared until it commits, so nothing it adds to the loser can land after the move below.
+    conn.execute(select(profiles.c.id).where(profiles.c.id.in_(sorted((winner, loser))))
+                 .order_by(profiles.c.id).with_for_update()).all()
     moved = conn.execute(select(identities.c.id).where(identities.c.profile_id == loser)).scalars().all()
     conn.execute(update(identities).where(identities.c.profile_id == loser).values(profile_id=winner))
     conn.execute(update(events).where(events.c.profile_id == loser).values(profile_id=winner))
