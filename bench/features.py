@@ -1,0 +1,281 @@
+"""Features benchmark: ``features.load`` against a plain pandas groupby, on SQLite and PostgreSQL.
+
+    python -m bench.features                    # 100k profiles x 10 events and 1M x 50 (first run builds the stores)
+    python -m bench.features --quick            # 20k x 10 and 20k x 50
+    python -m bench.features --keep --covering-index
+
+For each store and size: fill a store (bench/features_data.py; kept with ``--keep`` and reused
+by later runs), then in a fresh subprocess per measurement, so that peak memory belongs to that
+measurement alone:
+
+1. **sql**: ``features.load(engine, as_of=cutoff)``, the default feature set pushed down;
+2. **pandas**: the reference (``features.reference``): export the events, then a plain pandas
+   groupby computing the same columns; export and groupby timed apart;
+3. with ``--covering-index`` (PostgreSQL): **sql** again after adding the index proposed to the
+   lead, ``(profile_id, timestamp) INCLUDE (received_at, type, event)``; dropped afterwards.
+
+Both answers are compared (same profiles, same values). Results go to stdout and to
+bench/out/features-<timestamp>.txt. SQLite is skipped above ``--sqlite-max-events`` (default
+10M): single-threaded, it needs minutes for 50M events and a ~25 GB file. Needs PostgreSQL at
+``--pg`` unless ``--stores sqlite``. The 1M x 50 PostgreSQL store takes ~25 minutes to build
+and 32 GB of disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from bench.features_data import END, Shape, fill_postgres, fill_sqlite
+from cdp.config import Settings
+from cdp.setup import prepare_store
+from cdp.store.db import create_store_engine
+from cdp.store.tables import sources
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+STORES = OUT / "features"
+CUTOFF = END - timedelta(days=30)
+FULL = (Shape(100_000, 10), Shape(1_000_000, 50))
+QUICK = (Shape(20_000, 10), Shape(20_000, 50))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.url)))
+        return
+    started = datetime.now(UTC)
+    report: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    say(f"features benchmark {started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs, "
+        f"{_memory_gb():.0f} GB RAM, load average {os.getloadavg()[0]:.1f}; cutoff {CUTOFF:%Y-%m-%d}")
+    results = []
+    for store in args.stores.split(","):
+        for shape in QUICK if args.quick else FULL:
+            if store == "sqlite" and shape.events > args.sqlite_max_events:
+                say(f"skip sqlite {shape.label}: {shape.events:,} events is over --sqlite-max-events")
+                continue
+            url, built = open_store(store, shape, args.pg)
+            if built:
+                say(f"built {store} {shape.label}: {built:.0f} s")
+            sql = run_measurement("sql", url)
+            reference = run_measurement("pandas", url)
+            results.append((store, shape, sql, reference))
+            say(f"{store:<10} {shape.label:<10} sql {sql['seconds']:7.1f} s {sql['peak_mb']:7.0f} MB | pandas export "
+                f"{reference['export_seconds']:6.1f} s + groupby {reference['seconds']:6.1f} s {reference['peak_mb']:7.0f} MB"
+                f" | {sql['rows']:,} profiles, {sql['columns']} columns, agree: {reference['agree']}")
+            if store == "postgresql" and args.covering_index:
+                built = covering_index(url, create=True)
+                indexed = run_measurement("sql", url)
+                covering_index(url, create=False)
+                results.append((f"{store}+ix", shape, indexed, reference))
+                say(f"{store + '+ix':<10} {shape.label:<10} sql {indexed['seconds']:7.1f} s {indexed['peak_mb']:7.0f} MB "
+                    f"(covering index built in {built:.0f} s)")
+            if not args.keep:
+                drop_store(store, shape, args.pg)
+    say()
+    say(table(results))
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"features-{started:%Y%m%dT%H%M%SZ}.txt"
+    path.write_text("\n".join(report) + "\n")
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20k profiles instead of 100k and 1M")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                        help="a PostgreSQL server; a database per size is created on it")
+    parser.add_argument("--keep", action="store_true", help="keep the stores for the next run")
+    parser.add_argument("--sqlite-max-events", type=int, default=10_000_000)
+    parser.add_argument("--covering-index", action="store_true",
+                        help="PostgreSQL: measure sql again with the index recommended to the lead, then drop it")
+    parser.add_argument("--measure", choices=("sql", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+# -- stores -------------------------------------------------------------------------------------
+
+
+def _database(shape: Shape) -> str:
+    return f"cdp_bench_features_{shape.profiles}x{shape.events_per_profile}_s{shape.seed}"
+
+
+def open_store(store: str, shape: Shape, pg: str) -> tuple[str, float | None]:
+    """The store's URL, filled (reused when a previous ``--keep`` run left it complete)."""
+    started = time.perf_counter()
+    if store == "sqlite":
+        path = STORES / f"{_database(shape)}.sqlite"
+        url = f"sqlite:///{path}"
+        if path.exists():
+            return url, None
+        STORES.mkdir(parents=True, exist_ok=True)
+        building = path.with_suffix(".building")
+        for leftover in STORES.glob(building.name + "*"):
+            leftover.unlink()
+        source_id = _prepare(f"sqlite:///{building}")
+        fill_sqlite(str(building), shape, source_id=source_id)
+        os.replace(building, path)
+        return url, time.perf_counter() - started
+    name = _database(shape)
+    url = make_url(pg).set(database=name).render_as_string(hide_password=False)
+    admin = _libpq(pg)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            with psycopg.connect(_libpq(url)) as db:
+                if db.execute("SELECT obj_description('events'::regclass)").fetchone()[0] == "complete":
+                    return url, None
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    source_id = _prepare(url)
+    fill_postgres(_libpq(url), shape, source_id=source_id)
+    with psycopg.connect(_libpq(url), autocommit=True) as db:
+        db.execute("COMMENT ON TABLE events IS 'complete'")  # a half-built store is rebuilt, never reused
+    return url, time.perf_counter() - started
+
+
+# What the lead is asked to add (see the report): the existing index's key, with the columns the
+# event-level features read, so that they come from an index-only scan instead of the heap.
+COVERING_INDEX = "CREATE INDEX ix_bench_covering ON events (profile_id, timestamp) INCLUDE (received_at, type, event)"
+
+
+def covering_index(url: str, *, create: bool) -> float:
+    started = time.perf_counter()
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        if create:
+            conn.execute("SET maintenance_work_mem = '1GB'")
+            conn.execute(COVERING_INDEX)
+            conn.execute("VACUUM events")  # index-only scans need the visibility map
+        else:
+            conn.execute("DROP INDEX IF EXISTS ix_bench_covering")
+    return time.perf_counter() - started
+
+
+def drop_store(store: str, shape: Shape, pg: str) -> None:
+    if store == "sqlite":
+        for path in STORES.glob(f"{_database(shape)}.sqlite*"):
+            path.unlink()
+        return
+    with psycopg.connect(_libpq(pg), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{_database(shape)}" WITH (FORCE)')
+
+
+def _prepare(url: str) -> int:
+    engine = prepare_store(Settings(home=STORES, database_url=url, write_keys="bench-features"))
+    with engine.connect() as conn:
+        source_id = conn.execute(select(sources.c.id)).scalar_one()
+    engine.dispose()
+    return source_id
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# -- measurements (each in its own process) -------------------------------------------------------
+
+
+def run_measurement(what: str, url: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.features", "--measure", what, "--url", url],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"measurement {what} on {url} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(what: str, url: str) -> dict:
+    import features
+    from features.definitions import resolve
+    from features.read import export
+    from features.reference import reference_features
+
+    engine = create_store_engine(Settings(home=STORES, database_url=url), pool=False)
+    baseline = _peak_mb()
+    started = time.perf_counter()
+    if what == "sql":
+        frame = features.load(engine, as_of=CUTOFF)
+        seconds = time.perf_counter() - started
+        frame.to_parquet(_answer_path(url))
+        return {"seconds": seconds, "peak_mb": _peak_mb(), "baseline_mb": baseline, "rows": len(frame),
+                "columns": frame.shape[1]}
+    exported = export(engine)
+    export_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    frame = reference_features(exported, as_of=CUTOFF, features=resolve("default"))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "export_seconds": export_seconds, "peak_mb": _peak_mb(), "baseline_mb": baseline,
+            "rows": len(frame), "events": len(exported.events), "agree": _agree(frame, pd.read_parquet(_answer_path(url)))}
+
+
+def _answer_path(url: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    return OUT / f"features-answer-{hashlib.sha256(url.encode()).hexdigest()[:12]}.parquet"
+
+
+def _agree(reference: pd.DataFrame, sql: pd.DataFrame) -> str:
+    if not reference.index.equals(sql.index) or sorted(reference.columns) != sorted(sql.columns):
+        return "no (different profiles or columns)"
+    worst = [c for c in sql.columns
+             if not np.allclose(sql[c].astype(float), reference[c].astype(float), rtol=1e-9, atol=1e-6, equal_nan=True)]
+    return "yes" if not worst else f"no ({', '.join(worst)})"
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process.
+
+    ``ru_maxrss`` would do, but Linux carries it over ``exec`` from the forking parent: a child
+    of a big parent would report the parent's size. ``VmHWM`` belongs to this process alone.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+def table(results: list[tuple[str, Shape, dict, dict]]) -> str:
+    lines = [f"{'store':<13} {'size':<10} {'events':>11} {'sql s':>8} {'sql MB':>8} {'export s':>9} {'groupby s':>10} "
+             f"{'pandas MB':>10} {'pandas/sql time':>16} {'pandas/sql MB':>14}"]
+    for store, shape, sql, ref in results:
+        pandas_total = ref["export_seconds"] + ref["seconds"]
+        lines.append(
+            f"{store:<13} {shape.label:<10} {shape.events:>11,} {sql['seconds']:>8.1f} {sql['peak_mb']:>8.0f} "
+            f"{ref['export_seconds']:>9.1f} {ref['seconds']:>10.1f} {ref['peak_mb']:>10.0f} "
+            f"{pandas_total / sql['seconds']:>15.1f}x {ref['peak_mb'] / sql['peak_mb']:>13.1f}x"
+        )
+    lines.append("sql: features.load (default set, SQL pushed down) end to end; pandas: export of the events "
+                 "+ plain groupby (reference.py); MB: peak RSS (VmHWM) of the measuring process; "
+                 "+ix: with the covering index")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
