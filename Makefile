@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-features — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest clean
+.PHONY: install demo test bench-ingest bench-features clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench-ingest: $(STAMP)
-	$(BIN)/python -m bench.ingest
+	PYTHONPATH=. $(BIN)/python -m bench.ingest $(ARGS)
+
+bench-features: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.features $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cdp .pytest_cache
