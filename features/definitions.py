@@ -35,7 +35,7 @@ import pandas as pd
 from sqlalchemy import Float, func, literal
 from sqlalchemy.sql.elements import ColumnElement
 
-from features.sql import EventRows, PurchaseRows, SessionRows
+from features.sql import EventRows, PurchaseRows
 
 EVENTS, PURCHASES, SESSIONS, CATEGORIES, TRAITS, PANDAS = "events", "purchases", "sessions", "categories", "traits", "pandas"
 FAMILIES = (EVENTS, PURCHASES, SESSIONS, CATEGORIES, TRAITS, PANDAS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +14,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from cdp.computed.schemas import ComputedTrait, parse_definitions
 from cdp.errors import InvalidInput, NotFound
+from cdp.store.cache import StoreCache
 from cdp.store.tables import computed_traits, profile_traits, trait_changes
 
 # How long an ingesting process keeps using the definitions it read: a new or changed definition
 # reaches every process within this time (the next batch compute counts what arrived meanwhile).
 INGEST_CACHE_SECONDS = 10.0
 COMPUTE_LOCK = 727276
-_ingest_cache: dict[str, tuple[float, list[ComputedTrait]]] = {}
+_ingest_cache: StoreCache[str, list[ComputedTrait]] = StoreCache(INGEST_CACHE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def define(conn: Connection, *, definition: ComputedTrait, now: datetime) -> tup
     # would mix two definitions, so ingestion waits for that compute.
     conn.execute(update(computed_traits).where(computed_traits.c.name == definition.name).values(
         definition=document, updated_at=now, last_computed_at=None))
-    _ingest_cache.clear()
+    _ingest_cache.forget()
     return get_definition(conn, name=definition.name), "changed"
 
 
@@ -85,14 +85,14 @@ def delete_definition(conn: Connection, *, name: str) -> int:
     removed = conn.execute(
         delete(profile_traits).where(profile_traits.c.name == name, profile_traits.c["class"] == "computed")
     ).rowcount
-    _ingest_cache.clear()
+    _ingest_cache.forget()
     return removed
 
 
 def mark_computed(conn: Connection, *, names: Sequence[str], as_of: datetime) -> None:
     """Record a full compute; from now on ingestion keeps the incremental ones up to date."""
     conn.execute(update(computed_traits).where(computed_traits.c.name.in_(list(names))).values(last_computed_at=as_of))
-    _ingest_cache.clear()
+    _ingest_cache.forget()
 
 
 def load_definitions_file(path: Path) -> list[ComputedTrait]:
@@ -123,24 +123,20 @@ def definitions_for_ingest(conn: Connection) -> list[ComputedTrait]:
     When there are some, also takes the shared side of the compute lock (see ``lock_computations``),
     before ingestion holds any row lock.
     """
-    key = conn.engine.url.render_as_string(hide_password=True)
-    cached = _ingest_cache.get(key)
-    clock = time.monotonic()
-    if cached is None or cached[0] <= clock:
-        documents = conn.execute(
+    definitions = _ingest_cache.get(conn, "computed", lambda: [
+        ComputedTrait.model_validate(document) for document in conn.execute(
             select(computed_traits.c.definition).where(computed_traits.c.last_computed_at.is_not(None))
             .order_by(computed_traits.c.name)
         ).scalars()
-        cached = (clock + INGEST_CACHE_SECONDS, [ComputedTrait.model_validate(d) for d in documents])
-        _ingest_cache[key] = cached
-    if cached[1]:
+    ])
+    if definitions:
         lock_computations(conn, exclusive=False)
-    return cached[1]
+    return definitions
 
 
 def forget_cached_definitions() -> None:
     """Make this process read the definitions again at its next ingestion."""
-    _ingest_cache.clear()
+    _ingest_cache.forget()
 
 
 def lock_computations(conn: Connection, *, exclusive: bool) -> bool:

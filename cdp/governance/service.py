@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, case, delete, func, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, select, update
 
 from cdp.errors import Conflict, InvalidInput, NotFound
 from cdp.governance.check import compile_rules
 from cdp.governance.schemas import MODES, WINDOWS, ActivePlan, Mode, SourcePlan, TrackingPlan, ViolationCount
+from cdp.store.cache import StoreCache
 from cdp.store.tables import source_plans, sources, tracking_plan_versions, tracking_plans, violations
 
 # Ingestion asks on every request. A change made through this process is seen at once; one made
 # by another process (a server worker, the CLI) within this many seconds.
 PLAN_CACHE_SECONDS = 5.0
-# Per store (engine), so that two stores in one process (tests, scripts) never share entries.
-_cached: WeakKeyDictionary[Engine, dict[int, tuple[ActivePlan | None, float]]] = WeakKeyDictionary()
+_plans: StoreCache[int, ActivePlan | None] = StoreCache(PLAN_CACHE_SECONDS)
 
 
 def create_plan(conn: Connection, *, name: str, rules: Mapping[str, Any], now: datetime) -> TrackingPlan:
@@ -45,7 +43,7 @@ def add_version(conn: Connection, *, name: str, rules: Mapping[str, Any], now: d
     conn.execute(
         insert(tracking_plan_versions).values(plan_id=plan_id, version=newest + 1, rules=rules, created_at=now)
     )
-    _forget_cached_plans(conn)
+    _plans.forget()
     return get_plan(conn, name=name)
 
 
@@ -83,7 +81,7 @@ def assign_plan(conn: Connection, *, source: str, plan: str, mode: str, now: dat
     changed = conn.execute(update(source_plans).where(source_plans.c.source_id == source_id).values(**values))
     if changed.rowcount == 0:
         conn.execute(insert(source_plans).values(source_id=source_id, **values))
-    _forget_cached_plans(conn)
+    _plans.forget()
     return SourcePlan(source=source, plan=plan, mode=cast(Mode, mode))
 
 
@@ -92,19 +90,12 @@ def unassign_plan(conn: Connection, *, source: str) -> None:
     removed = conn.execute(delete(source_plans).where(source_plans.c.source_id == source_id_of(conn, source)))
     if removed.rowcount == 0:
         raise NotFound(f"source {source!r} has no tracking plan")
-    _forget_cached_plans(conn)
+    _plans.forget()
 
 
 def active_plan(conn: Connection, *, source_id: int) -> ActivePlan | None:
     """The plan ``source_id`` enforces, cached for ``PLAN_CACHE_SECONDS`` (the ingestion hot path)."""
-    cached = _cached.setdefault(conn.engine, {})
-    hit = cached.get(source_id)
-    clock = time.monotonic()
-    if hit is not None and hit[1] > clock:
-        return hit[0]
-    plan = load_active_plan(conn, source_id=source_id)
-    cached[source_id] = (plan, clock + PLAN_CACHE_SECONDS)
-    return plan
+    return _plans.get(conn, source_id, lambda: load_active_plan(conn, source_id=source_id))
 
 
 def load_active_plan(conn: Connection, *, source_id: int) -> ActivePlan | None:
@@ -123,9 +114,6 @@ def load_active_plan(conn: Connection, *, source_id: int) -> ActivePlan | None:
     return ActivePlan(source_id=source_id, plan_id=row.id, name=row.name, version=row.version, mode=row.mode,
                       rules=compile_rules(row.rules))
 
-
-def _forget_cached_plans(conn: Connection) -> None:
-    _cached.pop(conn.engine, None)
 
 
 def count_violations(conn: Connection, *, now: datetime, source: str | None = None) -> list[ViolationCount]:

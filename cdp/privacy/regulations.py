@@ -8,7 +8,6 @@ covers every linked identifier, so the person can't come back through another de
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from cdp.errors import InvalidInput, NotFound
 from cdp.identity.schemas import USERS, Identifier
 from cdp.identity.service import find_profile
+from cdp.store.cache import StoreCache
 from cdp.store.db import write_transaction
 from cdp.store.tables import (
     events,
@@ -181,7 +181,7 @@ def _suppress(conn: Connection, found: Iterable[Identifier], origin: str, regula
     fresh = [i for i in found if not conn.execute(select(suppressions.c.id).where(
         suppressions.c.type == i.type, suppressions.c.value == i.value)).first()]
     if fresh:
-        _any_suppression.clear()
+        _any_suppression.forget()
         conn.execute(insert(suppressions), [
             {"type": i.type, "value": i.value, "origin": origin, "regulation_id": regulation_id, "created_at": now}
             for i in fresh])
@@ -219,7 +219,7 @@ def _delete_quarantined(conn: Connection, user_ids: list[str], anonymous_ids: li
 # Whether a store has any suppression at all, per process: most stores have none, and the hot
 # path then skips the lookup. A new suppression reaches every worker within this many seconds.
 SUPPRESSIONS_TTL = 1.0
-_any_suppression: dict[str, tuple[bool, float]] = {}
+_any_suppression: StoreCache[str, bool] = StoreCache(SUPPRESSIONS_TTL)
 
 
 def suppressed_among(conn: Connection, found: Iterable[Identifier]) -> set[Identifier]:
@@ -233,10 +233,5 @@ def suppressed_among(conn: Connection, found: Iterable[Identifier]) -> set[Ident
 
 
 def _has_suppressions(conn: Connection) -> bool:
-    key = conn.engine.url.render_as_string(hide_password=True)
-    cached = _any_suppression.get(key)
-    now = time.monotonic()
-    if cached is None or cached[1] < now:
-        present = conn.execute(select(suppressions.c.id).limit(1)).first() is not None
-        cached = _any_suppression[key] = (present, now + SUPPRESSIONS_TTL)
-    return cached[0]
+    return _any_suppression.get(
+        conn, "any", lambda: conn.execute(select(suppressions.c.id).limit(1)).first() is not None)
