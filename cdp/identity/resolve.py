@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text, tuple_, union_all, update
+from sqlalchemy import Connection, insert, select, text, union_all, update
 
 from cdp.identity.extract import MessageIdentifiers
 from cdp.identity.schemas import USERS, Identifier, IdentityRules
@@ -292,9 +292,10 @@ class IdentityBatch:
             ))
         if self.links:
             rows = {(person.root().key, target.root().key) for person, target in self.links}
+            # By the primary key's leading column: a row-value IN makes SQLite scan the whole table.
             existing = set(self.conn.execute(
                 select(profile_links.c.profile_id, profile_links.c.linked_id).where(
-                    tuple_(profile_links.c.profile_id, profile_links.c.linked_id).in_(sorted(rows)))
+                    profile_links.c.profile_id.in_(sorted({person for person, _ in rows})))
             ).tuples())
             fresh = sorted(rows - existing)
             if fresh:
