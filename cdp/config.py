@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # Identity resolution (Segment Unify's rules). Types not listed in the priority come after,
     # alphabetically. A limit is "N" (ever) or "N/7d" (distinct values within a window).
     identity_priority: str = "user_id,email"
+    attribution_batch: int = Field(
+        default=1000, ge=1, le=20_000,
+        description="Events the server attributes to profiles per transaction, behind the Tracking API.")
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(
         default=[r"^[0-]*$", r"^-1$", r"(?i:^null$)", r"(?i:^none$)", r"(?i:^anonymous$)", r"(?i:^undefined$)",

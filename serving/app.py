@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 import cdp
 from cdp.config import Settings, get_settings
+from cdp.events.attribution import AttributionFollower
 from cdp.events.ingest import IngestConfig
 from cdp.privacy.regulations import run_pending
 from cdp.setup import prepare_store
@@ -35,7 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resume = threading.Thread(target=run_pending, args=(engine,), daemon=True, name="regulations")
         resume.start()
         app.state.committer = GroupCommitter.for_store(engine)
+        app.state.attribution = AttributionFollower(
+            app.state.committer, app.state.ingest_config, batch=settings.attribution_batch).start()
         yield
+        app.state.attribution.stop()
         app.state.committer.close()
         resume.join(timeout=30)
         engine.dispose()

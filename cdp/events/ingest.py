@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, select
 
 from cdp.computed.compute import apply_incremental
 from cdp.computed.service import definitions_for_ingest
 from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
+from cdp.events.store_rows import insert_event_rows
 from cdp.events.validate import prepare_message
 from cdp.governance.enforce import enforce, record_violations
 from cdp.governance.service import active_plan
@@ -50,10 +50,13 @@ def ingest(
     config: IngestConfig,
     implied_type: str | None = None,
     live: bool = True,
+    defer_attribution: bool = False,
 ) -> IngestResult:
     """Validate ``messages``; store valid ones (idempotent on messageId), quarantine the rest.
 
     Runs inside the caller's transaction: when it commits, every accepted message is durable.
+    With ``defer_attribution`` (the Tracking API), valid messages are only inserted, marked pending:
+    identity resolution, traits and live hooks follow in bulk (``cdp.events.attribution``).
     """
     rows: list[dict[str, Any]] = []
     result = IngestResult()
@@ -68,14 +71,17 @@ def ingest(
         else:
             prepared["source_id"] = source_id
             rows.append(prepared)
-    stored = store_events(conn, rows, config=config, now=envelope.received_at)
+    if defer_attribution:
+        insert_event_rows(conn, [{**row, "pending": True} for row in rows])
+        stored = []
+    else:
+        stored = store_events(conn, rows, config=config, now=envelope.received_at)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
     record_violations(conn, found)
     result.accepted = len(rows)
     result.quarantined = len(result.rejections)
-    if live and stored:
-        for hook in LIVE_HOOKS:
-            hook(conn, source_id, stored)
+    if live:
+        fire_live_hooks(conn, stored)
     return result
 
 
@@ -87,9 +93,19 @@ def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: Ingest
     """
     computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
     fresh, merged = attribute(conn, _not_yet_stored(conn, rows), rules=config.identity, now=now)
-    store_rows(conn, fresh)
+    insert_event_rows(conn, fresh)
     apply_incremental(conn, fresh, computed, merged=merged, now=now)
     return fresh
+
+
+def fire_live_hooks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Run the real-time side effects of newly stored live events, per source."""
+    by_source: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_source[row["source_id"]].append(row)
+    for source_id, stored in by_source.items():
+        for hook in LIVE_HOOKS:
+            hook(conn, source_id, stored)
 
 
 def attribute(
@@ -159,17 +175,6 @@ def _not_yet_stored(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[s
             ).scalars())
         fresh.extend(row for message_id, row in candidates.items() if message_id not in seen)
     return fresh
-
-
-def store_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert event rows in one statement; a (source, messageId) already stored is skipped."""
-    if rows:
-        conn.execute(insert_ignoring_duplicates(conn), rows)
-
-
-def insert_ignoring_duplicates(conn: Connection) -> Insert:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(events).on_conflict_do_nothing(index_elements=["message_id", "source_id"])
 
 
 def store_rejections(

@@ -14,6 +14,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 
 from cdp.store.types import JSONDocument, UTCDateTime
@@ -69,10 +71,14 @@ events = Table(
     Column("payload", JSONDocument, nullable=False),  # the whole message as received
     # The profile the identity graph attributes the event to; re-attributed on merge and split.
     Column("profile_id", BigId, nullable=True),
+    # Stored by the Tracking API ahead of identity resolution, which a follower does in bulk
+    # (cdp.events.attribution): the request path stays one insert, and nothing accepted waits on it.
+    Column("pending", Boolean, nullable=False, server_default=false()),
     # messageId leads: lookups by a list of ids then use the index even before the planner has
     # statistics (a fresh PostgreSQL table otherwise scans every event of the source).
     UniqueConstraint("message_id", "source_id"),
     Index("ix_events_profile_id_timestamp", "profile_id", "timestamp"),
+    Index("ix_events_pending", "id", sqlite_where=text("pending"), postgresql_where=text("pending")),
 )
 
 quarantine = Table(

@@ -43,3 +43,12 @@ JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 def dumps_json(value: Any) -> str:
     """Serializer for JSON columns: orjson is several times faster than the stdlib here."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def sqlite_datetime(value: datetime | None) -> str | None:
+    """The text SQLAlchemy stores for a ``UTCDateTime`` on SQLite, for driver-level bulk inserts."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")

@@ -64,6 +64,7 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
             envelope=envelope,
             config=request.app.state.ingest_config,
             implied_type=implied_type,
+            defer_attribution=True,
         )
 
     try:
@@ -71,6 +72,7 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
         result: IngestResult = await asyncio.wrap_future(request.app.state.committer.submit(store))
     except OperationalError:
         return store_unavailable()
+    request.app.state.attribution.notify()
     # A message that breaks the Spec is the client's mistake (400). One that a tracking plan blocks
     # is kept in the quarantine and reported as in a batch, with a 200 as Segment answers it.
     if implied_type is not None and result.rejections and result.rejections[0].code != PLAN_VIOLATION:

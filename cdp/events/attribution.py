@@ -1,0 +1,122 @@
+"""Identity resolution for events the Tracking API stored ahead of it, in bulk, off the request path.
+
+A 200 from the Tracking API means the message is durably stored (contract.md); resolving who sent
+it costs several times the insert, so the API stores events ``pending`` and a follower in every
+server process attributes them in batches of up to a thousand, in arrival order: one load of the
+identity graph, one bulk write of links, traits and attributions per batch instead of per request.
+Profiles lag ingestion by the follower's backlog (milliseconds when it keeps up), as Segment
+Unify's do. Pending events survive a crash with the rest of the store and are taken up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from cdp.computed.compute import apply_incremental
+from cdp.computed.service import definitions_for_ingest
+from cdp.events.ingest import IngestConfig, attribute, fire_live_hooks
+from cdp.store.group_commit import GroupCommitter
+from cdp.store.tables import events
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = (events.c.id, events.c.source_id, events.c.message_id, events.c.type, events.c.event,
+            events.c.timestamp, events.c.received_at, events.c.payload)
+
+
+def attribute_pending(conn: Connection, *, config: IngestConfig, now: datetime, limit: int) -> int:
+    """Attribute up to ``limit`` pending events, oldest first; returns how many were taken.
+
+    On PostgreSQL, concurrent followers skip each other's rows; SQLite runs one writer at a time.
+    """
+    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
+    query = select(*_COLUMNS).where(events.c.pending).order_by(events.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = [dict(row._mapping) for row in conn.execute(query)]
+    if not rows:
+        return 0
+    kept, merged = attribute(conn, rows, rules=config.identity, now=now)
+    if kept:
+        conn.execute(
+            update(events).where(events.c.id == bindparam("event_id"))
+            .values(profile_id=bindparam("attributed_to"), pending=False),
+            [{"event_id": row["id"], "attributed_to": row["profile_id"]} for row in kept],
+        )
+    kept_ids = {row["id"] for row in kept}
+    dropped = [row["id"] for row in rows if row["id"] not in kept_ids]
+    if dropped:  # suppressed subjects (a regulation): accepted, never kept
+        conn.execute(delete(events).where(events.c.id.in_(dropped)))
+    apply_incremental(conn, kept, computed, merged=merged, now=now)
+    fire_live_hooks(conn, kept)
+    return len(rows)
+
+
+def count_pending(conn: Connection) -> int:
+    """Events stored and not yet attributed to a profile: the follower's backlog."""
+    return conn.execute(select(func.count()).select_from(events).where(events.c.pending)).scalar_one()
+
+
+class AttributionFollower:
+    """A thread that keeps attributing pending events through the process's group committer.
+
+    ``notify`` after a commit wakes it at once; otherwise it looks every ``poll_s`` seconds, for
+    events that other server processes stored.
+    """
+
+    def __init__(
+        self, committer: GroupCommitter, config: IngestConfig, *, batch: int, poll_s: float = 0.25
+    ) -> None:
+        self._committer = committer
+        self._config = config
+        self._batch = batch
+        self._poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="attribution", daemon=True)
+
+    def start(self) -> AttributionFollower:
+        self._thread.start()
+        return self
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        limit = self._batch
+        while not self._stop.is_set():
+            try:
+                taken = self._committer.submit(lambda conn: self._attribute(conn, limit)).result()
+                limit = self._batch
+            except DBAPIError:  # the store is down or busy: the events wait, stored, for the next try
+                log.exception("attributing pending events failed; retrying")
+                taken = 0
+            except Exception:
+                # A message our code cannot resolve must not hold up everyone after it: narrow the
+                # batch down to it, then leave it stored but unattributed, and say so.
+                if limit > 1:
+                    limit = 1
+                    continue
+                self._committer.submit(_give_up_on_oldest).result()
+                log.exception("an event could not be attributed; it stays stored without a profile")
+                continue
+            if taken < limit:
+                self._wake.wait(self._poll_s)
+                self._wake.clear()
+
+    def _attribute(self, conn: Connection, limit: int) -> int:
+        return attribute_pending(conn, config=self._config, now=datetime.now(UTC), limit=limit)
+
+
+def _give_up_on_oldest(conn: Connection) -> None:
+    oldest = select(func.min(events.c.id)).where(events.c.pending).scalar_subquery()
+    conn.execute(update(events).where(events.c.id == oldest).values(pending=False))

@@ -1,0 +1,54 @@
+"""The bulk insert of event rows, at the driver level: the Tracking API's one write per request.
+
+SQLAlchemy's per-row bind processing, and the statement compilation that ``ON CONFLICT`` statements
+repeat on every call (they have no cache key), cost more than the insert itself. So rows become
+driver parameters here, once: a prepared ``executemany`` on SQLite; on PostgreSQL one statement over
+``unnest`` of column arrays (one round trip whatever the batch size). A (source, messageId) already
+stored is skipped either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cdp.store.types import dumps_json, sqlite_datetime
+
+_COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
+            "original_timestamp", "sent_at", "received_at", "payload", "profile_id", "pending")
+_TIMES = ("timestamp", "original_timestamp", "sent_at", "received_at")
+_PG_TYPES = ("int", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz",
+             "timestamptz", "text", "bigint", "boolean")  # payload: see _SELECTED
+_NAMES = ", ".join(_COLUMNS)
+_ON_CONFLICT = "ON CONFLICT (message_id, source_id) DO NOTHING"
+_SQLITE_INSERT = f"INSERT INTO events ({_NAMES}) VALUES ({', '.join('?' * len(_COLUMNS))}) {_ON_CONFLICT}"
+_ALIASES = [f"c{n}" for n in range(len(_COLUMNS))]
+# payload travels as text and becomes jsonb in the select: one cast, server side. Arrays go in
+# binary (%b): in text format psycopg escapes every element of them with a regular expression.
+_SELECTED = ", ".join(f"{alias}::jsonb" if name == "payload" else alias for name, alias in zip(_COLUMNS, _ALIASES))
+_PG_INSERT = (
+    f"INSERT INTO events ({_NAMES}) SELECT {_SELECTED} "
+    f"FROM unnest({', '.join(f'%b::{kind}[]' for kind in _PG_TYPES)}) AS t({', '.join(_ALIASES)}) {_ON_CONFLICT}"
+)
+
+
+def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ``events`` rows (dicts keyed by column; ``profile_id`` and ``pending`` optional)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        columns = [[row.get(name) for row in rows] for name in _COLUMNS]
+        columns[_COLUMNS.index("payload")] = [dumps_json(row["payload"]) for row in rows]
+        columns[_COLUMNS.index("pending")] = [bool(row.get("pending")) for row in rows]
+        conn.exec_driver_sql(_PG_INSERT, tuple(columns))
+        return
+    conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_params(row) for row in rows])
+
+
+def _sqlite_params(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["source_id"], row["message_id"], row["type"], row.get("event"), row.get("user_id"),
+        row.get("anonymous_id"), *(sqlite_datetime(row.get(name)) for name in _TIMES),
+        dumps_json(row["payload"]), row.get("profile_id"), bool(row.get("pending")),
+    )
