@@ -39,6 +39,7 @@ from bench.load import BATCH_SIZE, LoadResult, make_bodies, run_load
 from bench.preload import copy_sqlite, fill_postgres, fill_sqlite, prepare_empty, sqlite_cache_path
 from cdp.auth.service import source_for_write_key
 from cdp.config import Settings
+from cdp.events.attribution import count_pending
 from cdp.store.db import create_store_engine, reader
 from cdp.store.tables import events
 
@@ -71,6 +72,19 @@ class Outcome:
     result: LoadResult
     cpu: dict[str, float]
     note: str = ""
+    attribution: Attribution | None = None  # ours only
+
+
+@dataclass
+class Attribution:
+    """How far identity resolution (behind the API, see cdp.events.attribution) lagged the load."""
+
+    backlog: int  # events stored but not yet attributed when the load stopped
+    drain_s: float  # from then until none was left
+
+    def per_s(self, result: LoadResult) -> float:
+        """Events acknowledged in the measured run per second until all of them were attributed."""
+        return result.events / (result.elapsed_s + self.drain_s)
 
 
 def main() -> None:
@@ -103,9 +117,13 @@ def main() -> None:
                 label = "empty" if size == 0 else human(size)
                 with prepared_stores(store, size, args, log) as targets:
                     for target in targets:
-                        result, cpu, note = run_one(target, bodies, args, log)
-                        outcomes.append(Outcome(store, label, target.server, result, cpu, note))
+                        result, cpu, note, attribution = run_one(target, bodies, args, log)
+                        outcomes.append(Outcome(store, label, target.server, result, cpu, note, attribution))
                         log(f"  {store} {label} {target.server}: {summary(result)}")
+                        if attribution is not None:
+                            log(f"    attribution: {attribution.backlog:,} events pending when the load stopped, "
+                                f"drained in {attribution.drain_s:.1f} s: {attribution.per_s(result):,.0f} events/s "
+                                "acknowledged and attributed")
                         log("    CPUs busy: " + ", ".join(f"{role} {value:.2f}" for role, value in cpu.items()))
                         if target.server == "ours":
                             verdict = verify(target, result.acknowledged_ids)
@@ -311,8 +329,8 @@ def verify(target: Target, acknowledged: list[str]) -> str:
 # --- servers ------------------------------------------------------------------------------------
 
 
-def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[LoadResult, dict[str, float], str]:  # type: ignore[no-untyped-def]
-    """Start the server on ``target``, warm up, load (measured), stop.
+def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[LoadResult, dict[str, float], str, Attribution | None]:  # type: ignore[no-untyped-def]
+    """Start the server on ``target``, warm up, load (measured), wait for attribution (ours), stop.
 
     The warm-up's acknowledged ids are kept with the measured run's: verification covers both.
     """
@@ -345,12 +363,31 @@ def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[Load
         result = asyncio.run(run_load(url, bodies[warmup.bodies_used:], write_key=WRITE_KEY,
                                       concurrency=args.concurrency, seconds=args.seconds))
         cpu = cpu_used(before, cpu_snapshot(process.pid, database), time.perf_counter() - started)
+        attribution = wait_attributed(target) if target.server == "ours" else None
     finally:
         stop(process)
     result.acknowledged_ids = warmup.acknowledged_ids + result.acknowledged_ids
     result.errors += warmup.errors
     result.error_samples = warmup.error_samples + result.error_samples
-    return result, cpu, note
+    return result, cpu, note, attribution
+
+
+def wait_attributed(target: Target, timeout_s: float = 600.0) -> Attribution:
+    """Poll the store until the server has attributed every event it stored."""
+    engine = create_store_engine(settings_for(target))
+    started = time.perf_counter()
+    try:
+        with reader(engine).connect() as conn:
+            backlog = left = count_pending(conn)
+        while left and time.perf_counter() - started < timeout_s:
+            time.sleep(0.2)
+            with reader(engine).connect() as conn:
+                left = count_pending(conn)
+    finally:
+        engine.dispose()
+    if left:
+        raise RuntimeError(f"{left:,} events still unattributed after {timeout_s:.0f} s")
+    return Attribution(backlog, time.perf_counter() - started)
 
 
 # --- CPU accounting -----------------------------------------------------------------------------
@@ -526,7 +563,7 @@ def summary(result: LoadResult) -> str:
 def table(outcomes: list[Outcome]) -> list[str]:
     ceilings = {(o.store, o.size): o.result for o in outcomes if o.server == "ceiling"}
     header = ("store", "size", "server", "events/s", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "p99 ratio",
-              "server CPUs", "other CPUs")
+              "server CPUs", "other CPUs", "backlog", "drain s", "attributed/s")
     rows = []
     for o in outcomes:
         r, ceiling = o.result, ceilings.get((o.store, o.size))
@@ -536,7 +573,9 @@ def table(outcomes: list[Outcome]) -> list[str]:
             p99_ratio = f"{r.p99_ms / ceiling.p99_ms:.2f}"
         rows.append((o.store, o.size, o.server, f"{r.events_per_s:,.0f}", f"{r.requests_per_s:,.1f}",
                      f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", str(r.errors), ratio, p99_ratio,
-                     f"{o.cpu['servers']:.2f}", f"{o.cpu['other']:.2f}"))
+                     f"{o.cpu['servers']:.2f}", f"{o.cpu['other']:.2f}",
+                     *((f"{o.attribution.backlog:,}", f"{o.attribution.drain_s:.1f}",
+                        f"{o.attribution.per_s(r):,.0f}") if o.attribution else ("", "", ""))))
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: tuple) -> str:
@@ -545,7 +584,9 @@ def table(outcomes: list[Outcome]) -> list[str]:
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows),
             "ratio = ours events/s / ceiling events/s; p99 ratio = ours p99 / ceiling p99 (same store, same size)",
             "server CPUs = CPUs the server processes kept busy on average; other CPUs = machine load from anything "
-            "but the bench, its servers and PostgreSQL (noise: compare runs with little of it)"]
+            "but the bench, its servers and PostgreSQL (noise: compare runs with little of it)",
+            "backlog = events not yet attributed to profiles when the load stopped; drain s = until none was left; "
+            "attributed/s = measured events / (measured s + drain s)"]
 
 
 if __name__ == "__main__":

@@ -382,6 +382,9 @@ def demo(
             task = progress.add_task("sending", total=summary.events)
             sent = send_messages(server.url, write_key, read_jsonl(summary.events_path),
                                  progress=lambda n: progress.advance(task, n))
+            task = progress.add_task("attributing to profiles", total=None)
+            server.wait_attributed(progress=lambda backlog: progress.update(task, description=(
+                f"attributing to profiles: {backlog:,} events to go")))
     finally:
         server.stop()
     out.print(f"     {sent.messages:,} messages in {sent.requests:,} requests, {sent.seconds:.1f} s "

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     # alphabetically. A limit is "N" (ever) or "N/7d" (distinct values within a window).
     identity_priority: str = "user_id,email"
     attribution_batch: int = Field(
-        default=1000, ge=1, le=20_000,
+        default=500, ge=1, le=20_000,
         description="Events the server attributes to profiles per transaction, behind the Tracking API.")
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(

@@ -107,6 +107,10 @@ class LiveServer:
     def kill(self) -> None:
         self.local.kill()
 
+    def wait_attributed(self) -> None:
+        """Profiles follow ingestion asynchronously (cdp.events.attribution): wait for them."""
+        self.local.wait_attributed(timeout_s=60)
+
 
 def start_server(settings: Settings, *, workers: int = 1, log: Path) -> LiveServer:
     write_key, admin_token = f"wk-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"

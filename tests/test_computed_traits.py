@@ -310,6 +310,7 @@ def test_api_defines_computes_and_the_profile_api_shows_the_trait(live_server: L
     batch = [{"type": "track", "userId": user, "event": "Order Completed", "properties": {"revenue": r},
               "timestamp": (now - timedelta(days=n)).isoformat()} for n, r in ((5, 10), (3, 5.5), (60, 1))]
     assert httpx.post(f"{live_server.url}/v1/batch", json={"batch": batch}, auth=(live_server.write_key, "")).is_success
+    live_server.wait_attributed()
     url = f"{live_server.url}/v1/computed-traits"
     definition = {"name": f"spend_{user}", "kind": "sum", "event": "Order Completed", "property": "revenue",
                   "window_days": 30}

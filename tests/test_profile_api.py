@@ -31,6 +31,7 @@ def person(live_server: LiveServer) -> str:
                   "timestamp": (T0 + timedelta(days=2)).isoformat()})
     answer = httpx.post(f"{live_server.url}/v1/batch", json={"batch": batch}, auth=(live_server.write_key, ""))
     assert answer.status_code == 200
+    live_server.wait_attributed()
     return user
 
 
@@ -128,7 +129,8 @@ def test_merge_log_and_split_over_http(live_server) -> None:  # type: ignore[no-
         {"type": "track", "anonymousId": f"{user}-web", "event": "Browsed", "timestamp": T0.isoformat()},
         {"type": "identify", "anonymousId": f"{user}-web", "userId": user, "timestamp": (T0 + timedelta(1)).isoformat()},
     ]
-    httpx.post(f"{live_server.url}/v1/batch", json={"batch": batch}, auth=(live_server.write_key, ""))
+    assert httpx.post(f"{live_server.url}/v1/batch", json={"batch": batch}, auth=(live_server.write_key, "")).is_success
+    live_server.wait_attributed()
     log = get(live_server, f"/v1/profiles/user_id:{user}/merges").json()["data"]
     [merge] = log
     assert merge["outcome"] == "merged" and merge["identifier_value"] == f"{user}-web"

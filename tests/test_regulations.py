@@ -23,6 +23,7 @@ def admin(server: LiveServer) -> dict[str, str]:
 def send(server: LiveServer, *messages) -> None:  # type: ignore[no-untyped-def]
     answer = httpx.post(f"{server.url}/v1/batch", json={"batch": list(messages)}, auth=(server.write_key, ""))
     assert answer.status_code == 200, answer.text
+    server.wait_attributed()
 
 
 def regulate(server: LiveServer, kind: str, subject_type: str, ids: list[str]) -> dict:  # type: ignore[type-arg]

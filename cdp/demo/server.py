@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,16 @@ class LocalServer:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def wait_attributed(self, *, timeout_s: float = 600, progress: Callable[[int], None] | None = None) -> None:
+        """Wait until the server has attributed every stored event to a profile (``/health``)."""
+        deadline = time.monotonic() + timeout_s
+        while (backlog := httpx.get(f"{self.url}/health", timeout=10).json()["attribution_backlog"]) > 0:
+            if progress is not None:
+                progress(backlog)
+            if time.monotonic() > deadline:
+                raise CdpError(f"{backlog:,} events still not attributed to profiles after {timeout_s:.0f} s")
+            time.sleep(0.1)
 
     def kill(self) -> None:
         """kill -9 of the server and all its workers."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cdp.computed.compute import apply_incremental
 from cdp.computed.service import definitions_for_ingest
+from cdp.events.bulk import set_attributions
 from cdp.events.ingest import IngestConfig, attribute, fire_live_hooks
 from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import events
@@ -41,12 +43,7 @@ def attribute_pending(conn: Connection, *, config: IngestConfig, now: datetime, 
     if not rows:
         return 0
     kept, merged = attribute(conn, rows, rules=config.identity, now=now)
-    if kept:
-        conn.execute(
-            update(events).where(events.c.id == bindparam("event_id"))
-            .values(profile_id=bindparam("attributed_to"), pending=False),
-            [{"event_id": row["id"], "attributed_to": row["profile_id"]} for row in kept],
-        )
+    set_attributions(conn, [(row["id"], row["profile_id"]) for row in kept])
     kept_ids = {row["id"] for row in kept}
     dropped = [row["id"] for row in rows if row["id"] not in kept_ids]
     if dropped:  # suppressed subjects (a regulation): accepted, never kept
@@ -64,17 +61,24 @@ def count_pending(conn: Connection) -> int:
 class AttributionFollower:
     """A thread that keeps attributing pending events through the process's group committer.
 
-    ``notify`` after a commit wakes it at once; otherwise it looks every ``poll_s`` seconds, for
-    events that other server processes stored.
+    Requests come first: a batch starts once the API has had no request for ``idle_s``, or when
+    the oldest work has waited ``max_lag_s`` (so that a steady stream is attributed too, a batch
+    per ``max_lag_s``). A burst is thus acknowledged at the API's full speed and attributed as it
+    eases. Without requests the follower looks every ``poll_s`` for events that other server
+    processes stored.
     """
 
     def __init__(
-        self, committer: GroupCommitter, config: IngestConfig, *, batch: int, poll_s: float = 0.25
+        self, committer: GroupCommitter, config: IngestConfig, *, batch: int,
+        idle_s: float = 0.2, max_lag_s: float = 2.0, poll_s: float = 0.25,
     ) -> None:
         self._committer = committer
         self._config = config
         self._batch = batch
+        self._idle_s = idle_s
+        self._max_lag_s = max_lag_s
         self._poll_s = poll_s
+        self._last_request = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="attribution", daemon=True)
@@ -84,6 +88,8 @@ class AttributionFollower:
         return self
 
     def notify(self) -> None:
+        """A request stored events: attribute them once the API is quiet."""
+        self._last_request = time.monotonic()
         self._wake.set()
 
     def stop(self) -> None:
@@ -93,7 +99,14 @@ class AttributionFollower:
 
     def _run(self) -> None:
         limit = self._batch
+        last_batch = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
+            quiet_for = now - self._last_request
+            if quiet_for < self._idle_s and now - last_batch < self._max_lag_s:
+                self._stop.wait(min(self._idle_s - quiet_for, self._max_lag_s - (now - last_batch)))
+                continue
+            last_batch = now
             try:
                 taken = self._committer.submit(lambda conn: self._attribute(conn, limit)).result()
                 limit = self._batch

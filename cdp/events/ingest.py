@@ -14,7 +14,7 @@ from cdp.computed.compute import apply_incremental
 from cdp.computed.service import definitions_for_ingest
 from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
-from cdp.events.store_rows import insert_event_rows
+from cdp.events.bulk import insert_event_rows
 from cdp.events.validate import prepare_message
 from cdp.governance.enforce import enforce, record_violations
 from cdp.governance.service import active_plan

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text, union_all, update
+from sqlalchemy import Connection, func, insert, select, text, union_all, update
 
 from cdp.identity.extract import MessageIdentifiers
 from cdp.identity.schemas import USERS, Identifier, IdentityRules
@@ -261,20 +261,31 @@ class IdentityBatch:
     def flush(self, now: datetime) -> None:
         """Write new profiles and identities, then apply the merges in order (see module doc)."""
         if self.new_profiles:
-            ids = self.conn.execute(
-                insert(profiles).returning(profiles.c.id, sort_by_parameter_order=True),
-                [{"entity": p.entity, "created_at": p.created_at, "updated_at": p.created_at,
-                  "first_message_id": p.first_message_id, "first_source_id": p.first_source_id}
-                 for p in self.new_profiles],
-            ).scalars().all()
-            for profile, profile_id in zip(self.new_profiles, ids, strict=True):
+            for profile, profile_id in zip(self.new_profiles, self._reserve_profile_ids(), strict=True):
                 profile.id = profile_id
+            self.conn.execute(insert(profiles), [
+                {"id": p.id, "entity": p.entity, "created_at": p.created_at, "updated_at": p.created_at,
+                 "first_message_id": p.first_message_id, "first_source_id": p.first_source_id}
+                for p in self.new_profiles
+            ])
         if self.new_identities:
             self.conn.execute(insert(identities), [
                 {"entity": n.entity, "type": n.identifier.type, "value": n.identifier.value, "profile_id": n.owner.key,
                  "source_id": n.source_id, "first_message_id": n.message_id, "seen_at": n.seen_at, "created_at": now}
                 for n in self.new_identities
             ])
+
+    def _reserve_profile_ids(self) -> list[int]:
+        # Ids first, then one bulk insert: SQLAlchemy inserts row by row when it must return ids
+        # in order on SQLite. SQLite has one writer at a time (this transaction), so the ids after
+        # the largest are free; PostgreSQL hands them out from the sequence.
+        count = len(self.new_profiles)
+        if self.conn.dialect.name == "postgresql":
+            return list(self.conn.execute(
+                text("SELECT nextval(pg_get_serial_sequence('profiles', 'id')) FROM generate_series(1, :n)"),
+                {"n": count}).scalars())
+        start = self.conn.execute(select(func.coalesce(func.max(profiles.c.id), 0))).scalar_one() + 1
+        return list(range(start, start + count))
 
     def apply_merges(self, now: datetime) -> set[int]:
         """Re-attribute what the merged profiles owned; returns the survivors whose traits changed."""

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
+from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -17,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from cdp.config import Settings
 from cdp.errors import InvalidInput
-from cdp.store.types import dumps_json
+from cdp.store.types import dumps_json, loads_json
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "cdp_read_only"
@@ -42,6 +44,11 @@ def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
         raise InvalidInput(f"unsupported store {parsed.get_backend_name()!r}: use sqlite or postgresql+psycopg")
     pooling = {"pool_size": 8, "max_overflow": 8} if pool else {"poolclass": NullPool}
     engine = create_engine(url, json_serializer=dumps_json, pool_pre_ping=True, **pooling)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        set_json_loads(orjson.loads, dbapi_connection)  # jsonb payloads decode several times faster
+
     # Bulk inserts as multi-row VALUES statements (as psycopg2's dialect does), not psycopg 3's
     # pipelined executemany of one statement per row, which costs several times the CPU.
     engine.dialect.use_insertmanyvalues_wo_returning = True
@@ -55,6 +62,7 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
     engine = create_engine(
         url,
         json_serializer=dumps_json,
+        json_deserializer=loads_json,
         connect_args={"check_same_thread": False, "timeout": 60},
         **({} if pool else {"poolclass": NullPool}),
     )

@@ -52,3 +52,11 @@ def sqlite_datetime(value: datetime | None) -> str | None:
     value = value.astimezone(UTC)
     return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
             f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
+
+
+def loads_json(value: str | bytes | float) -> Any:
+    """Deserializer for JSON columns. SQLite's JSON columns have numeric affinity and hand a stored
+    number back as a number, which SQLAlchemy's SQLite type passes through only on a TypeError."""
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)

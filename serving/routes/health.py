@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import text
 
+from cdp.events.attribution import count_pending
 from cdp.store.db import reader
 from serving.deps import EngineDep
 
@@ -12,8 +12,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health(engine: EngineDep) -> dict[str, str]:
-    """Ready when the store answers."""
+def health(engine: EngineDep) -> dict[str, str | int]:
+    """Ready when the store answers; ``attribution_backlog``: events stored, not yet on a profile."""
     with reader(engine).connect() as conn:
-        conn.execute(text("SELECT 1"))
-    return {"status": "ok"}
+        backlog = count_pending(conn)
+    return {"status": "ok", "attribution_backlog": backlog}

@@ -1,10 +1,10 @@
-"""The bulk insert of event rows, at the driver level: the Tracking API's one write per request.
+"""Bulk writes of events at the driver level: the Tracking API's insert, the follower's attribution.
 
 SQLAlchemy's per-row bind processing, and the statement compilation that ``ON CONFLICT`` statements
-repeat on every call (they have no cache key), cost more than the insert itself. So rows become
-driver parameters here, once: a prepared ``executemany`` on SQLite; on PostgreSQL one statement over
-``unnest`` of column arrays (one round trip whatever the batch size). A (source, messageId) already
-stored is skipped either way.
+repeat on every call (they have no cache key), cost more than the insert itself; psycopg runs an
+``executemany`` as one pipelined statement per row. So rows become driver parameters here, once: a
+prepared ``executemany`` on SQLite; on PostgreSQL one statement over ``unnest`` of column arrays
+(one round trip whatever the batch size).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ _PG_INSERT = (
 
 
 def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert ``events`` rows (dicts keyed by column; ``profile_id`` and ``pending`` optional)."""
+    """Insert ``events`` rows (dicts keyed by column; ``profile_id`` and ``pending`` optional).
+
+    A (source, messageId) already stored is skipped.
+    """
     if not rows:
         return
     if conn.dialect.name == "postgresql":
@@ -52,3 +55,18 @@ def _sqlite_params(row: dict[str, Any]) -> tuple[Any, ...]:
         row.get("anonymous_id"), *(sqlite_datetime(row.get(name)) for name in _TIMES),
         dumps_json(row["payload"]), row.get("profile_id"), bool(row.get("pending")),
     )
+
+
+def set_attributions(conn: Connection, attributions: list[tuple[int, int | None]]) -> None:
+    """Attribute pending events: ``(event id, profile id)`` pairs; they are pending no more."""
+    if not attributions:
+        return
+    if conn.dialect.name == "postgresql":
+        event_ids, profile_ids = (list(column) for column in zip(*attributions, strict=True))
+        conn.exec_driver_sql(
+            "UPDATE events SET profile_id = v.profile_id, pending = false "
+            "FROM unnest(%b::bigint[], %b::bigint[]) AS v(id, profile_id) WHERE events.id = v.id",
+            (event_ids, profile_ids))
+        return
+    conn.exec_driver_sql("UPDATE events SET profile_id = ?, pending = 0 WHERE id = ?",
+                         [(profile_id, event_id) for event_id, profile_id in attributions])
