@@ -14,6 +14,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from models.recommend.data import Interactions
 
@@ -102,7 +103,7 @@ class Recommender(ABC):
         """Top ``n`` item positions and scores for the users at rows ``users``; -1 pads a row
         whose filters leave fewer than ``n`` items."""
         tops, scores = [], []
-        for batch in _batches(users):
+        for batch in batches(users):
             batch_scores = self.user_scores(batch).astype(np.float32, copy=True)
             self._mask(batch_scores, filters, users=batch)
             top, score = top_n(batch_scores, n)
@@ -132,8 +133,7 @@ class Recommender(ABC):
 
     def _mask(self, scores: np.ndarray, filters: Filters, users: np.ndarray | None = None) -> None:
         if filters.exclude_seen and users is not None:
-            seen = self.data_.seen[users]
-            scores[np.repeat(np.arange(len(users)), np.diff(seen.indptr)), seen.indices] = -np.inf
+            mask_seen(scores, self.data_.seen[users])
         if filters.allowed is not None:
             if len(filters.allowed) != scores.shape[1]:
                 raise ValueError("filters.allowed must have one flag per item of the model")
@@ -145,6 +145,11 @@ class Recommender(ABC):
     def _frame(self, top: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         kept = top >= 0
         return pd.DataFrame({"item_id": self.item_ids_[top[kept]], "score": scores[kept].astype("float64")})
+
+
+def mask_seen(scores: np.ndarray, seen: sparse.csr_matrix) -> None:
+    """Set ``scores`` to -inf where ``seen`` (same shape) has an entry, in place."""
+    scores[np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), seen.indices] = -np.inf
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +169,7 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return top, best
 
 
-def _batches(users: np.ndarray) -> Iterator[np.ndarray]:
-    for start in range(0, len(users), BATCH_USERS):
-        yield users[start : start + BATCH_USERS]
+def batches(rows: np.ndarray, size: int = BATCH_USERS) -> Iterator[np.ndarray]:
+    """``rows`` in consecutive slices of ``size``."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
