@@ -112,7 +112,8 @@ def read_interactions(engine: Engine, *, as_of: datetime, spec: InteractionSpec 
     pandas.DataFrame
         ``profile_id`` (int64), ``item_id`` (str), ``event`` (categorical), ``timestamp``
         (UTC), ``weight`` (float64, before time decay; negative for a bad review). Sorted by
-        ``timestamp`` then ``profile_id``; an order's lines share its timestamp.
+        ``timestamp``, ``profile_id`` and the event's arrival; an order's lines share its
+        timestamp and keep their order.
     """
     _check_aware(as_of)
     with snapshot(engine) as view:
@@ -126,7 +127,7 @@ def read_interactions(engine: Engine, *, as_of: datetime, spec: InteractionSpec 
     found["timestamp"] = pd.to_datetime(found["timestamp"].astype("int64"), unit="us", utc=True)
     found["weight"] = spec.weight_of(found["event"], found["value"])
     found = found[np.isfinite(found["weight"])]
-    ordered = found.sort_values(["timestamp", "profile_id"], kind="stable").reset_index(drop=True)
+    ordered = found.sort_values(["timestamp", "profile_id", "event_id"], kind="stable").reset_index(drop=True)
     return ordered[["profile_id", "item_id", "event", "timestamp", "weight"]]
 
 
@@ -176,7 +177,7 @@ def _check_aware(as_of: datetime) -> None:
 
 
 def _interaction_rows(dialect: Dialect, spec: InteractionSpec, as_of: datetime, *, columns: Sequence[str]) -> Select:
-    """One row per interaction: ``profile_id, item_id, event, timestamp`` (epoch us), ``value``,
+    """One row per interaction: ``event_id, profile_id, item_id, event, timestamp`` (epoch us), ``value``,
     and the product properties in ``columns`` (strings; ``price`` a number)."""
     single = [e for e in spec.events if e.products is None]
     arrays = [e for e in spec.events if e.products is not None]
@@ -207,6 +208,7 @@ def _rows_of(
         for name in columns
     ]
     return select(
+        events.c.id.label("event_id"),
         events.c.profile_id,
         item.label("item_id"),
         events.c.event,

@@ -8,7 +8,7 @@ finds an item's neighbours in its half. Popularity's answer is the most popular 
 from __future__ import annotations
 
 import inspect
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -27,36 +27,7 @@ from models.recommend import (
     SessionRecommender,
     item_mask,
 )
-
-ITEMS = 20
-HALF = ITEMS // 2
-USERS_PER_GROUP = 30
-SEEN_PER_USER = 5
-AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def item_id(i: int) -> str:
-    return f"i{i:02d}"
-
-
-def checkerboard(seed: int = 0) -> pd.DataFrame:
-    """Users 0-29 browse items 0-9, users 30-59 items 10-19; each sees 5 of their half, in one
-    session, popular items (low numbers within the half) more often."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    appeal = 1.0 / np.arange(1, HALF + 1)
-    for user in range(2 * USERS_PER_GROUP):
-        half = user // USERS_PER_GROUP
-        picked = rng.choice(HALF, SEEN_PER_USER, replace=False, p=appeal / appeal.sum()) + half * HALF
-        start = AS_OF - timedelta(days=int(rng.integers(1, 30)))
-        for step, item in enumerate(picked):
-            rows.append((1000 + user, item_id(int(item)), start + timedelta(minutes=2 * step), 1.0))
-    return pd.DataFrame(rows, columns=["profile_id", "item_id", "timestamp", "weight"])
-
-
-def half_of(item: str) -> int:
-    return int(item[1:]) // HALF
-
+from tests.recommend_data import AS_OF, COLUMNS, HALF, ITEMS, SEEN_PER_USER, USERS_PER_GROUP, checkerboard, half_of, item_id
 
 MODELS = {
     "als": lambda: ALSRecommender(factors=2, regularization=0.1, alpha=10.0, iterations=20),
@@ -157,7 +128,7 @@ def test_popularity_ranks_by_people(data: Interactions) -> None:
 def test_trending_popularity_favours_recent_people() -> None:
     old = [(1, "a", AS_OF - timedelta(days=60), 1.0), (2, "a", AS_OF - timedelta(days=61), 1.0)]
     new = [(3, "b", AS_OF - timedelta(days=1), 1.0)]
-    data = Interactions.from_frame(pd.DataFrame(old + new, columns=["profile_id", "item_id", "timestamp", "weight"]),
+    data = Interactions.from_frame(pd.DataFrame(old + new, columns=COLUMNS),
                                    as_of=AS_OF)
     assert list(PopularityRecommender(half_life_days=None).fit(data).popularity_) == [2.0, 1.0]
     assert PopularityRecommender(half_life_days=7).fit(data).popularity_.argmax() == 1
@@ -171,7 +142,7 @@ def test_session_model_follows_what_comes_next() -> None:
         rows += [(user, "a", start, 1.0), (user, "b", start + timedelta(minutes=1), 1.0),
                  (user, "c", start + timedelta(hours=5), 1.0)]  # a new session: not linked to "b"
     rows += [(99, "c", AS_OF - timedelta(hours=2), 1.0), (99, "a", AS_OF - timedelta(hours=1), 1.0)]
-    data = Interactions.from_frame(pd.DataFrame(rows, columns=["profile_id", "item_id", "timestamp", "weight"]), as_of=AS_OF)
+    data = Interactions.from_frame(pd.DataFrame(rows, columns=COLUMNS), as_of=AS_OF)
     model = SessionRecommender(backward=0.0).fit(data)
     assert model.recommend(99, n=1)["item_id"].tolist() == ["b"]
     assert model.similar_items("a", n=1)["item_id"].tolist() == ["b"]
@@ -181,7 +152,7 @@ def test_session_model_follows_what_comes_next() -> None:
 def test_interactions_sum_decayed_weights_and_remember_every_seen_pair() -> None:
     rows = pd.DataFrame(
         [(7, "x", AS_OF, 1.0), (7, "x", AS_OF - timedelta(days=10), 2.0), (7, "y", AS_OF, -1.0), (8, "y", AS_OF, 3.0)],
-        columns=["profile_id", "item_id", "timestamp", "weight"],
+        columns=COLUMNS,
     )
     data = Interactions.from_frame(rows, as_of=AS_OF, half_life_days=10)
     assert list(data.user_ids) == [7, 8] and list(data.item_ids) == ["x", "y"]

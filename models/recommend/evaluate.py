@@ -165,10 +165,11 @@ def _relevant(data: Interactions, targets: pd.DataFrame) -> tuple[np.ndarray, sp
     item = data.item_positions(targets["item_id"].to_numpy())
     known = user >= 0
     users, row = np.unique(user[known], return_inverse=True)
-    cells = (np.ones(known.sum(), dtype=bool), (row, np.where(item[known] >= 0, item[known], 0)))
+    item = item[known]
+    cells = (np.ones((item >= 0).sum(), dtype=bool), (row[item >= 0], item[item >= 0]))
     relevant = sparse.csr_matrix(cells, shape=(len(users), data.n_items))
     # An item unknown to training is still a target the model missed: count it, in no column.
-    unknown = np.bincount(row[item[known] < 0], minlength=len(users))
+    unknown = np.bincount(row[item < 0], minlength=len(users))
     if unknown.any():
         relevant = _with_extra_targets(relevant, unknown)
     return users, relevant
