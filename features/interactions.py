@@ -9,7 +9,8 @@ anonymous browsing before a sign-up to the profile. Extraction is SQL pushed dow
 numpy over the rows, since the sequence-aware models need the rows anyway.
 
 A fact is visible as of the cutoff only if its event time and its received time are both at or
-before it, as everywhere in ``features``.
+before it, as everywhere in ``features``. Reads go through ``read.py``'s snapshot and fetch
+(``COPY`` on PostgreSQL), so this module shares its transport instead of repeating it.
 """
 
 from __future__ import annotations
