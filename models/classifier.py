@@ -25,8 +25,10 @@ class PropensityClassifier(BoostedModel):
     ----------
     horizon_days : float
         The label window.
-    calibration : {"isotonic", "platt"}
-        Isotonic regression on the raw probability, or a logistic fit on its log-odds.
+    calibration : {"platt", "isotonic"}
+        A logistic fit on the raw log-odds, or isotonic regression on the raw probability.
+        Platt by default: the calibration fold is one cutoff, and isotonic steps fitted on it
+        tie many profiles and reach 0 and 1 exactly.
     **params
         LightGBM hyper-parameters of :class:`models.boosting.BoostedModel`.
 
@@ -38,7 +40,7 @@ class PropensityClassifier(BoostedModel):
     feature_names_in_ : list of str
     """
 
-    def __init__(self, horizon_days: float, *, calibration: str = "isotonic", **params: object) -> None:
+    def __init__(self, horizon_days: float, *, calibration: str = "platt", **params: object) -> None:
         super().__init__(horizon_days, **params)  # type: ignore[arg-type]
         self.calibration = calibration
 

@@ -62,6 +62,7 @@ for _days in (7, 30, 90):
     PHRASES[f"sessions_{_days}d"] = _in_window("visit", "visits", _days)
     PHRASES[f"page_{_days}d"] = _in_window("page view", "page views", _days)
     PHRASES[f"screen_{_days}d"] = _in_window("app screen", "app screens", _days)
+    PHRASES[f"track_{_days}d"] = _in_window("action", "actions", _days)
 for _days in (30, 90):
     PHRASES[f"revenue_{_days}d"] = _money("{} spent in the last %d days" % _days)
 
@@ -79,7 +80,7 @@ def phrase(feature: str, value: object) -> str:
     try:
         described = get_feature(feature).description
     except KeyError:
-        described = feature.replace("_", " ")
+        described = re.sub("_+", " ", feature)
     shown = "unknown" if value is None or (number is not None and math.isnan(number)) else (
         f"{number:g}" if number is not None else str(value))
     return f"{described}: {shown}"
