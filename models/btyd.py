@@ -7,7 +7,7 @@ values scatter around a customer's own mean, itself gamma across customers, inde
 purchase process. Both are fitted by maximum likelihood over log-parameters with scipy, as
 lifetimes and pymc-marketing do.
 
-Inputs are the summary of :func:`features` ``btyd`` set, in days: ``frequency`` (repeat purchase
+Inputs are the columns of the features' ``btyd`` set, in days: ``frequency`` (repeat purchase
 days), ``recency`` (first to last purchase day) and ``T`` (first purchase day to the cutoff).
 """
 

@@ -8,6 +8,7 @@ predict the held-out one. Nothing fitted has seen the held-out label window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 

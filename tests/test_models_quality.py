@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from features import ChurnLabel, ValueLabel, build_training_frame
-from models.evaluate import Evaluation, evaluate, make_model, predicted
 from models.boosting import feature_frame
+from models.evaluate import Evaluation, evaluate, make_model, predicted
 from models.metrics import classification_metrics, value_metrics
 from models.score import score_frame
-from tests.models_data import HORIZON, LATENTS, simulated_shop
+from tests.models_data import HORIZON, simulated_shop
 
 DAYS = HORIZON.days
 pytestmark = pytest.mark.slow
