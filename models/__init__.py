@@ -1,1 +1,16 @@
-"""Models: churn, LTV, propensity and recommendations (scikit-learn conventions)."""
+"""Models: churn, LTV, propensity and recommendations (scikit-learn conventions).
+
+Predictions (frames in, arrays out; MLflow only in :mod:`models.tracking`):
+
+* :mod:`models.schemas` -- :class:`PredictionDefinition` (churn / purchase / ltv / custom, window,
+  eligibility) mapped to the features' labels and to out-of-time cutoffs;
+* :mod:`models.btyd` -- BG/NBD and Gamma-Gamma, and their outputs as feature columns;
+* :mod:`models.classifier`, :mod:`models.value` -- calibrated LightGBM probabilities, hurdle or
+  Tweedie expected values with a calibrated total;
+* :mod:`models.baselines` -- recency only, naive repeat rate, BTYD;
+* :mod:`models.metrics`, :mod:`models.evaluate` -- held-out metrics side by side, per segment;
+* :mod:`models.reasons`, :mod:`models.score` -- per-profile reasons in words, percentiles, deciles;
+* :mod:`models.gate`, :mod:`models.tracking`, :mod:`models.plots` -- the promotion gate, MLflow, the
+  model card's plots;
+* :mod:`models.train` -- :func:`train_prediction`, the whole training for the CLI and the flows.
+"""

@@ -1,0 +1,176 @@
+"""Train a prediction end to end: training frame, readiness, held-out evaluation, refit, MLflow.
+
+:func:`train_prediction` is the plain function behind ``cdp predictions train`` and the Prefect
+``train`` flow; both pass the store's engine, a definition, the ``as_of`` date (backtests give
+a past one) and the settings (the MLflow tracking URI comes from them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from cdp.config import Settings
+from features import ReadinessReport, Requirements, build_training_frame, readiness_report
+from models.baselines import BtydBaseline, RepeatRateBaseline
+from models.boosting import feature_frame
+from models.evaluate import Evaluation, evaluate, make_model
+from models.gate import Gate, GateDecision
+from models.plots import figures
+from models.schemas import PredictionDefinition
+from models.tracking import track_training
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training produced.
+
+    Attributes
+    ----------
+    model : fitted predictor
+        Refitted on every cutoff (calibrated on the latest), or with ``fallback`` the BTYD /
+        repeat-rate heuristic fitted without labels.
+    fallback : bool
+        The readiness report failed and the definition allows a heuristic: no LightGBM model,
+        no metrics, nothing registered; predicted traits must say so.
+    evaluation : Evaluation or None
+        The held-out comparison with the baselines (``None`` for a fallback).
+    """
+
+    definition: PredictionDefinition
+    as_of: datetime
+    cutoffs: tuple[datetime, ...]
+    readiness: ReadinessReport
+    model: Any
+    fallback: bool = False
+    evaluation: Evaluation | None = None
+    decision: GateDecision | None = None
+    run_id: str | None = None
+    model_version: str | None = None
+    training_set: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> pd.DataFrame | None:
+        """Metric rows x predictor columns (model first, then the baselines) on the held-out cutoff."""
+        return None if self.evaluation is None else self.evaluation.metrics
+
+    def __str__(self) -> str:
+        head = f"prediction {self.definition.key!r} ({self.definition.kind}, {self.definition.window_days} days) as of {self.as_of:%Y-%m-%d}"
+        if self.fallback:
+            return f"{head}: FALLBACK {type(self.model).__name__} heuristic\n{self.readiness}"
+        lines = [head, self.evaluation.metrics.to_string(float_format=lambda v: f"{v:.4f}")]  # type: ignore[union-attr]
+        if self.decision is not None:
+            lines.append(f"gate: {'promoted' if self.decision.promote else 'refused'} v{self.model_version}: {self.decision.reason}")
+        return "\n".join(lines)
+
+
+def train_prediction(
+    engine: Engine,
+    definition: PredictionDefinition,
+    *,
+    as_of: datetime,
+    settings: Settings,
+    gate: Gate = Gate(),
+    requirements: Requirements = Requirements(),
+    track: bool = True,
+) -> TrainingResult:
+    """Build the training frame as of ``as_of``, check it, evaluate out of time, refit, track.
+
+    Parameters
+    ----------
+    engine : Engine
+        The store.
+    definition : PredictionDefinition
+    as_of : datetime
+        The training date (timezone-aware): the last label window ends here.
+    settings : Settings
+        ``resolved_mlflow_tracking_uri`` is where runs and models go.
+    gate : Gate
+        What the model must beat to become ``champion``.
+    requirements : Requirements
+        Thresholds of the readiness report.
+    track : bool
+        Log to MLflow and register (off for a dry run).
+
+    Raises
+    ------
+    features.NotReady
+        The readiness report failed and the definition's ``fallback`` is ``refuse``.
+    """
+    cutoffs = definition.cutoffs(as_of)
+    label = definition.label()
+    frame = build_training_frame(
+        engine, cutoffs=cutoffs, horizon=definition.horizon, label=label, feature_set=definition.feature_set,
+        eligibility=definition.eligibility(), purchases=definition.purchases(),
+    )
+    report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements)
+    training_set = describe_training_set(definition, frame, cutoffs)
+    common = {"definition": definition, "as_of": as_of, "cutoffs": tuple(cutoffs), "readiness": report,
+              "training_set": training_set}
+    if not report.ok:
+        if definition.fallback == "refuse":
+            report.raise_if_not_ready()
+        return TrainingResult(model=fallback_model(frame, definition), fallback=True, **common)
+
+    horizon_days = float(definition.window_days)
+    evaluation = evaluate(frame, task=definition.task, horizon_days=horizon_days)
+    X = feature_frame(frame)
+    final = make_model(definition.task, horizon_days).fit(X, frame["label"], frame["cutoff"])
+    if not track:
+        return TrainingResult(model=final, evaluation=evaluation, **common)
+    tracked = track_training(
+        tracking_uri=settings.resolved_mlflow_tracking_uri,
+        key=definition.key,
+        task=definition.task,
+        params=_params(definition, final, cutoffs),
+        metrics=evaluation.metrics,
+        segments=evaluation.segments,
+        figures=figures(evaluation, final.feature_importance()),
+        training_set=training_set,
+        model=final,
+        input_example=X.head(5),
+        gate=gate,
+    )
+    return TrainingResult(model=final, evaluation=evaluation, decision=tracked.decision, run_id=tracked.run_id,
+                          model_version=tracked.model_version, **common)
+
+
+def fallback_model(frame: pd.DataFrame, definition: PredictionDefinition) -> BtydBaseline | RepeatRateBaseline:
+    """A heuristic that needs no labels: BTYD on the purchase histories, else the naive repeat rate."""
+    X = feature_frame(frame)
+    try:
+        return BtydBaseline(definition.task, definition.window_days).fit(X)
+    except ValueError:  # too few buyers to fit BG/NBD
+        return RepeatRateBaseline(definition.task, definition.window_days).fit(X)
+
+
+def describe_training_set(definition: PredictionDefinition, frame: pd.DataFrame, cutoffs: list[datetime]) -> dict[str, Any]:
+    """The training frame's definition and shape, as JSON: enough to rebuild it and to read it."""
+    by_cutoff = frame.groupby("cutoff")["label"]
+    return {
+        "definition": definition.model_dump(mode="json"),
+        "label": definition.label().describe(),
+        "eligibility": [rule.describe() for rule in definition.eligibility()],
+        "cutoffs": [c.isoformat() for c in cutoffs],
+        "roles": ["train"] * (len(cutoffs) - 2) + ["calibrate", "holdout"],
+        "features": list(feature_frame(frame).columns),
+        "rows": int(len(frame)),
+        "rows_per_cutoff": {str(c.isoformat()): int(n) for c, n in by_cutoff.size().items()},
+        "label_mean_per_cutoff": {str(c.isoformat()): float(m) for c, m in by_cutoff.mean().items()},
+    }
+
+
+def _params(definition: PredictionDefinition, model: Any, cutoffs: list[datetime]) -> dict[str, Any]:
+    hyper = {f"model.{k}": v for k, v in vars(model).items() if not k.endswith("_")}
+    chosen = {"model.objective_chosen": model.objective_} if hasattr(model, "objective_") else {}
+    return {
+        **{f"definition.{k}": v for k, v in definition.model_dump(mode="json").items()},
+        **hyper,
+        **chosen,
+        "model.class": type(model).__name__,
+        "cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in cutoffs),
+    }
