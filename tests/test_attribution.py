@@ -1,0 +1,164 @@
+"""Events the Tracking API stores pending, attributed to profiles in bulk by the follower."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from cdp.auth.service import create_source
+from cdp.config import Settings
+from cdp.events.attribution import AttributionFollower, attribute_pending, count_pending
+from cdp.events.ingest import LIVE_HOOKS, IngestConfig, ingest
+from cdp.events.schemas import Envelope
+from cdp.identity.service import find_profile
+from cdp.privacy.regulations import create_regulation, run_regulation
+from cdp.store.group_commit import GroupCommitter
+from cdp.store.tables import events, profile_traits, trait_changes
+from tests.conftest import LiveServer
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+CONFIG = IngestConfig.from_settings(Settings())
+
+
+def _messages(user: str) -> list[dict]:  # type: ignore[type-arg]
+    at = NOW - timedelta(hours=1)
+    return [
+        {"type": "track", "anonymousId": f"{user}-phone", "event": "Browsed", "messageId": f"{user}-1",
+         "timestamp": at.isoformat()},
+        {"type": "identify", "anonymousId": f"{user}-phone", "userId": user, "traits": {"plan": "pro"},
+         "messageId": f"{user}-2", "timestamp": (at + timedelta(minutes=1)).isoformat()},
+        {"type": "track", "anonymousId": f"{user}-laptop", "event": "Browsed", "messageId": f"{user}-3",
+         "timestamp": (at + timedelta(minutes=2)).isoformat()},
+        {"type": "identify", "anonymousId": f"{user}-laptop", "userId": user, "traits": {"plan": "max"},
+         "messageId": f"{user}-4", "timestamp": (at + timedelta(minutes=3)).isoformat()},
+    ]
+
+
+def _store(conn, source_id: int, messages: list[dict], *, defer: bool) -> None:  # type: ignore[no-untyped-def,type-arg]
+    ingest(conn, source_id=source_id, messages=messages, envelope=Envelope(received_at=NOW), config=CONFIG,
+           defer_attribution=defer)
+
+
+def _drain(engine) -> int:  # type: ignore[no-untyped-def]
+    taken = 0
+    while batch := _attribute(engine, limit=3):
+        taken += batch
+    return taken
+
+
+def _attribute(engine, *, limit: int) -> int:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return attribute_pending(conn, config=CONFIG, now=NOW, limit=limit)
+
+
+@pytest.fixture
+def source_id(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return create_source(conn, name="web", now=NOW)[0].id
+
+
+def _profile_of_events(conn) -> dict[str, int | None]:  # type: ignore[no-untyped-def]
+    return dict(conn.execute(select(events.c.message_id, events.c.profile_id)).tuples().all())
+
+
+def test_deferred_events_are_stored_pending_then_attributed_as_inline_ingestion_would(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        _store(conn, source_id, _messages("ann"), defer=True)
+        _store(conn, source_id, _messages("ann"), defer=True)  # an SDK retry: stored once
+        assert count_pending(conn) == 4
+        assert set(_profile_of_events(conn).values()) == {None}
+        assert conn.execute(select(func.count()).select_from(trait_changes)).scalar() == 0
+    assert _drain(engine) == 4  # in batches smaller than the backlog, oldest first
+    with engine.begin() as conn:
+        _store(conn, source_id, _messages("bob"), defer=False)
+    with engine.connect() as conn:
+        assert count_pending(conn) == 0
+        attributed = _profile_of_events(conn)
+        ann = find_profile(conn, type="user_id", value="ann")
+        bob = find_profile(conn, type="user_id", value="bob")
+        assert ann is not None and bob is not None and ann != bob
+        # Both devices' anonymous browsing joined the person, for the deferred and the inline path alike.
+        assert {attributed[f"ann-{n}"] for n in range(1, 5)} == {ann}
+        assert {attributed[f"bob-{n}"] for n in range(1, 5)} == {bob}
+        plans = dict(conn.execute(select(profile_traits.c.profile_id, profile_traits.c.value)
+                                  .where(profile_traits.c.name == "plan")).tuples().all())
+        assert plans == {ann: "max", bob: "max"}
+        # The retry recorded no second trait change.
+        assert conn.execute(select(func.count()).select_from(trait_changes)
+                            .where(trait_changes.c.profile_id == ann)).scalar() == 2
+
+
+def test_live_hooks_fire_when_deferred_events_are_attributed(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    fired: list[tuple[int, list[int | None]]] = []
+    LIVE_HOOKS.append(lambda conn, source, rows: fired.append((source, [row["profile_id"] for row in rows])))
+    try:
+        with engine.begin() as conn:
+            _store(conn, source_id, _messages("cy")[:2], defer=True)
+        assert fired == [], "nothing fires before the events have a profile"
+        _drain(engine)
+    finally:
+        LIVE_HOOKS.pop()
+    with engine.connect() as conn:
+        cy = find_profile(conn, type="user_id", value="cy")
+    assert [source for source, _ in fired] == [source_id] * len(fired)
+    assert [profile for _, profiles in fired for profile in profiles] == [cy, cy]
+
+
+def test_events_of_a_suppressed_subject_are_accepted_and_dropped(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        regulation = create_regulation(conn, regulation_type="SUPPRESS_ONLY", subject_type="USER_ID", subject_ids=["dan"], now=NOW)
+    run_regulation(engine, regulation, now=NOW)
+    with engine.begin() as conn:
+        _store(conn, source_id, [{"type": "track", "userId": "dan", "event": "E", "messageId": "d1"},
+                                 {"type": "track", "userId": "eve", "event": "E", "messageId": "e1"}], defer=True)
+    _drain(engine)
+    with engine.connect() as conn:
+        assert sorted(_profile_of_events(conn)) == ["e1"]
+
+
+def test_the_follower_attributes_in_the_background_and_gets_past_an_event_it_cannot_resolve(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    def poisoned(conn, source, rows) -> None:  # type: ignore[no-untyped-def]
+        if any(row["message_id"] == "bad" for row in rows):
+            raise ValueError("a bug on a strange message")
+
+    LIVE_HOOKS.append(poisoned)
+    committer = GroupCommitter.for_store(engine)
+    follower = AttributionFollower(committer, CONFIG, batch=50, idle_s=0.0, poll_s=0.02).start()
+    try:
+        with engine.begin() as conn:
+            _store(conn, source_id, [{"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"m{n}"}
+                                     for n in range(20)] + [{"type": "track", "userId": "z", "event": "E",
+                                                             "messageId": "bad"}], defer=True)
+        follower.notify()
+        done = threading.Event()
+        for _ in range(200):
+            with engine.connect() as conn:
+                if count_pending(conn) == 0:
+                    done.set()
+                    break
+            done.wait(0.05)
+        assert done.is_set(), "the follower did not drain the backlog"
+    finally:
+        follower.stop()
+        committer.close()
+        LIVE_HOOKS.remove(poisoned)
+    with engine.connect() as conn:
+        attributed = _profile_of_events(conn)
+    assert attributed["bad"] is None, "left stored, without a profile"
+    assert all(attributed[f"m{n}"] is not None for n in range(20))
+
+
+def test_the_server_attributes_what_the_api_acknowledged(live_server: LiveServer) -> None:
+    user = f"f-{uuid.uuid4().hex[:8]}"
+    answer = httpx.post(f"{live_server.url}/v1/batch", json={"batch": _messages(user)}, auth=(live_server.write_key, ""))
+    assert answer.status_code == 200
+    live_server.wait_attributed()
+    assert httpx.get(f"{live_server.url}/health").json()["attribution_backlog"] == 0
+    traits = httpx.get(f"{live_server.url}/v1/profiles/anonymous_id:{user}-phone/traits",
+                       headers={"authorization": f"Bearer {live_server.admin_token}"})
+    assert traits.status_code == 200 and traits.json()["traits"] == {"plan": "max"}
