@@ -14,20 +14,18 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cdp.computed.compute import apply_incremental
 from cdp.computed.service import definitions_for_ingest
-from cdp.events.bulk import set_attributions
+from cdp.events.bulk import read_pending, set_attributions
 from cdp.events.ingest import IngestConfig, attribute, fire_live_hooks
 from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import events
 
 log = logging.getLogger(__name__)
-
-_COLUMNS = (events.c.id, events.c.source_id, events.c.message_id, events.c.type, events.c.event,
-            events.c.timestamp, events.c.received_at, events.c.payload)
 
 
 def attribute_pending(conn: Connection, *, config: IngestConfig, now: datetime, limit: int) -> int:
@@ -36,10 +34,7 @@ def attribute_pending(conn: Connection, *, config: IngestConfig, now: datetime, 
     On PostgreSQL, concurrent followers skip each other's rows; SQLite runs one writer at a time.
     """
     computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
-    query = select(*_COLUMNS).where(events.c.pending).order_by(events.c.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = [dict(row._mapping) for row in conn.execute(query)]
+    rows = read_pending(conn, limit)
     if not rows:
         return 0
     kept, merged = attribute(conn, rows, rules=config.identity, now=now)

@@ -9,8 +9,10 @@ prepared ``executemany`` on SQLite; on PostgreSQL one statement over ``unnest`` 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from cdp.store.types import dumps_json, sqlite_datetime
@@ -70,3 +72,25 @@ def set_attributions(conn: Connection, attributions: list[tuple[int, int | None]
         return
     conn.exec_driver_sql("UPDATE events SET profile_id = ?, pending = 0 WHERE id = ?",
                          [(profile_id, event_id) for event_id, profile_id in attributions])
+
+
+_PENDING = ("id", "source_id", "message_id", "type", "event", "timestamp", "received_at", "payload")
+_READ_PENDING = f"SELECT {', '.join(_PENDING)} FROM events WHERE pending ORDER BY id LIMIT "
+
+
+def read_pending(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` pending events, oldest first, as row dicts. On PostgreSQL they stay locked
+    until commit, and rows another follower holds are skipped."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(_READ_PENDING + "%s FOR UPDATE SKIP LOCKED", (limit,))
+        return [dict(zip(_PENDING, row, strict=True)) for row in rows]
+    return [
+        {"id": event_id, "source_id": source_id, "message_id": message_id, "type": kind, "event": event,
+         "timestamp": _sqlite_time(timestamp), "received_at": _sqlite_time(received_at), "payload": orjson.loads(payload)}
+        for event_id, source_id, message_id, kind, event, timestamp, received_at, payload
+        in conn.exec_driver_sql(_READ_PENDING + "?", (limit,))
+    ]
+
+
+def _sqlite_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)

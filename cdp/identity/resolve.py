@@ -177,8 +177,10 @@ class IdentityBatch:
             chosen = sorted(dict.fromkeys([*chosen, previous]), key=self.rules.rank)
         if not chosen:
             return None
+        if (returning := self._sole_owner(chosen)) is not None:
+            return returning
         refused: list[tuple[Identifier, str]] = []
-        while not self._known_to_one_profile(chosen):
+        while self._sole_owner(chosen) is None:
             violation = self._violation(chosen, context.at)
             if violation is None or len(chosen) == 1:
                 break
@@ -201,10 +203,19 @@ class IdentityBatch:
                 self.links.add((person, target))
         return linked
 
-    def _known_to_one_profile(self, chosen: list[Identifier]) -> bool:
-        """The usual case, a returning person: nothing to link, so no limit can break."""
-        owners = {id(owner.root()) if owner else None for owner in (self.owners.get((USERS, i)) for i in chosen)}
-        return len(owners) == 1 and None not in owners
+    def _sole_owner(self, chosen: list[Identifier]) -> Profile | None:
+        """The usual case, a returning person whose identifiers all lead to one profile: nothing to
+        link, so no limit can break. None otherwise."""
+        sole = None
+        for identifier in chosen:
+            owner = self.owners.get((USERS, identifier))
+            if owner is None:
+                return None
+            owner = owner.root()
+            if sole is not None and owner is not sole:
+                return None
+            sole = owner
+        return sole
 
     def _violation(self, chosen: list[Identifier], at: datetime) -> str | None:
         combined: dict[Identifier, datetime] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from cdp.config import Settings
 from cdp.errors import InvalidInput
@@ -13,8 +14,10 @@ USERS = "users"
 ACCOUNTS = "accounts"
 
 
-@dataclass(frozen=True, order=True)
-class Identifier:
+class Identifier(NamedTuple):
+    """A typed identifier value. A named tuple, not a dataclass: resolution hashes and compares
+    these millions of times, and a tuple does both in C."""
+
     type: str
     value: str
 
