@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest | make bench-features — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-profiles | make bench-features — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-features clean
+.PHONY: install demo test bench-ingest bench-profiles bench-features clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench-ingest: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.ingest $(ARGS)
+
+bench-profiles: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.profiles $(ARGS)
 
 bench-features: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.features $(ARGS)

@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resume.start()
         app.state.committer = GroupCommitter.for_store(engine)
         app.state.attribution = AttributionFollower(
-            app.state.committer, app.state.ingest_config, batch=settings.attribution_batch).start()
+            app.state.committer, app.state.ingest_config, batch=settings.attribution_batch,
+            idle_s=settings.attribution_idle_ms / 1000).start()
         yield
         app.state.attribution.stop()
         app.state.committer.close()

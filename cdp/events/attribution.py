@@ -57,21 +57,20 @@ class AttributionFollower:
     """A thread that keeps attributing pending events through the process's group committer.
 
     Requests come first: a batch starts once the API has had no request for ``idle_s``, or when
-    the oldest work has waited ``max_lag_s`` (so that a steady stream is attributed too, a batch
-    per ``max_lag_s``). A burst is thus acknowledged at the API's full speed and attributed as it
-    eases. Without requests the follower looks every ``poll_s`` for events that other server
+    the last batch is ``10 * idle_s`` old (so that a steady stream is attributed too). A burst is
+    thus acknowledged at the API's full speed and attributed as it eases; with ``idle_s=0``,
+    attribution and requests share the process evenly. Without requests the follower looks every ``poll_s`` for events that other server
     processes stored.
     """
 
     def __init__(
-        self, committer: GroupCommitter, config: IngestConfig, *, batch: int,
-        idle_s: float = 0.2, max_lag_s: float = 2.0, poll_s: float = 0.25,
+        self, committer: GroupCommitter, config: IngestConfig, *, batch: int, idle_s: float, poll_s: float = 0.25,
     ) -> None:
         self._committer = committer
         self._config = config
         self._batch = batch
         self._idle_s = idle_s
-        self._max_lag_s = max_lag_s
+        self._max_lag_s = 10 * idle_s
         self._poll_s = poll_s
         self._last_request = 0.0
         self._wake = threading.Event()

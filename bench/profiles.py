@@ -1,0 +1,244 @@
+"""Profile benchmark: Profile API latency on a big store, and ingestion with identity resolution.
+
+    python -m bench.profiles             # 1M profiles, 20 s runs (~10 min; the first run builds the store)
+    python -m bench.profiles --quick     # 100k profiles, 8 s runs
+
+1. **Profile API**: a store of N people (3 identifiers and 6 traits each: profiles, identities and
+   profile_traits filled straight into the tables, cached under bench/out/cache for SQLite); then
+   ``cdp serve --workers 2`` answers ``GET /v1/profiles/user_id:<random person>/traits`` from
+   concurrent keep-alive clients; p50 / p99 per request.
+2. **Ingestion with identity resolution** (the bench-ingest load, on an empty store): first as
+   shipped (the API acknowledges at full speed; attribution to profiles follows when it eases, see
+   cdp.events.attribution), then with attribution given an equal share during the load
+   (``CDP_ATTRIBUTION_IDLE_MS=0``), counting events per second until every acknowledged event is
+   attributed. The ratio of the second to the first is "identity resolution's cost".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+from bench.ingest import OUT, WRITE_KEY, Target, create_database, drop_database, run_one, summary, to_sqlalchemy_url
+from bench.load import BATCH_SIZE, make_bodies, percentile
+from bench.preload import schema_revision
+from cdp.config import Settings
+from cdp.demo.server import start_server
+from cdp.setup import prepare_store
+
+TRAITS = ("plan", "name", "country", "lifetime_orders", "newsletter", "last_seen_page")
+CHUNK = 50_000
+PLANS = ("free", "starter", "pro", "enterprise")
+ADMIN_TOKEN = "bench-admin-token-2b7e151628aed2a6"
+
+
+def person_rows(count: int) -> Iterator[tuple[list[tuple], list[tuple], list[tuple]]]:
+    """Chunks of (profiles, identities, profile_traits) rows for people 1..count (ids = numbers).
+
+    Times are ISO text, which both SQLite (as SQLAlchemy stores them) and PostgreSQL's COPY take.
+    """
+    rng = random.Random(11)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for start in range(1, count + 1, CHUNK):
+        people, ids, traits = [], [], []
+        for person in range(start, min(start + CHUNK, count + 1)):
+            seen = (now - timedelta(minutes=rng.randrange(525_600))).isoformat(" ", "microseconds")
+            people.append((person, "users", seen, seen))
+            for kind, value in (("user_id", f"user-{person:07d}"), ("anonymous_id", f"anon-{person:07d}"),
+                                ("email", f"user{person}@example.com")):
+                ids.append(("users", kind, value, person, 1, seen, seen))
+            values = (f'"{rng.choice(PLANS)}"', f'"User {person}"', f'"{rng.choice(("NO", "SE", "DE", "FR"))}"',
+                      str(rng.randrange(40)), rng.choice(("true", "false")), f'"/products/p-{rng.randrange(5000)}"')
+            traits.extend((person, name, value, "identify", 1, seen, seen) for name, value in zip(TRAITS, values))
+        yield people, ids, traits
+
+
+_TABLES = (
+    ("profiles", ("id", "entity", "created_at", "updated_at")),
+    ("identities", ("entity", "type", "value", "profile_id", "source_id", "seen_at", "created_at")),
+    ("profile_traits", ("profile_id", "name", "value", "class", "source_id", "event_time", "received_at")),
+)
+
+
+def build_sqlite(path: Path, count: int) -> None:
+    """A store of ``count`` people at ``path``, built aside and cached (journal off: a failed build is thrown away)."""
+    building = path.with_suffix(".building")
+    building.unlink(missing_ok=True)
+    prepare_store(Settings(home=building.parent, database_url=f"sqlite:///{building}", write_keys="bench")).dispose()
+    conn = sqlite3.connect(building)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    for chunks in person_rows(count):
+        for (table, columns), rows in zip(_TABLES, chunks, strict=True):
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+    conn.commit()
+    conn.execute("ANALYZE")
+    conn.close()
+    os.replace(building, path)
+
+
+def fill_postgres(url: str, count: int) -> None:
+    prepare_store(Settings(home=OUT, database_url=url, write_keys="bench")).dispose()
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+        for chunks in person_rows(count):
+            for (table, columns), rows in zip(_TABLES, chunks, strict=True):
+                with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        conn.execute("SELECT setval(pg_get_serial_sequence('profiles', 'id'), %s)", (count,))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+
+
+async def hammer(url: str, count: int, *, seconds: float, concurrency: int) -> tuple[int, list[float], int]:
+    """GET the traits of random people for ``seconds``; (answers, latencies in ms, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    deadline = time.perf_counter() + seconds
+    rng = random.Random(5)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            path = f"{url}/v1/profiles/user_id:user-{rng.randrange(1, count + 1):07d}/traits"
+            started = time.perf_counter()
+            async with session.get(path, headers=headers) as answer:
+                await answer.read()
+                if answer.status == 200:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                else:
+                    errors += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    return len(latencies), latencies, errors
+
+
+def profile_api(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
+    home = OUT / "runs" / f"{os.getpid()}-profiles-{store}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    database = None
+    try:
+        started = time.perf_counter()
+        if store == "sqlite":
+            cached = OUT / "cache" / f"profiles-{args.profiles}-{schema_revision()}.sqlite"
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            if not cached.exists():
+                build_sqlite(cached, args.profiles)
+            shutil.copyfile(cached, home / "cdp.sqlite")
+            url = None
+        else:
+            database = f"cdp_bench_profiles_{os.getpid()}"
+            create_database(args.pg, database)
+            url = to_sqlalchemy_url(psycopg.conninfo.make_conninfo(args.pg, dbname=database))
+            fill_postgres(url, args.profiles)
+        log(f"  {store}: store of {args.profiles:,} people ready in {time.perf_counter() - started:.0f} s")
+        settings = Settings(home=home, database_url=url)
+        server = start_server(settings, workers=2, log=home / "server.log", admin_token=ADMIN_TOKEN)
+        try:
+            asyncio.run(hammer(server.url, args.profiles, seconds=2, concurrency=args.concurrency))  # warm-up
+            answers, latencies, errors = asyncio.run(
+                hammer(server.url, args.profiles, seconds=args.seconds, concurrency=args.concurrency))
+        finally:
+            server.stop()
+        log(f"  {store} Profile API traits: {answers / args.seconds:,.0f} req/s, p50 {percentile(latencies, 50):.1f} ms, "
+            f"p99 {percentile(latencies, 99):.1f} ms, errors {errors} ({args.concurrency} clients)")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        if database:
+            drop_database(args.pg, database)
+
+
+def ingestion_with_identity(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
+    bodies = make_bodies(int((args.warmup + args.seconds) * 15_000 / BATCH_SIZE), write_key=WRITE_KEY)
+    rates = {}
+    for label, idle_ms in (("as shipped", None), ("attribution during the load", 0)):
+        home = OUT / "runs" / f"{os.getpid()}-identity-{store}-{idle_ms}"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        database = None
+        try:
+            if store == "sqlite":
+                url = f"sqlite:///{home / 'cdp.sqlite'}"
+            else:
+                database = f"cdp_bench_identity_{os.getpid()}"
+                create_database(args.pg, database)
+                url = to_sqlalchemy_url(psycopg.conninfo.make_conninfo(args.pg, dbname=database))
+            env = {} if idle_ms is None else {"CDP_ATTRIBUTION_IDLE_MS": str(idle_ms)}
+            os.environ.update(env)
+            try:
+                result, _, _, attribution = run_one(Target("ours", home, url, 0), bodies, args, log)
+            finally:
+                for key in env:
+                    os.environ.pop(key)
+            assert attribution is not None
+            rates[label] = (result.events_per_s, attribution.per_s(result))
+            log(f"  {store} ingest, {label}: {summary(result)}")
+            log(f"    {attribution.backlog:,} pending when the load stopped, drained in {attribution.drain_s:.1f} s: "
+                f"{attribution.per_s(result):,.0f} events/s acknowledged and attributed")
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            if database:
+                drop_database(args.pg, database)
+    foundation = rates["as shipped"][0]
+    with_identity = rates["attribution during the load"][1]
+    log(f"  {store}: ingestion with identity resolution {with_identity:,.0f} events/s = "
+        f"{with_identity / foundation:.2f} of the API's {foundation:,.0f} events/s (target: 0.60)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100k profiles, 8 s runs")
+    parser.add_argument("--profiles", type=int, help="people in the Profile API store [1M; 100k with --quick]")
+    parser.add_argument("--seconds", type=float, help="measured seconds per run [20; 8 with --quick]")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--parts", default="api,ingest", help="comma-separated: api, ingest")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--quiet-wait", type=float, default=30.0)
+    parser.add_argument("--sqlite-cache-mb", type=int, help="CDP_SQLITE_CACHE_MB for the ingest servers")
+    args = parser.parse_args()
+    args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
+    args.seconds = args.seconds or (8.0 if args.quick else 20.0)
+    OUT.mkdir(parents=True, exist_ok=True)
+    report: list[str] = []
+
+    def log(line: str = "") -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    log(f"profiles benchmark {datetime.now(UTC).isoformat(timespec='seconds')} (commit {commit}), "
+        f"{os.cpu_count()} CPUs, SQLite {sqlite3.sqlite_version}")
+    for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
+        if "api" in args.parts:
+            profile_api(store, args, log)
+        if "ingest" in args.parts:
+            ingestion_with_identity(store, args, log)
+    path = OUT / f"profiles-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
+    path.write_text("\n".join(report) + "\n")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
