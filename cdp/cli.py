@@ -658,6 +658,17 @@ app.add_typer(predictions_app, name="predictions")
 AS_OF_HELP = "ISO 8601 date or time [default: now]; a past one backtests on imported history."
 
 
+@predictions_app.callback()
+def _predictions_quietly() -> None:
+    """MLflow narrates its store set-up, registrations and downloads on stderr, where our errors go."""
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", module="mlflow")
+
+
 @predictions_app.command("create")
 @user_errors
 def predictions_create(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, select
 
@@ -18,6 +20,7 @@ from cdp.predictions.service import create_prediction, get_prediction, list_pred
 from cdp.predictions.traits import ScoredProfiles, read_scores, write_back
 from cdp.privacy.regulations import create_regulation, run_regulation
 from cdp.store.tables import profile_traits, trait_changes
+from models.monitoring import drift_reference, measure_drift, psi
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 USERS = ("ann", "bob", "cy", "dee")
@@ -113,3 +116,25 @@ def test_scores_become_predicted_traits_keep_history_and_go_with_a_deletion(engi
         left = conn.execute(select(trait_changes.c.profile_id).where(trait_changes.c.name.like("churn_%"))).scalars().all()
     assert ids["ann"] not in left and ids["bob"] in left
     assert _current(engine, ids["bob"])["churn_probability"] == 0.8
+
+
+def test_a_profile_no_longer_eligible_loses_its_score(engine: Engine) -> None:
+    ids = _people(engine)
+    write_back(engine, "ltv", "value", _scored(ids, [10.0, 0.0, 5.0, 7.0]), model_version="1", as_of=T0, now=T0)
+    later = T0 + timedelta(days=1)
+    only_two = ScoredProfiles([ids["ann"], ids["bob"]], [3.0, 1.0], [1.0, 0.5], [1, 5], [[], []])
+    assert write_back(engine, "ltv", "value", only_two, model_version="1", as_of=later, now=later) == 4 * 6
+    assert _current(engine, ids["ann"])["ltv_value"] == 3.0
+    assert set(_current(engine, ids["dee"]).values()) == {None}
+
+
+def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    then = rng.normal(size=5000)
+    reference = drift_reference(pd.DataFrame({"x": then, "label_free": rng.normal(size=5000)}), then)
+    assert psi(reference["features"]["x"], rng.normal(size=5000)) < 0.02
+    drift = measure_drift(reference, pd.DataFrame({"x": rng.normal(1.0, size=5000), "label_free": rng.normal(size=5000)}),
+                          rng.normal(size=5000))
+    assert drift.features["x"] > 0.25 and drift.shifted == ["x"] and drift.score < 0.02
+    with_missing = np.where(rng.random(5000) < 0.5, np.nan, rng.normal(size=5000))
+    assert psi(reference["features"]["x"], with_missing) > 0.25  # a column going missing is drift too

@@ -55,16 +55,12 @@ def score_changes(
 ) -> list[dict[str, Any]]:
     """Trait changes of the profiles in ``rows`` (all by default), timed at ``as_of``: a backtest
     scored later never overrides a newer score."""
-    names = trait_names(key, task)
     stamp = as_of.isoformat()
     changes = []
     for i in rows if rows is not None else range(len(scored)):
         values = (float(scored.scores[i]), round(float(scored.percentiles[i]), 4), int(scored.deciles[i]),
                   list(scored.reasons[i]), model_version, stamp)
-        profile_id = int(scored.profile_ids[i])
-        changes += [{"profile_id": profile_id, "name": name, "value": value, "class": PREDICTED, "source_id": None,
-                     "message_id": None, "event_time": as_of, "received_at": now}
-                    for name, value in zip(names, values, strict=True)]
+        changes += _changes(key, task, int(scored.profile_ids[i]), values, as_of=as_of, now=now)
     return changes
 
 
@@ -72,14 +68,41 @@ def write_back(
     engine: Engine, key: str, task: str, scored: ScoredProfiles, *, model_version: str, as_of: datetime, now: datetime,
 ) -> int:
     """Append the scores to the trait log (their history) and fold them into the current traits, one
-    transaction per ``WRITE_CHUNK_PROFILES`` profiles; returns how many trait changes were written."""
+    transaction per ``WRITE_CHUNK_PROFILES`` profiles; returns how many trait changes were written.
+
+    Profiles scored before but not eligible any more get null values: a stale score would look current.
+    """
     written = 0
     for start in range(0, len(scored), WRITE_CHUNK_PROFILES):
         rows = range(start, min(start + WRITE_CHUNK_PROFILES, len(scored)))
-        changes = score_changes(key, task, scored, model_version=model_version, as_of=as_of, now=now, rows=rows)
-        write_transaction(engine, lambda conn, c=changes: record_trait_changes(conn, c))
-        written += len(changes)
+        written += _write(engine, score_changes(key, task, scored, model_version=model_version, as_of=as_of, now=now,
+                                                rows=rows))
+    with engine.connect() as conn:
+        stale = sorted(_holders(conn, score_trait(key, task)) - {int(p) for p in scored.profile_ids})
+    nulls = (None,) * len(trait_names(key, task))
+    for start in range(0, len(stale), WRITE_CHUNK_PROFILES):
+        written += _write(engine, [change for profile_id in stale[start : start + WRITE_CHUNK_PROFILES]
+                                   for change in _changes(key, task, profile_id, nulls, as_of=as_of, now=now)])
     return written
+
+
+def _changes(key: str, task: str, profile_id: int, values: Sequence[Any], *, as_of: datetime,
+             now: datetime) -> list[dict[str, Any]]:
+    return [{"profile_id": profile_id, "name": name, "value": value, "class": PREDICTED, "source_id": None,
+             "message_id": None, "event_time": as_of, "received_at": now}
+            for name, value in zip(trait_names(key, task), values, strict=True)]
+
+
+def _write(engine: Engine, changes: list[dict[str, Any]]) -> int:
+    write_transaction(engine, lambda conn: record_trait_changes(conn, changes))
+    return len(changes)
+
+
+def _holders(conn: Connection, name: str) -> set[int]:
+    """Profiles whose current ``name`` trait holds a score (not a null)."""
+    rows = conn.execute(select(profile_traits.c.profile_id, profile_traits.c.value).where(
+        profile_traits.c.name == name, profile_traits.c["class"] == PREDICTED))
+    return {row.profile_id for row in rows if row.value is not None}
 
 
 def read_scores(conn: Connection, *, key: str, task: str) -> list[dict[str, Any]]:
