@@ -619,14 +619,9 @@ def traits_compute(
 
     from cdp.computed.compute import compute_traits
     from cdp.computed.service import definitions_named
-    from cdp.errors import InvalidInput
-    from cdp.events.timestamps import BadTimestamp, parse_timestamp
     from cdp.store.db import write_transaction
 
-    try:
-        when = parse_timestamp(as_of, "--as-of") or datetime.now(UTC)
-    except BadTimestamp as error:
-        raise InvalidInput(str(error)) from None
+    when = _as_of(as_of)
     engine = _store()
     with engine.connect() as conn:
         definitions = definitions_named(conn, names=name or [])
@@ -642,6 +637,197 @@ def traits_compute(
                 engine, lambda conn, d=definition: compute_traits(conn, definitions=[d], as_of=when))
         out.print(f"[{index}/{len(definitions)}] {result.name}: {result.profiles:,} profiles hold a value, "
                   f"{result.changed:,} changed ({time.perf_counter() - started:.1f} s)", highlight=False)
+
+
+def _as_of(value: str | None) -> datetime:
+    """An ``--as-of`` option: ISO 8601, default now."""
+    from cdp.errors import InvalidInput
+    from cdp.events.timestamps import BadTimestamp, parse_timestamp
+
+    try:
+        return parse_timestamp(value, "--as-of") or datetime.now(UTC)
+    except BadTimestamp as error:
+        raise InvalidInput(str(error)) from None
+
+
+# -- predictions ---------------------------------------------------------------------------------
+
+predictions_app = typer.Typer(help="Predictions: churn, purchase, LTV and custom goals, trained on the store, "
+                              "scored back onto profiles as predicted traits.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
+AS_OF_HELP = "ISO 8601 date or time [default: now]; a past one backtests on imported history."
+
+
+@predictions_app.callback()
+def _predictions_quietly() -> None:
+    """MLflow narrates its store set-up, registrations and downloads on stderr, where our errors go."""
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", module="mlflow")
+
+
+@predictions_app.command("create")
+@user_errors
+def predictions_create(
+    key: Annotated[str, typer.Argument(help="Trait prefix: KEY_probability, KEY_percentile, ...")],
+    kind: Annotated[str, typer.Option(help="churn, purchase, ltv or custom.")],
+    window_days: Annotated[int, typer.Option(help="Prediction window (presets 7/14/30/60/90/120).")] = 30,
+    event: Annotated[list[str] | None, typer.Option("--event", help="churn / purchase / ltv: the qualifying or purchase "
+                                                    "event (repeatable for churn); custom: the goal event.")] = None,
+    min_count: Annotated[int | None, typer.Option(help="custom: the goal event at least this many times.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="custom: PROPERTY=VALUE the goal event must have (repeatable).")] = None,
+    revenue: Annotated[str, typer.Option(help="ltv: the revenue property.")] = "revenue",
+    active_within_days: Annotated[int | None, typer.Option(help="Eligible: active in the last N days.")] = 90,
+    min_purchases: Annotated[int | None, typer.Option(help="Eligible: at least N purchases.")] = None,
+    fallback: Annotated[str, typer.Option(help="When the data is not ready: refuse, or heuristic (BTYD).")] = "refuse",
+) -> None:
+    """Create a prediction, or a new version of it when the definition changed."""
+    from cdp.errors import InvalidInput
+    from cdp.predictions.schemas import parse_definition
+    from cdp.predictions.service import create_prediction
+
+    document: dict[str, Any] = {"key": key, "kind": kind, "window_days": window_days, "revenue": revenue,
+                                "active_within_days": active_within_days, "min_purchases": min_purchases,
+                                "fallback": fallback}
+    if kind == "custom":
+        if len(event or []) != 1:
+            raise InvalidInput("a custom prediction takes one goal event: --event NAME")
+        document.update(goal_event=event[0], goal_min_count=min_count or 1,  # type: ignore[index]
+                        goal_properties=dict(_property(item) for item in where or []))
+    elif min_count is not None or where:
+        raise InvalidInput("--min-count and --where are for custom predictions")
+    elif event:
+        document["events"] = event
+    with _store().begin() as conn:
+        stored, status = create_prediction(conn, definition=parse_definition(document), now=datetime.now(UTC))
+    out.print(f"prediction {key} v{stored.definition.version} ({status}); train it with `cdp predictions train {key}`",
+              highlight=False)
+
+
+def _property(item: str) -> tuple[str, Any]:
+    import orjson
+
+    from cdp.errors import InvalidInput
+
+    name, sep, raw = item.partition("=")
+    if not sep or not name:
+        raise InvalidInput(f"--where takes PROPERTY=VALUE, got {item!r}")
+    try:  # numbers and booleans as JSON; anything else is a string
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = raw
+    return name, value if isinstance(value, str | bool | int | float) else raw
+
+
+@predictions_app.command("list")
+@user_errors
+def predictions_list() -> None:
+    """Show the predictions, their newest version and their champion model."""
+    from cdp.predictions.service import list_predictions
+    from models.tracking import champion_version
+
+    with _store().connect() as conn:
+        stored = list_predictions(conn)
+    if not stored:
+        out.print("No predictions; create one with `cdp predictions create KEY --kind churn`.")
+        return
+    uri = _settings().resolved_mlflow_tracking_uri
+    table = Table("key", "version", "kind", "window", "target", "eligible", "champion")
+    for item in stored:
+        d = item.definition
+        target = d.goal_event if d.kind == "custom" else ", ".join(d.events or ()) or "(default)"
+        eligible = ", ".join(part for part in (f"active {d.active_within_days} d" if d.active_within_days else "",
+                                               f">= {d.min_purchases} purchases" if d.min_purchases else "") if part)
+        version = champion_version(uri, d.key)
+        table.add_row(d.key, str(d.version), d.kind, f"{d.window_days} d", target or "", eligible or "everyone",
+                      f"v{version}" if version else "none")
+    out.print(table)
+
+
+@predictions_app.command("train")
+@user_errors
+def predictions_train(
+    key: str, as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
+) -> None:
+    """Train a prediction out of time and print its model card: metrics beside the baselines, the gate."""
+    from cdp.predictions.service import get_prediction
+    from models.train import train_prediction
+
+    engine = _store()
+    with engine.connect() as conn:
+        definition = get_prediction(conn, key=key).definition
+    with err.status(f"training {key} (features at every cutoff, evaluation, refit, MLflow)"):
+        result = train_prediction(engine, definition, as_of=_as_of(as_of), settings=_settings())
+    print(result)
+
+
+@predictions_app.command("score")
+@user_errors
+def predictions_score(
+    key: str, as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
+) -> None:
+    """Score every eligible profile with the champion and write the predicted traits."""
+    from models.predict import score_prediction
+
+    with err.status(f"scoring {key}"):
+        result = score_prediction(_store(), key, as_of=_as_of(as_of), settings=_settings())
+    print(result)
+
+
+@predictions_app.command("show")
+@user_errors
+def predictions_show(key: str) -> None:
+    """A prediction's definition and its champion's model card."""
+    from cdp.predictions.service import get_prediction
+    from models.tracking import model_card
+
+    with _store().connect() as conn:
+        stored = get_prediction(conn, key=key)
+    out.print_json(data=stored.definition.model_dump(mode="json"))
+    card = model_card(_settings().resolved_mlflow_tracking_uri, key)
+    if card is None:
+        out.print(f"no champion model yet: `cdp predictions train {key}`")
+        return
+    out.print(f"champion v{card['model_version']} (run {card['run_id']}), gate: {card['gate']['reason']}", highlight=False)
+    predictors = list(card["metrics"])
+    table = Table("metric", *predictors)
+    for metric in sorted({m for values in card["metrics"].values() for m in values}):
+        table.add_row(metric, *(f"{card['metrics'][p][metric]:.4f}" if metric in card["metrics"][p] else ""
+                                for p in predictors))
+    out.print(table)
+    out.print("artifacts: " + ", ".join(card["artifacts"]), highlight=False)
+    if card["last_scoring"]:
+        last = card["last_scoring"]
+        out.print(f"last scoring as of {last['as_of']}: {last['metrics'].get('profiles', 0):,.0f} profiles, "
+                  f"score PSI {last['metrics'].get('score.psi', float('nan')):.3f}", highlight=False)
+
+
+@predictions_app.command("export")
+@user_errors
+def predictions_export(
+    key: str, out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+) -> None:
+    """Write a CSV of profile ids and their current scores, for analysis."""
+    import csv
+
+    from cdp.predictions.service import get_prediction
+    from cdp.predictions.traits import read_scores, trait_names
+
+    with _store().connect() as conn:
+        definition = get_prediction(conn, key=key).definition
+        rows = read_scores(conn, key=key, task=definition.task)
+    names = trait_names(key, definition.task)
+    with out_file.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["profile_id", *names])
+        for row in rows:
+            reasons = names[3]
+            writer.writerow([row["profile_id"], *("; ".join(row.get(n) or []) if n == reasons else row.get(n, "")
+                                                  for n in names)])
+    out.print(f"{len(rows):,} profiles -> {out_file}")
 
 
 def main() -> None:

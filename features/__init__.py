@@ -39,11 +39,12 @@ from features.labels import ActiveWithin, ChurnLabel, GoalLabel, MinPurchases, V
 from features.read import read_features
 from features.readiness import NotReady, ReadinessReport, Requirements, readiness_report
 from features.schemas import Purchases
-from features.training import build_training_frame
+from features.training import build_scoring_frame, build_training_frame
 
 __all__ = [
     "BUILTIN_NAMES", "ActiveWithin", "ChurnLabel", "Feature", "GoalLabel", "MinPurchases", "NotReady", "Purchases",
-    "ReadinessReport", "Requirements", "ValueLabel", "build_training_frame", "feature_sets", "get_feature", "load",
+    "ReadinessReport", "Requirements", "ValueLabel", "build_scoring_frame", "build_training_frame", "feature_sets",
+    "get_feature", "load",
     "pandas_feature", "readiness_report", "register_feature", "register_feature_set", "sql_feature",
     "trait_feature", "unregister_feature",
 ]

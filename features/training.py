@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from features.definitions import CATEGORIES, Feature, resolve
 from features.labels import ActiveWithin, Eligibility, Label
-from features.read import features_at, labels_at, snapshot
+from features.read import Snapshot, features_at, labels_at, snapshot
 from features.schemas import Purchases
 
 CATEGORY_PREFIX = "category_share__"
@@ -66,20 +66,53 @@ def build_training_frame(
     if horizon <= timedelta(0):
         raise ValueError("horizon must be positive")
     chosen = resolve(feature_set, features)
-    helpers = resolve([name for rule in eligibility for name in rule.requires if name not in {f.name for f in chosen}])
     snapshots = []
     with snapshot(engine) as view:
         for cutoff in sorted(cutoffs):
-            frame = features_at(view, as_of=cutoff, features=[*chosen, *helpers], purchases=purchases)
-            for rule in eligibility:
-                frame = frame[rule.mask(frame)]
+            frame = _eligible_features(view, cutoff, chosen, eligibility, purchases)
             aggregate = labels_at(view.conn, cutoff=cutoff, horizon=horizon, label=label, purchases=purchases)
             target = label.outcome(aggregate).reindex(frame.index).fillna(label.absent)
-            frame = frame.drop(columns=[f.name for f in helpers])
             frame.insert(0, "cutoff", pd.Timestamp(cutoff).tz_convert("UTC"))
             snapshots.append(frame.assign(label=target.astype("int64" if label.binary else "float64")))
     stacked = pd.concat(snapshots).reset_index()
     return _zero_unbought_categories(stacked, chosen)
+
+
+def build_scoring_frame(
+    engine: Engine,
+    *,
+    as_of: datetime,
+    feature_set: str | Iterable[str | Feature] = "default",
+    features: Iterable[str | Feature] = (),
+    eligibility: Sequence[Eligibility] = (ActiveWithin(days=90),),
+    purchases: Purchases = Purchases(),
+) -> pd.DataFrame:
+    """The features of the profiles eligible as of ``as_of``, built as a training frame's are (no label).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per eligible profile, by ``profile_id``: ``profile_id`` (int64), ``cutoff``
+        (``as_of``), the feature columns.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    chosen = resolve(feature_set, features)
+    with snapshot(engine) as view:
+        frame = _eligible_features(view, as_of, chosen, eligibility, purchases)
+    frame.insert(0, "cutoff", pd.Timestamp(as_of).tz_convert("UTC"))
+    return _zero_unbought_categories(frame.reset_index(), chosen)
+
+
+def _eligible_features(
+    view: Snapshot, cutoff: datetime, chosen: Sequence[Feature], eligibility: Sequence[Eligibility], purchases: Purchases,
+) -> pd.DataFrame:
+    """Features as of ``cutoff`` of the profiles every rule admits (the rules' helper features dropped again)."""
+    helpers = resolve([name for rule in eligibility for name in rule.requires if name not in {f.name for f in chosen}])
+    frame = features_at(view, as_of=cutoff, features=[*chosen, *helpers], purchases=purchases)
+    for rule in eligibility:
+        frame = frame[rule.mask(frame)]
+    return frame.drop(columns=[f.name for f in helpers])
 
 
 def _zero_unbought_categories(frame: pd.DataFrame, chosen: Sequence[Feature]) -> pd.DataFrame:
@@ -89,4 +122,4 @@ def _zero_unbought_categories(frame: pd.DataFrame, chosen: Sequence[Feature]) ->
     bought = frame[columns].notna().any(axis=1)
     frame.loc[bought, columns] = frame.loc[bought, columns].fillna(0.0)
     # concat put categories first seen at a later cutoff last; keep the label the last column.
-    return frame[[c for c in frame.columns if c != "label"] + ["label"]]
+    return frame[[c for c in frame.columns if c != "label"] + ["label"]] if "label" in frame else frame

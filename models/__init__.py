@@ -2,8 +2,8 @@
 
 Predictions (frames in, arrays out; MLflow only in :mod:`models.tracking`):
 
-* :mod:`models.schemas` -- :class:`PredictionDefinition` (churn / purchase / ltv / custom, window,
-  eligibility) mapped to the features' labels and to out-of-time cutoffs;
+* :mod:`models.schemas` -- :class:`PredictionDefinition` (stored by :mod:`cdp.predictions`; churn /
+  purchase / ltv / custom, window, eligibility) mapped to the features' labels and eligibility rules;
 * :mod:`models.btyd` -- BG/NBD and Gamma-Gamma, and their outputs as feature columns;
 * :mod:`models.classifier`, :mod:`models.value` -- calibrated LightGBM probabilities, hurdle or
   Tweedie expected values with a calibrated total;
@@ -12,5 +12,8 @@ Predictions (frames in, arrays out; MLflow only in :mod:`models.tracking`):
 * :mod:`models.reasons`, :mod:`models.score` -- per-profile reasons in words, percentiles, deciles;
 * :mod:`models.gate`, :mod:`models.tracking`, :mod:`models.plots` -- the promotion gate, MLflow, the
   model card's plots;
-* :mod:`models.train` -- :func:`train_prediction`, the whole training for the CLI and the flows.
+* :mod:`models.monitoring` -- PSI of features and scores against the training's reference bins;
+* :mod:`models.train` -- :func:`train_prediction`, the whole training for the CLI and the flows;
+* :mod:`models.predict` -- :func:`score_prediction` (champion or flagged fallback, write-back as
+  ``predicted`` traits, drift to MLflow) and :func:`train_and_score_all`, for the CLI and the flows.
 """

@@ -1,103 +1,43 @@
-"""Shapes crossing the models boundary: what a prediction is (its definition)."""
+"""A prediction's definition (stored by :mod:`cdp.predictions`) mapped to the features' labels and rules.
+
+:class:`PredictionDefinition` lives in ``cdp`` so the store can keep it; re-exported here for the
+models and notebooks. The functions below read it in the words of :mod:`features`.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from cdp.predictions.schemas import TASKS, WINDOW_PRESETS, Kind, PredictionDefinition
 from features import ActiveWithin, ChurnLabel, GoalLabel, MinPurchases, Purchases, ValueLabel
 from features.labels import Eligibility, Label
 
-Kind = Literal["churn", "purchase", "ltv", "custom"]
-# What each kind predicts, in the words of the baselines and metrics (models.baselines.KINDS).
-TASKS = {"churn": "churn", "purchase": "purchase", "ltv": "value", "custom": "goal"}
-WINDOW_PRESETS = (7, 14, 30, 60, 90, 120)
+__all__ = ["TASKS", "WINDOW_PRESETS", "Kind", "PredictionDefinition", "eligibility_of", "label_of", "purchases_of"]
 
 
-class PredictionDefinition(BaseModel):
-    """A prediction: what to predict, over which window, for whom, and how to train it.
+def purchases_of(definition: PredictionDefinition) -> Purchases:
+    """What the features call a purchase: the definition's events for purchase / ltv, else the default."""
+    if definition.kind in ("purchase", "ltv") and definition.events:
+        return Purchases(events=definition.events, revenue=definition.revenue)
+    return Purchases(revenue=definition.revenue)
 
-    ``churn``: no qualifying event (``events``; default any event) in the window.
-    ``purchase``: a purchase (``events``; default ``Order Completed``) in the window.
-    ``ltv``: revenue (property ``revenue``, else products' price x quantity) in the window.
-    ``custom``: ``goal_event`` (with ``goal_properties``) at least ``goal_min_count`` times.
-    Eligible profiles were active in the ``active_within_days`` before the cutoff and, if set,
-    made at least ``min_purchases`` purchases.
-    """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def label_of(definition: PredictionDefinition) -> Label:
+    """The label of the window after a cutoff."""
+    if definition.kind == "churn":
+        return ChurnLabel(events=definition.events)
+    if definition.kind == "ltv":
+        bought = purchases_of(definition)
+        return ValueLabel(events=bought.events, revenue=bought.revenue)
+    if definition.kind == "purchase":
+        return GoalLabel(event=purchases_of(definition).events[0])
+    return GoalLabel(event=definition.goal_event or "", properties=definition.goal_properties,
+                     min_count=definition.goal_min_count)
 
-    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Trait prefix: K_probability, K_value, ...")
-    kind: Kind
-    window_days: int = Field(default=30, ge=1, le=730)
-    events: tuple[str, ...] | None = None
-    revenue: str = "revenue"
-    goal_event: str | None = None
-    goal_properties: dict[str, str | bool | int | float] = Field(default_factory=dict)
-    goal_min_count: int = Field(default=1, ge=1)
-    active_within_days: int | None = Field(default=90, ge=1)
-    min_purchases: int | None = Field(default=None, ge=1)
-    feature_set: str = "default"
-    training_cutoffs: int = Field(default=4, ge=1, description="Cutoffs stacked to fit, before the calibration one.")
-    cutoff_spacing_days: int | None = Field(default=None, ge=1, description="Between training cutoffs; default the window.")
-    fallback: Literal["refuse", "heuristic"] = "refuse"
-    version: int = Field(default=1, ge=1)
 
-    @model_validator(mode="after")
-    def _complete(self) -> PredictionDefinition:
-        if self.kind == "custom" and not self.goal_event:
-            raise ValueError("a custom prediction needs goal_event")
-        if self.kind != "custom" and (self.goal_event or self.goal_properties):
-            raise ValueError("goal_event and goal_properties are for custom predictions")
-        if self.kind == "purchase" and self.events and len(self.events) > 1:
-            raise ValueError("a purchase prediction takes one purchase event; several: a custom goal per event")
-        return self
-
-    @property
-    def task(self) -> str:
-        """``churn``, ``purchase``, ``goal`` or ``value``."""
-        return TASKS[self.kind]
-
-    @property
-    def horizon(self) -> timedelta:
-        return timedelta(days=self.window_days)
-
-    def purchases(self) -> Purchases:
-        if self.kind in ("purchase", "ltv") and self.events:
-            return Purchases(events=self.events, revenue=self.revenue)
-        return Purchases(revenue=self.revenue)
-
-    def label(self) -> Label:
-        if self.kind == "churn":
-            return ChurnLabel(events=self.events)
-        if self.kind == "ltv":
-            bought = self.purchases()
-            return ValueLabel(events=bought.events, revenue=bought.revenue)
-        if self.kind == "purchase":
-            return GoalLabel(event=self.purchases().events[0])
-        return GoalLabel(event=self.goal_event or "", properties=self.goal_properties, min_count=self.goal_min_count)
-
-    def eligibility(self) -> tuple[Eligibility, ...]:
-        rules: list[Eligibility] = []
-        if self.active_within_days is not None:
-            rules.append(ActiveWithin(days=self.active_within_days))
-        if self.min_purchases is not None:
-            rules.append(MinPurchases(count=self.min_purchases))
-        return tuple(rules)
-
-    def cutoffs(self, as_of: datetime) -> list[datetime]:
-        """Training cutoffs, then the calibration cutoff, then the validation cutoff, oldest first.
-
-        Each label window ends before the next fold begins, so no fold learns from the period
-        another is judged on: validation at ``as_of - window``, calibration one window earlier,
-        training cutoffs one window before that and ``cutoff_spacing_days`` apart.
-        """
-        if as_of.tzinfo is None:
-            raise ValueError("as_of must be timezone-aware")
-        validation = as_of - self.horizon
-        calibration = validation - self.horizon
-        spacing = timedelta(days=self.cutoff_spacing_days or self.window_days)
-        training = [calibration - self.horizon - spacing * k for k in range(self.training_cutoffs - 1, -1, -1)]
-        return [*training, calibration, validation]
+def eligibility_of(definition: PredictionDefinition) -> tuple[Eligibility, ...]:
+    """Who is trained on and scored: the rules that must hold as of the cutoff."""
+    rules: list[Eligibility] = []
+    if definition.active_within_days is not None:
+        rules.append(ActiveWithin(days=definition.active_within_days))
+    if definition.min_purchases is not None:
+        rules.append(MinPurchases(count=definition.min_purchases))
+    return tuple(rules)

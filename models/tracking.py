@@ -9,8 +9,10 @@ and the model as a pyfunc with signature and input example, registered under
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import lightgbm
@@ -21,12 +23,17 @@ import sklearn
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
 from models.evaluate import predicted
 from models.gate import Gate, GateDecision, decide
+from models.monitoring import Drift
 
 CHAMPION = "champion"
+DRIFT_REFERENCE = "drift_reference.json"
+# Runs of an experiment are trainings or scorings (the monitoring of each scoring).
+RUN_KIND = "run.kind"
 # Listed rather than inferred: inference loads the model in a subprocess, seconds per run.
 _REQUIREMENTS = [f"lightgbm=={lightgbm.__version__}", f"scikit-learn=={sklearn.__version__}",
                  f"scipy=={scipy.__version__}", f"pandas=={pd.__version__}"]
@@ -57,11 +64,8 @@ class TrackedRun:
 
 def champion_metric(client: MlflowClient, name: str, metric: str) -> float | None:
     """The current champion's held-out ``model.<metric>``, or ``None`` without a champion."""
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
-    return client.get_run(version.run_id).data.metrics.get(f"model.{metric}")
+    version = _champion(client, name)
+    return None if version is None else client.get_run(version.run_id).data.metrics.get(f"model.{metric}")
 
 
 def track_training(
@@ -77,6 +81,7 @@ def track_training(
     model: Any,
     input_example: pd.DataFrame,
     gate: Gate = Gate(),
+    reference: Mapping[str, Any] | None = None,
 ) -> TrackedRun:
     """Log one training run, register its model, and move ``champion`` if the gate lets it.
 
@@ -103,20 +108,23 @@ def track_training(
     input_example : pandas.DataFrame
         A few feature rows: the signature's input and the example stored with the model.
     gate : Gate
+    reference : mapping, optional
+        The training's :func:`models.monitoring.drift_reference`, compared with at each scoring.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = _client(tracking_uri)
     name = registered_name(key)
     experiment = mlflow.set_experiment(name)
     output = "value" if task == "value" else "probability"
     wrapped = PredictionModel(model, output)
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.set_tag(RUN_KIND, "training")
         mlflow.log_params({k: _param(v) for k, v in params.items()})
         mlflow.log_metrics(_flat_metrics(metrics, segments))
         for file_name, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
         mlflow.log_dict(dict(training_set), "training_set.json")
+        if reference is not None:
+            mlflow.log_dict(dict(reference), DRIFT_REFERENCE)
         mlflow.log_text(metrics.to_string(float_format=lambda v: f"{v:.4f}"), "metrics.txt")
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -140,18 +148,97 @@ def track_training(
 
 def champion_version(tracking_uri: str, key: str) -> str | None:
     """The registered version holding ``champion`` for a prediction key, if any."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = _champion(_client(tracking_uri), registered_name(key))
+    return None if version is None else str(version.version)
+
+
+def load_champion(tracking_uri: str, key: str) -> mlflow.pyfunc.PyFuncModel:
+    """The champion of a prediction key as a pyfunc (for serving)."""
+    _client(tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{registered_name(key)}@{CHAMPION}")
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The champion's fitted predictor itself (its contributions give the reasons), and where it came from."""
+
+    model: Any
+    version: str
+    run_id: str
+    reference: dict[str, Any] | None  # the drift reference of its training, if it logged one
+
+
+def champion_predictor(tracking_uri: str, key: str) -> Champion | None:
+    """The champion of a prediction key unwrapped from its pyfunc, or ``None`` when there is none."""
+    client = _client(tracking_uri)
+    version = _champion(client, registered_name(key))
+    if version is None:
+        return None
+    wrapped = mlflow.pyfunc.load_model(f"models:/{registered_name(key)}/{version.version}").unwrap_python_model()
+    names = {artifact.path for artifact in client.list_artifacts(version.run_id)}
+    reference = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{DRIFT_REFERENCE}") if DRIFT_REFERENCE in names else None
+    return Champion(wrapped.model, str(version.version), version.run_id, reference)
+
+
+def log_scoring(*, tracking_uri: str, key: str, model_version: str, as_of: datetime, profiles: int,
+                drift: Drift | None) -> str:
+    """Record a scoring as a run of the prediction's experiment: how many profiles, and the drift."""
+    _client(tracking_uri)
+    experiment = mlflow.set_experiment(registered_name(key))
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"scoring {as_of:%Y-%m-%d}") as run:
+        mlflow.set_tags({RUN_KIND: "scoring", "model_version": model_version, "as_of": as_of.isoformat()})
+        metrics = {"profiles": float(profiles), **(drift.metrics() if drift is not None else {})}
+        mlflow.log_metrics({_metric_name(k): v for k, v in metrics.items() if v == v})
+    return run.info.run_id
+
+
+def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
+    """The champion's card: version, gate decision, held-out metrics per predictor (the model beside the
+    baselines), artifact paths, and the last scoring's drift; ``None`` without a champion."""
+    client = _client(tracking_uri)
+    version = _champion(client, registered_name(key))
+    if version is None:
+        return None
+    run = client.get_run(version.run_id)
+    metrics: dict[str, dict[str, float]] = {}
+    for name, value in sorted(run.data.metrics.items()):
+        predictor, _, metric = name.partition(".")
+        if predictor != "segment":
+            metrics.setdefault(predictor, {})[metric] = value
+    artifacts = [a.path for top in client.list_artifacts(run.info.run_id)
+                 for a in (client.list_artifacts(run.info.run_id, top.path) if top.is_dir else [top])]
+    last = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{RUN_KIND}` = 'scoring'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return {
+        "model_version": str(version.version),
+        "run_id": run.info.run_id,
+        "trained_at": datetime.fromtimestamp(run.info.start_time / 1000).astimezone().isoformat(),
+        "gate": {"decision": run.data.tags.get("gate.decision"), "reason": run.data.tags.get("gate.reason"),
+                 "metric": run.data.tags.get("gate.metric")},
+        "metrics": metrics,
+        "artifacts": artifacts,
+        "last_scoring": {"as_of": last[0].data.tags.get("as_of"), "model_version": last[0].data.tags.get("model_version"),
+                         "metrics": last[0].data.metrics} if last else None,
+    }
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    """A client on ``tracking_uri``, also made the fluent API's tracking and registry URI."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
-        return str(client.get_model_version_by_alias(registered_name(key), CHAMPION).version)
+        return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
 
 
-def load_champion(tracking_uri: str, key: str) -> mlflow.pyfunc.PyFuncModel:
-    """The champion of a prediction key as a pyfunc (for scoring and serving)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{registered_name(key)}@{CHAMPION}")
+def _metric_name(name: str) -> str:
+    """MLflow takes letters, digits and ``_ - . / :`` and spaces; a category's name may hold others."""
+    return re.sub(r"[^\w\-./: ]", "_", name)
 
 
 def _param(value: Any) -> Any:

@@ -18,10 +18,11 @@ from cdp.config import Settings
 from features import ReadinessReport, Requirements, build_training_frame, readiness_report
 from models.baselines import BtydBaseline, RepeatRateBaseline
 from models.boosting import feature_frame
-from models.evaluate import Evaluation, evaluate, make_model
+from models.evaluate import Evaluation, evaluate, make_model, predicted
 from models.gate import Gate, GateDecision
+from models.monitoring import drift_reference
 from models.plots import figures
-from models.schemas import PredictionDefinition
+from models.schemas import PredictionDefinition, eligibility_of, label_of, purchases_of
 from models.tracking import track_training
 
 
@@ -102,10 +103,10 @@ def train_prediction(
         The readiness report failed and the definition's ``fallback`` is ``refuse``.
     """
     cutoffs = definition.cutoffs(as_of)
-    label = definition.label()
+    label = label_of(definition)
     frame = build_training_frame(
         engine, cutoffs=cutoffs, horizon=definition.horizon, label=label, feature_set=definition.feature_set,
-        eligibility=definition.eligibility(), purchases=definition.purchases(),
+        eligibility=eligibility_of(definition), purchases=purchases_of(definition),
     )
     report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements)
     training_set = describe_training_set(definition, frame, cutoffs)
@@ -134,6 +135,7 @@ def train_prediction(
         model=final,
         input_example=X.head(5),
         gate=gate,
+        reference=_drift_reference(final, X, frame["cutoff"]),
     )
     return TrainingResult(model=final, evaluation=evaluation, decision=tracked.decision, run_id=tracked.run_id,
                           model_version=tracked.model_version, **common)
@@ -153,8 +155,8 @@ def describe_training_set(definition: PredictionDefinition, frame: pd.DataFrame,
     by_cutoff = frame.groupby("cutoff")["label"]
     return {
         "definition": definition.model_dump(mode="json"),
-        "label": definition.label().describe(),
-        "eligibility": [rule.describe() for rule in definition.eligibility()],
+        "label": label_of(definition).describe(),
+        "eligibility": [rule.describe() for rule in eligibility_of(definition)],
         "cutoffs": [c.isoformat() for c in cutoffs],
         "roles": ["train"] * (len(cutoffs) - 2) + ["calibrate", "holdout"],
         "features": list(feature_frame(frame).columns),
@@ -162,6 +164,12 @@ def describe_training_set(definition: PredictionDefinition, frame: pd.DataFrame,
         "rows_per_cutoff": {str(c.isoformat()): int(n) for c, n in by_cutoff.size().items()},
         "label_mean_per_cutoff": {str(c.isoformat()): float(m) for c, m in by_cutoff.mean().items()},
     }
+
+
+def _drift_reference(model: Any, X: pd.DataFrame, cutoff: pd.Series) -> dict[str, Any]:
+    """Features and scores on the latest cutoff: what each scoring's drift is measured against."""
+    latest = (cutoff == cutoff.max()).to_numpy()
+    return drift_reference(X[latest], predicted(model, X[latest]))
 
 
 def _params(definition: PredictionDefinition, model: Any, cutoffs: list[datetime]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from cdp.setup import prepare_store
 from cdp.store.group_commit import GroupCommitter
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import computed_traits, health, plans, profiles, regulations, tracking
+from serving.routes import computed_traits, health, plans, predictions, profiles, regulations, tracking
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(regulations.router)
     app.include_router(plans.router)
     app.include_router(computed_traits.router)
+    app.include_router(predictions.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -99,5 +99,6 @@ def require_scope(scope: str) -> Any:
 
 
 ProfilesReader = Annotated[Token, require_scope("profiles:read")]
+PredictionsReader = Annotated[Token, require_scope("predictions:read")]
 Admin = Annotated[Token, require_scope("admin")]
 RegulationsWriter = Annotated[Token, require_scope("regulations:write")]

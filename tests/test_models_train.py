@@ -19,7 +19,7 @@ from models.boosting import feature_frame
 from models.evaluate import evaluate, make_model, predicted
 from models.gate import Gate, decide
 from models.plots import figures
-from models.schemas import PredictionDefinition
+from models.schemas import PredictionDefinition, eligibility_of, label_of
 from models.tracking import champion_version, load_champion, registered_name, track_training
 from models.train import TrainingResult, train_prediction
 from tests.models_data import simulated_shop
@@ -68,7 +68,7 @@ def test_train_tracks_registers_and_crowns_the_first_model(settings: Settings, t
 def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(settings: Settings, trained: TrainingResult) -> None:
     shop = simulated_shop()
     frame = build_training_frame(shop.engine, cutoffs=list(trained.cutoffs), horizon=CHURN.horizon,
-                                 label=CHURN.label(), eligibility=CHURN.eligibility())
+                                 label=label_of(CHURN), eligibility=eligibility_of(CHURN))
     stumps = make_model("churn", 30, n_estimators=2, num_leaves=2, btyd=False)
     worse = evaluate(frame, task="churn", horizon_days=30, model=stumps)
     assert worse.metrics.at["roc_auc", "model"] < trained.metrics.at["roc_auc", "model"] - 0.02
@@ -121,8 +121,8 @@ def test_definitions_map_to_labels_and_non_overlapping_folds() -> None:
     assert cutoffs[-1] + definition.horizon == as_of
     assert cutoffs[-2] + definition.horizon == cutoffs[-1]  # calibration window ends where the holdout begins
     assert cutoffs[-3] + definition.horizon == cutoffs[-2] and cutoffs[1] - cutoffs[0] == pd.Timedelta(days=7)
-    assert definition.label().describe() == "goal (Order Completed, at least 1x)"
-    assert [r.describe() for r in definition.eligibility()] == ["active in the last 90 days", "at least 1 purchases"]
+    assert label_of(definition).describe() == "goal (Order Completed, at least 1x)"
+    assert [r.describe() for r in eligibility_of(definition)] == ["active in the last 90 days", "at least 1 purchases"]
     assert PredictionDefinition(key="ltv", kind="ltv").task == "value"
     with pytest.raises(ValueError, match="goal_event"):
         PredictionDefinition(key="g", kind="custom")

@@ -14,7 +14,8 @@ from cdp.store.tables import api_tokens, sources
 
 # "admin" implies every other scope.
 SCOPES = frozenset(
-    {"admin", "profiles:read", "recommendations:read", "audiences:read", "regulations:write", "destinations:write"}
+    {"admin", "profiles:read", "recommendations:read", "audiences:read", "predictions:read", "regulations:write",
+     "destinations:write"}
 )
 
 

@@ -7,9 +7,10 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cdp.errors import InvalidInput
+from cdp.validation import validate_document
 
 Kind = Literal["count", "sum", "avg", "min", "max", "most_frequent", "first", "last", "unique_list", "unique_count"]
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "contains", "exists"]
@@ -134,17 +135,7 @@ def parse_definitions(data: Any) -> list[ComputedTrait]:
 
 def parse_definition(data: Any) -> ComputedTrait:
     """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
-    if not isinstance(data, dict):
-        raise InvalidInput("a computed trait definition must be a JSON object")
-    try:
-        return ComputedTrait.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        name = data.get("name") if isinstance(data.get("name"), str) else None
-        prefix = f"computed trait {name!r}: " if name else "computed trait: "
-        raise InvalidInput(prefix + (f"{where}: {message}" if where else message)) from None
+    return validate_document(ComputedTrait, data, what="computed trait", name_key="name")
 
 
 def check_path(path: str, what: str) -> None:

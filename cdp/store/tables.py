@@ -273,3 +273,15 @@ computed_traits = Table(
     # As of when it was last computed for every profile; until then ingestion leaves it alone.
     Column("last_computed_at", UTCDateTime, nullable=True),
 )
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(64), nullable=False),
+    # Every change of a definition is a new version; the newest is the one trained and scored.
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONDocument, nullable=False),  # cdp.predictions.schemas.PredictionDefinition
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("key", "version"),
+)

@@ -1,0 +1,88 @@
+"""What a prediction is: its definition, stored as JSON and read by the models above.
+
+The mapping of a definition to the features' labels and eligibility rules is in
+:mod:`models.schemas` (``cdp`` must not import ``features``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cdp.validation import validate_document
+
+Kind = Literal["churn", "purchase", "ltv", "custom"]
+# What each kind predicts, in the words of the baselines and metrics (models.baselines.KINDS).
+TASKS = {"churn": "churn", "purchase": "purchase", "ltv": "value", "custom": "goal"}
+WINDOW_PRESETS = (7, 14, 30, 60, 90, 120)
+
+
+class PredictionDefinition(BaseModel):
+    """A prediction: what to predict, over which window, for whom, and how to train it.
+
+    ``churn``: no qualifying event (``events``; default any event) in the window.
+    ``purchase``: a purchase (``events``; default ``Order Completed``) in the window.
+    ``ltv``: revenue (property ``revenue``, else products' price x quantity) in the window.
+    ``custom``: ``goal_event`` (with ``goal_properties``) at least ``goal_min_count`` times.
+    Eligible profiles were active in the ``active_within_days`` before the cutoff and, if set,
+    made at least ``min_purchases`` purchases.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Trait prefix: K_probability, K_value, ...")
+    kind: Kind
+    window_days: int = Field(default=30, ge=1, le=730)
+    events: tuple[str, ...] | None = None
+    revenue: str = "revenue"
+    goal_event: str | None = None
+    goal_properties: dict[str, str | bool | int | float] = Field(default_factory=dict)
+    goal_min_count: int = Field(default=1, ge=1)
+    active_within_days: int | None = Field(default=90, ge=1)
+    min_purchases: int | None = Field(default=None, ge=1)
+    feature_set: str = "default"
+    training_cutoffs: int = Field(default=4, ge=1, description="Cutoffs stacked to fit, before the calibration one.")
+    cutoff_spacing_days: int | None = Field(default=None, ge=1, description="Between training cutoffs; default the window.")
+    fallback: Literal["refuse", "heuristic"] = "refuse"
+    version: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PredictionDefinition:
+        if self.kind == "custom" and not self.goal_event:
+            raise ValueError("a custom prediction needs goal_event")
+        if self.kind != "custom" and (self.goal_event or self.goal_properties):
+            raise ValueError("goal_event and goal_properties are for custom predictions")
+        if self.kind == "purchase" and self.events and len(self.events) > 1:
+            raise ValueError("a purchase prediction takes one purchase event; several: a custom goal per event")
+        return self
+
+    @property
+    def task(self) -> str:
+        """``churn``, ``purchase``, ``goal`` or ``value``."""
+        return TASKS[self.kind]
+
+    @property
+    def horizon(self) -> timedelta:
+        return timedelta(days=self.window_days)
+
+    def cutoffs(self, as_of: datetime) -> list[datetime]:
+        """Training cutoffs, then the calibration cutoff, then the validation cutoff, oldest first.
+
+        Each label window ends before the next fold begins, so no fold learns from the period
+        another is judged on: validation at ``as_of - window``, calibration one window earlier,
+        training cutoffs one window before that and ``cutoff_spacing_days`` apart.
+        """
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+        validation = as_of - self.horizon
+        calibration = validation - self.horizon
+        spacing = timedelta(days=self.cutoff_spacing_days or self.window_days)
+        training = [calibration - self.horizon - spacing * k for k in range(self.training_cutoffs - 1, -1, -1)]
+        return [*training, calibration, validation]
+
+
+def parse_definition(data: Any) -> PredictionDefinition:
+    """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
+    return validate_document(PredictionDefinition, data, what="prediction", name_key="key")

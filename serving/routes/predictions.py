@@ -1,0 +1,49 @@
+"""Prediction definitions and their model cards over HTTP: admin writes, ``predictions:read`` reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from fastapi.responses import ORJSONResponse
+
+from cdp.predictions.schemas import parse_definition
+from cdp.predictions.service import create_prediction, get_prediction, list_predictions
+from cdp.store.db import reader, write_transaction
+from models.tracking import model_card
+from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
+
+router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
+
+EXAMPLE = {"key": "churn_30d", "kind": "churn", "window_days": 30, "active_within_days": 90}
+
+
+@router.post("")
+def create(
+    engine: EngineDep, _token: Admin,
+    definition: Annotated[dict[str, Any], Body(openapi_examples={"churn": {"value": EXAMPLE}})],
+) -> ORJSONResponse:
+    """Create a prediction (kind churn, purchase, ltv or custom; window_days; events; goal_event, goal_properties,
+    goal_min_count; active_within_days, min_purchases; fallback), or a new version when it changed."""
+    parsed = parse_definition(definition)
+    stored, status = write_transaction(engine, lambda conn: create_prediction(conn, definition=parsed, now=datetime.now(UTC)))
+    return ORJSONResponse({"data": {**stored.as_json(), "status": status}},
+                          status_code=201 if status == "created" else 200)
+
+
+@router.get("")
+def list_all(engine: EngineDep, _token: PredictionsReader) -> ORJSONResponse:
+    """Every prediction, at its newest version."""
+    with reader(engine).connect() as conn:
+        return ORJSONResponse({"data": [stored.as_json() for stored in list_predictions(conn)]})
+
+
+@router.get("/{key}")
+def read(engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+    """A prediction's definition and its champion's model card (metrics beside the baselines, gate decision,
+    artifact names, last scoring's drift); ``model_card`` is null until a model is trained and promoted."""
+    with reader(engine).connect() as conn:
+        stored = get_prediction(conn, key=key)
+    card = model_card(settings.resolved_mlflow_tracking_uri, key)
+    return ORJSONResponse({"data": {**stored.as_json(), "model_card": card}})
