@@ -41,7 +41,8 @@ def test_definitions_and_model_cards(live_server: LiveServer) -> None:
     engine.dispose()
     listed = httpx.get(url, headers=bearer(reader))
     assert listed.status_code == 200 and key in [item["key"] for item in listed.json()["data"]]
-    one = httpx.get(f"{url}/{key}", headers=bearer(reader)).json()["data"]
+    # The first model card a worker reads creates MLflow's tables (seconds on a busy machine).
+    one = httpx.get(f"{url}/{key}", headers=bearer(reader), timeout=120).json()["data"]
     assert one["window_days"] == 60 and one["model_card"] is None  # nothing trained yet
     assert httpx.get(f"{url}/nope", headers=bearer(reader)).status_code == 404
     assert httpx.get(url, headers=bearer(profiles_only)).status_code == 403
