@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     recs_session_items: int = Field(
         default=5, ge=1, description="Latest interactions of a profile the model has not seen that seed its cold start.")
     recs_trait_items: int = Field(default=10, ge=1, le=100, description="Items in the recommended_items trait.")
+    recs_affinity_audiences: str = Field(
+        default="", description="Product-based audiences refreshed after each training: kind=value:top_pct, "
+        "comma-separated, e.g. brand=acme:10,category=shoes:5 (traits affinity_<kind>_<value>).")
 
     @field_validator("sqlite_synchronous")
     @classmethod
