@@ -206,6 +206,7 @@ def track_recommender(
             name="model",
             python_model=wrapped,
             signature=infer_signature(example, wrapped.predict(None, example), params={"n": 10}),
+            input_example=example,
             registered_model_name=RECOMMENDER,
             pip_requirements=_RECOMMENDER_REQUIREMENTS,
         )

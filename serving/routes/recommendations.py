@@ -7,10 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
-from sqlalchemy import Connection
-
-from cdp.errors import InvalidInput, NotFound, Unavailable
-from cdp.identity.service import find_profile
+from cdp.errors import NotFound, Unavailable
+from cdp.profiles.service import find_person
 from cdp.store.db import reader
 from features.interactions import recent_items
 from models.recommend.filters import ItemRules
@@ -19,7 +17,6 @@ from serving.deps import EngineDep, RecommendationsReader, SettingsDep
 
 router = APIRouter(tags=["recommendations"])
 
-IDENTIFIER_TYPES = ("user_id", "anonymous_id", "email", "profile_id")
 Names = Annotated[str | None, Query(description="Comma-separated.")]
 
 
@@ -62,18 +59,6 @@ def _response(answer: Answer, model: ServingModel) -> ORJSONResponse:
     return ORJSONResponse({"items": answer.items, "model_version": model.version, "strategy": answer.strategy})
 
 
-def _profile_of(conn: Connection, identifier: str) -> int | None:
-    """``user_id:…``, ``anonymous_id:…``, ``email:…``, ``profile_id:…`` or a bare user id -> the live profile, if any."""
-    kind, sep, value = identifier.partition(":")
-    if not sep or kind not in IDENTIFIER_TYPES:
-        kind, value = "user_id", identifier
-    if not value:
-        raise InvalidInput("empty identifier", code="invalid_request_error")
-    if kind == "email":
-        value = value.strip().lower()
-    return find_profile(conn, type=kind, value=value)
-
-
 @router.get("/v1/recommendations/{identifier}")
 def recommendations(request: Request, engine: EngineDep, settings: SettingsDep, _token: RecommendationsReader,
                     identifier: str, ask: AskDep) -> ORJSONResponse:
@@ -81,7 +66,7 @@ def recommendations(request: Request, engine: EngineDep, settings: SettingsDep, 
     anonymous people get a fallback, named in ``strategy``: personalized, session or popular."""
     model = _champion(request)
     with reader(engine).connect() as conn:
-        profile_id = _profile_of(conn, identifier)
+        profile_id = find_person(conn, identifier)
         recent = [] if profile_id is None else recent_items(
             conn, profile_id=profile_id, as_of=datetime.now(UTC), limit=settings.recs_session_items)
     return _response(model.for_profile(profile_id, recent, ask), model)
