@@ -14,7 +14,9 @@ load it in about a second), promoted by the same gate on NDCG@10.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,12 +244,22 @@ def champion_version(tracking_uri: str, key: str) -> str | None:
 def recommender_champion_version(tracking_uri: str) -> str | None:
     """The recommender version holding ``champion``, if any (what servers poll).
 
-    A SQLite registry that does not exist yet is not created: two server workers polling a
-    fresh home would race to create it.
+    On a SQLite registry this reads the alias table directly, read-only: opening it with
+    ``MlflowClient`` creates and migrates the database when it is new or half-migrated, and server
+    workers polling while a training creates it would race that migration and corrupt it.
     """
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+    if not tracking_uri.startswith("sqlite:///"):
+        return _champion_of(tracking_uri, RECOMMENDER)
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.exists():
         return None
-    return _champion_of(tracking_uri, RECOMMENDER)
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                               (RECOMMENDER, CHAMPION)).fetchone()
+    except sqlite3.OperationalError:  # no such table yet: the first training is still creating the registry
+        return None
+    return None if row is None else str(row[0])
 
 
 def _champion_of(tracking_uri: str, name: str) -> str | None:
