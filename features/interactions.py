@@ -21,7 +21,7 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Float, Select, case, func, literal, select, true, union_all
+from sqlalchemy import Connection, Engine, Float, Integer, Select, case, cast, func, literal, select, true, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from cdp.store.tables import catalog_items, events
@@ -172,8 +172,9 @@ def read_imported_catalog(engine: Engine) -> pd.DataFrame:
         ``available`` (bool).
     """
     with snapshot(engine) as view:
+        # As a number: the COPY transport of PostgreSQL reads booleans as 't' / 'f'.
         query = select(catalog_items.c.item_id, *(catalog_items.c[name] for name in CATALOG_PROPERTIES),
-                       catalog_items.c.available)
+                       cast(catalog_items.c.available, Integer).label("available"))
         texts = [name for name in ("item_id", *CATALOG_PROPERTIES) if name not in _NUMERIC_PROPERTIES]
         found = _fetch(view.conn, query, text_columns=texts)
     found["available"] = found["available"].astype(bool)

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -57,14 +57,23 @@ def get(server: LiveServer, path: str, token: str | None = None, **params: objec
     return httpx.get(f"{server.url}{path}", headers=headers, params=params or None, timeout=10)
 
 
-def wait_for_version(server: LiveServer, token: str, version: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def steadily(check: Callable[[], bool], *, times: int = 20, timeout_s: float = 30) -> bool:
+    """``check`` held ``times`` times in a row within the timeout: every worker of the server (each
+    follows the registry and the catalog on its own) has caught up."""
+    deadline, streak = time.monotonic() + timeout_s, 0
+    while streak < times and time.monotonic() < deadline:
+        streak = streak + 1 if check() else 0
+        if not streak:
+            time.sleep(0.1)
+    return streak >= times
+
+
+def serves(server: LiveServer, token: str, version: str) -> Callable[[], bool]:
+    def check() -> bool:
         answer = get(server, "/v1/recommendations/u00", token)
-        if answer.status_code == 200 and answer.json()["model_version"] == version:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the server never served v{version}: {answer.status_code} {answer.text}")
+        return answer.status_code == 200 and answer.json()["model_version"] == version
+
+    return check
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +88,7 @@ def token(live_server: LiveServer) -> str:
     with engine.begin() as conn:
         _, secret = create_token(conn, name="recs", scopes=["recommendations:read"], now=datetime.now(UTC))
     engine.dispose()
-    wait_for_version(live_server, secret, "1")
+    assert steadily(serves(live_server, secret, "1"))
     return secret
 
 
@@ -96,8 +105,9 @@ def test_known_user_gets_unseen_items_of_their_own_half(live_server: LiveServer,
     seen = {m["properties"]["product_id"] for m, _ in shop_messages() if m["userId"] == "u00"}
     assert not seen & {item["item_id"] for item in body["items"]}
     # A bare user id is a user_id; the right half's users get the right half.
-    assert all(item["item_id"] in RIGHT_ITEMS for item in get(live_server, "/v1/recommendations/u45", token,
-                                                               limit=3).json()["items"])
+    right = get(live_server, "/v1/recommendations/u45", token, limit=3)
+    assert right.status_code == 200, right.text
+    assert all(item["item_id"] in RIGHT_ITEMS for item in right.json()["items"])
 
 
 def test_scopes(live_server: LiveServer, token: str) -> None:
@@ -146,10 +156,8 @@ def test_business_rules_and_diversity(live_server: LiveServer, token: str) -> No
     with engine.begin() as conn:
         import_catalog(conn, iter([{**describe(top), "item_id": top, "available": False}]), now=datetime.now(UTC))
     engine.dispose()
-    deadline = time.monotonic() + 10  # the server re-reads the catalog on its next poll
-    while top in ids(in_stock="true", limit=20) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert top not in ids(in_stock="true", limit=20) and top in ids(limit=20)
+    assert steadily(lambda: top not in ids(in_stock="true", limit=20))  # re-read on the workers' next poll
+    assert top in ids(limit=20)
     assert get(live_server, "/v1/recommendations/u00", token, limit=0).status_code == 400
 
 
