@@ -68,9 +68,9 @@ def test_evaluate_then_train_show_and_write_back(shop: Settings, monkeypatch: py
     assert "recommended_items changed on 0 profiles" in again.stdout  # same champion, same traits
 
     engine = prepare_store(shop, pool=False)
+    u00 = profile_of(engine, user_id(1000))
     with engine.connect() as conn:
         items = trait_values(conn, name="recommended_items")
-        u00 = profile_of(engine, user_id(1000))
     engine.dispose()
     assert len(items) == 60 and len(items[u00]) == 10 and set(items[u00][:4]) <= set(LEFT_ITEMS)
 
