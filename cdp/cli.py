@@ -830,6 +830,124 @@ def predictions_export(
     out.print(f"{len(rows):,} profiles -> {out_file}")
 
 
+# -- recommendations and the item catalog -----------------------------------------------------------
+
+recs_app = typer.Typer(help="Recommenders: train and register, evaluate offline, show someone's recommendations.",
+                       no_args_is_help=True)
+app.add_typer(recs_app, name="recs")
+catalog_app = typer.Typer(help="The item catalog: descriptions and availability.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+def _print_selection(training: Any) -> None:
+    import pandas as pd
+
+    table = training.selection.table.drop(columns=["params"])
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        out.print(table.round(4).to_string(), highlight=False)
+    out.print(f"chosen by validation NDCG@10: {training.selection.name} "
+              f"{training.selection.table.loc[training.selection.name, 'params']}", highlight=False)
+    out.print(training.metrics.round(4).to_string(), highlight=False)
+
+
+@recs_app.command("train")
+@user_errors
+def recs_train(as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time [default: now].")] = None) -> None:
+    """Select a recommender, register it in MLflow, promote it through the gate, write back traits."""
+    from cdp.errors import InvalidInput
+    from models.recommend.train import train_recommender
+    from models.recommend.writeback import write_back
+    from models.tracking import load_recommender, recommender_champion_version
+
+    settings = _settings()
+    engine = _store()
+    when = _as_of(as_of)
+    try:
+        training = train_recommender(engine, settings, as_of=when)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
+    _print_selection(training)
+    assert training.decision is not None
+    out.print(f"gate: {'promoted' if training.promoted else 'refused'} v{training.model_version}: "
+              f"{training.decision.reason}", highlight=False)
+    uri = settings.resolved_mlflow_tracking_uri
+    champion = recommender_champion_version(uri)
+    if champion is None:
+        out.print("no champion: traits not written")
+        return
+    bundle = training.bundle if training.promoted else load_recommender(uri, champion)
+    written = write_back(engine, bundle, settings, now=datetime.now(UTC))
+    out.print(f"champion v{champion}: recommended_items changed on {written.recommended_changed:,} profiles"
+              + "".join(f"; {trait}: {n:,} members" for trait, n in written.audiences.items()), highlight=False)
+
+
+@recs_app.command("evaluate")
+@user_errors
+def recs_evaluate(as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time [default: now].")] = None) -> None:
+    """The offline table (every model beside popularity); nothing is registered."""
+    from cdp.errors import InvalidInput
+    from models.recommend.train import train_recommender
+
+    try:
+        training = train_recommender(_store(), _settings(), as_of=_as_of(as_of), track=False)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
+    _print_selection(training)
+
+
+@recs_app.command("show")
+@user_errors
+def recs_show(
+    user: Annotated[str, typer.Argument(help="user_id:u1, anonymous_id:a1, email:… or a bare user id.")],
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many items.")] = 10,
+) -> None:
+    """Someone's recommendations from the champion, as the API serves them."""
+    from cdp.errors import NotFound
+    from cdp.profiles.service import find_person
+    from cdp.store.db import reader
+    from features.interactions import read_imported_catalog, recent_items, with_imported
+    from models.recommend.serve import Ask, ServingModel
+    from models.tracking import load_recommender, recommender_champion_version
+
+    settings = _settings()
+    engine = _store()
+    uri = settings.resolved_mlflow_tracking_uri
+    version = recommender_champion_version(uri)
+    if version is None:
+        raise NotFound("no recommender champion yet: run `cdp recs train`")
+    bundle = load_recommender(uri, version)
+    catalog = with_imported(bundle.catalog, read_imported_catalog(engine))
+    model = ServingModel(bundle, version, catalog)
+    with reader(engine).connect() as conn:
+        profile_id = find_person(conn, user)
+        recent = [] if profile_id is None else recent_items(
+            conn, profile_id=profile_id, as_of=datetime.now(UTC), limit=settings.recs_session_items)
+    answer = model.for_profile(profile_id, recent, Ask(n=limit, exclude_seen=settings.recs_exclude_seen))
+    out.print(f"{user}: profile {profile_id if profile_id is not None else '(unknown)'}, strategy {answer.strategy}, "
+              f"model v{version} ({bundle.name})", highlight=False)
+    table = Table("#", "item", "score", "name", "category", "brand", "price")
+    for rank, item in enumerate(answer.items, 1):
+        row = catalog.loc[item["item_id"]] if item["item_id"] in catalog.index else None
+        described = ["" if row is None or row[c] is None or row[c] != row[c] else str(row[c])
+                     for c in ("name", "category", "brand", "price")]
+        table.add_row(str(rank), str(item["item_id"]), f"{item['score']:.4f}", *described)
+    out.print(table)
+
+
+@catalog_app.command("import")
+@user_errors
+def catalog_import(
+    file: Annotated[Path, typer.Argument(help="CSV (header row) or JSON lines: item_id, name, category, brand, price, available.")],
+) -> None:
+    """Insert or update catalog items; serving filters on their availability within CDP_RECS_POLL_SECONDS."""
+    from cdp.catalog.service import import_catalog, read_catalog_file
+    from cdp.store.db import write_transaction
+
+    rows = list(read_catalog_file(file))  # validated whole before anything is written
+    written = write_transaction(_store(), lambda conn: import_catalog(conn, iter(rows), now=datetime.now(UTC)))
+    out.print(f"{written:,} catalog items imported from {file.name}")
+
+
 def main() -> None:
     app(prog_name="cdp")
 

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     max_batch_messages: int = 2500
     import_chunk_rows: int = Field(default=5000, ge=1)
 
+    # Recommendations (models/recommend, serving/routes/recommendations).
+    recs_poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often a server asks the MLflow registry for a new recommender champion.")
+    recs_exclude_seen: bool = Field(default=True, description="Leave out items the user already interacted with.")
+    recs_session_items: int = Field(
+        default=5, ge=1, description="Latest interactions of a profile the model has not seen that seed its cold start.")
+    recs_trait_items: int = Field(default=10, ge=1, le=100, description="Items in the recommended_items trait.")
+    recs_affinity_audiences: str = Field(
+        default="", description="Product-based audiences refreshed after each training: kind=value:top_pct, "
+        "comma-separated, e.g. brand=acme:10,category=shoes:5 (traits affinity_<kind>_<value>).")
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _known_synchronous(cls, value: str) -> str:

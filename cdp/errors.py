@@ -37,3 +37,9 @@ class NotFound(CdpError):
 
 class Conflict(CdpError):
     code = "conflict"
+
+
+class Unavailable(CdpError):
+    """Not ready yet, worth retrying later (e.g. no recommender has been trained)."""
+
+    code = "unavailable"

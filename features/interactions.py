@@ -21,10 +21,10 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Float, Select, case, func, literal, select, true, union_all
+from sqlalchemy import Connection, Engine, Float, Integer, Select, case, cast, func, literal, select, true, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
-from cdp.store.tables import events
+from cdp.store.tables import catalog_items, events
 from features.read import _fetch, snapshot
 from features.sql import Dialect, dialect_named, is_track, visible
 
@@ -162,6 +162,49 @@ def read_catalog(engine: Engine, *, as_of: datetime, spec: InteractionSpec = Int
     return found.set_index("item_id").sort_index()
 
 
+def read_imported_catalog(engine: Engine) -> pd.DataFrame:
+    """The catalog imported with ``cdp catalog import`` as it is now (not point in time: stock is current).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``item_id``; ``name``, ``category``, ``brand``, ``price`` as :func:`read_catalog`,
+        ``available`` (bool).
+    """
+    with snapshot(engine) as view:
+        # As a number: the COPY transport of PostgreSQL reads booleans as 't' / 'f'.
+        query = select(catalog_items.c.item_id, *(catalog_items.c[name] for name in CATALOG_PROPERTIES),
+                       cast(catalog_items.c.available, Integer).label("available"))
+        texts = [name for name in ("item_id", *CATALOG_PROPERTIES) if name not in _NUMERIC_PROPERTIES]
+        found = _fetch(view.conn, query, text_columns=texts)
+    found["available"] = found["available"].astype(bool)
+    return found.set_index("item_id").sort_index()
+
+
+def with_imported(described: pd.DataFrame, imported: pd.DataFrame) -> pd.DataFrame:
+    """The catalog of :func:`read_catalog` overlaid with :func:`read_imported_catalog`.
+
+    An imported value wins over what the events said (a missing one does not erase it); imported
+    items no event names are added; ``available`` is the imported flag, true for items not imported.
+    """
+    combined = imported[list(CATALOG_PROPERTIES)].combine_first(described[list(CATALOG_PROPERTIES)])
+    combined["available"] = imported["available"].reindex(combined.index).fillna(True).astype(bool)
+    return combined.sort_index()
+
+
+def recent_items(conn: Connection, *, profile_id: int, as_of: datetime, limit: int,
+                 spec: InteractionSpec = InteractionSpec()) -> list[str]:
+    """The profile's ``limit`` latest distinct interaction items as of ``as_of``, newest first (one
+    profile, for serving: the events index on ``profile_id, timestamp`` answers it)."""
+    _check_aware(as_of)
+    rows = _interaction_rows(dialect_named(conn.dialect.name), spec, as_of, columns=(), profile_id=profile_id)
+    found = rows.subquery("interactions")
+    # Several rows per item are common (viewed, added, ordered): read a few more than needed.
+    query = select(found.c.item_id).order_by(found.c.timestamp.desc(), found.c.event_id.desc()).limit(limit * 5)
+    items = dict.fromkeys(item for (item,) in conn.execute(query))
+    return list(items)[:limit]
+
+
 def decayed_weights(interactions: pd.DataFrame, *, as_of: datetime, half_life_days: float | None) -> np.ndarray:
     """Each interaction's weight after time decay: halved every ``half_life_days`` before ``as_of``."""
     _check_aware(as_of)
@@ -177,9 +220,11 @@ def _check_aware(as_of: datetime) -> None:
         raise ValueError("as_of must be timezone-aware")
 
 
-def _interaction_rows(dialect: Dialect, spec: InteractionSpec, as_of: datetime, *, columns: Sequence[str]) -> Select:
+def _interaction_rows(dialect: Dialect, spec: InteractionSpec, as_of: datetime, *, columns: Sequence[str],
+                      profile_id: int | None = None) -> Select:
     """One row per interaction: ``event_id, profile_id, item_id, event, timestamp`` (epoch us), ``value``,
-    and the product properties in ``columns`` (strings; ``price`` a number)."""
+    and the product properties in ``columns`` (strings; ``price`` a number); one profile's only
+    when ``profile_id`` is given."""
     single = [e for e in spec.events if e.products is None]
     arrays = [e for e in spec.events if e.products is not None]
     parts = []
@@ -190,6 +235,8 @@ def _interaction_rows(dialect: Dialect, spec: InteractionSpec, as_of: datetime, 
         elements, element = dialect.array_elements(events.c.payload, ("properties", event.products))
         parts.append(_rows_of(dialect, spec, [event], element, (), as_of, columns)
                      .select_from(events).join(elements, true()).where(is_track([event.name])))
+    if profile_id is not None:
+        parts = [part.where(events.c.profile_id == profile_id) for part in parts]
     return parts[0] if len(parts) == 1 else union_all(*parts)
 
 

@@ -1,22 +1,32 @@
 """MLflow at the edge: the one module that imports mlflow.
 
-One experiment per prediction key; each training is a run with its parameters, the held-out
+Predictions: one experiment per prediction key; each training is a run with its parameters, the held-out
 metrics of the model and of the baselines, the model card's plots, the training-set definition,
 and the model as a pyfunc with signature and input example, registered under
 ``prediction-<key>``. The alias ``champion`` moves to the new version only through the gate
 (:mod:`models.gate`); its decision and reason are tags of the run and of the version.
+
+Recommendations: one experiment and registered model ``recommender``; each training logs the
+offline table (every family beside popularity), the chosen model's test metrics as ``model.*``
+and a pyfunc holding the :class:`models.recommend.serve.RecommenderBundle` (one pickle: servers
+load it in about a second), promoted by the same gate on NDCG@10.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import implicit
 import lightgbm
 import mlflow
+import numpy as np
 import pandas as pd
 import scipy
 import sklearn
@@ -29,14 +39,17 @@ from mlflow.models import infer_signature
 from models.evaluate import predicted
 from models.gate import Gate, GateDecision, decide
 from models.monitoring import Drift
+from models.recommend.serve import RecommenderBundle
 
 CHAMPION = "champion"
+RECOMMENDER = "recommender"
 DRIFT_REFERENCE = "drift_reference.json"
 # Runs of an experiment are trainings or scorings (the monitoring of each scoring).
 RUN_KIND = "run.kind"
 # Listed rather than inferred: inference loads the model in a subprocess, seconds per run.
-_REQUIREMENTS = [f"lightgbm=={lightgbm.__version__}", f"scikit-learn=={sklearn.__version__}",
-                 f"scipy=={scipy.__version__}", f"pandas=={pd.__version__}"]
+_COMMON_REQUIREMENTS = [f"scipy=={scipy.__version__}", f"pandas=={pd.__version__}"]
+_REQUIREMENTS = [f"lightgbm=={lightgbm.__version__}", f"scikit-learn=={sklearn.__version__}", *_COMMON_REQUIREMENTS]
+_RECOMMENDER_REQUIREMENTS = [f"implicit=={implicit.__version__}", f"numpy=={np.__version__}", *_COMMON_REQUIREMENTS]
 
 
 def registered_name(key: str) -> str:
@@ -62,10 +75,38 @@ class TrackedRun:
     decision: GateDecision
 
 
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """A :class:`RecommenderBundle` as a pyfunc: ``profile_id`` in; ``profile_id, item_id, score, rank``
+    out, the top ``n`` (a parameter, default 10) of each profile the model knows."""
+
+    def __init__(self, bundle: RecommenderBundle) -> None:
+        self.bundle = bundle
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        n = int((params or {}).get("n", 10))
+        model = self.bundle.model
+        profile_ids = model_input["profile_id"].to_numpy(dtype="int64")
+        rows = model.data_.user_positions(profile_ids)
+        known = rows >= 0
+        top, scores = model.recommend_positions(rows[known], n)
+        kept = top >= 0
+        return pd.DataFrame({
+            "profile_id": np.repeat(profile_ids[known], n)[kept.ravel()],
+            "item_id": model.item_ids_[top[kept]].astype(str),
+            "score": scores[kept].astype("float64"),
+            "rank": np.tile(np.arange(1, n + 1), len(top))[kept.ravel()],
+        })
+
+
 def champion_metric(client: MlflowClient, name: str, metric: str) -> float | None:
     """The current champion's held-out ``model.<metric>``, or ``None`` without a champion."""
     version = _champion(client, name)
-    return None if version is None else client.get_run(version.run_id).data.metrics.get(f"model.{metric}")
+    return None if version is None else client.get_run(version.run_id).data.metrics.get(f"model.{metric_key(metric)}")
+
+
+def metric_key(metric: str) -> str:
+    """A metric's MLflow name: MLflow refuses ``@`` (``ndcg@10`` is logged as ``ndcg_at_10``)."""
+    return metric.replace("@", "_at_")
 
 
 def track_training(
@@ -135,15 +176,68 @@ def track_training(
             pip_requirements=_REQUIREMENTS,
         )
         version = str(info.registered_model_version)
-        decision = decide(gate, task, metrics, champion_metric(client, name, gate.metric_for(task)))
-        tags = {"gate.decision": "promoted" if decision.promote else "refused", "gate.reason": decision.reason,
-                "gate.metric": decision.metric}
-        mlflow.set_tags(tags)
+        decision = _judge(client, name, version, gate, task, metrics)
+    return TrackedRun(run.info.run_id, experiment.experiment_id, version, decision)
+
+
+def track_recommender(
+    *,
+    tracking_uri: str,
+    params: Mapping[str, Any],
+    metrics: pd.DataFrame,
+    table: pd.DataFrame,
+    bundle: RecommenderBundle,
+    gate: Gate,
+) -> TrackedRun:
+    """Log one recommender training, register its bundle, and move ``champion`` if the gate lets it.
+
+    Parameters
+    ----------
+    tracking_uri : str
+    params : mapping
+        Flat parameters (the chosen family, its hyper-parameters, data sizes, as_of).
+    metrics : pandas.DataFrame
+        Test metric rows x ``model`` (the chosen one) and ``popularity``: what the gate judges.
+    table : pandas.DataFrame
+        The whole selection table (:class:`models.recommend.evaluate.Selection`), one row per family;
+        its metrics are logged as ``<family>.<metric>`` and the table as ``selection.txt``.
+    bundle : RecommenderBundle
+    gate : Gate
+        Its ``metric`` must be set (``ndcg@10``).
+    """
+    client = _client(tracking_uri)
+    experiment = mlflow.set_experiment(RECOMMENDER)
+    numeric = table.drop(columns=["params"]).T.astype("float64")
+    wrapped = RecommenderModel(bundle)
+    example = pd.DataFrame({"profile_id": bundle.model.user_ids_[:3].astype("int64")})
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.log_params({k: _param(v) for k, v in params.items()})
+        mlflow.log_metrics({**_flat_metrics(numeric, pd.DataFrame()), **_flat_metrics(metrics[["model"]], pd.DataFrame())})
+        mlflow.log_text(table.to_string(float_format=lambda v: f"{v:.4f}"), "selection.txt")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=wrapped,
+            signature=infer_signature(example, wrapped.predict(None, example), params={"n": 10}),
+            input_example=example,
+            registered_model_name=RECOMMENDER,
+            pip_requirements=_RECOMMENDER_REQUIREMENTS,
+        )
+        version = str(info.registered_model_version)
+        decision = _judge(client, RECOMMENDER, version, gate, "ranking", metrics)
+    return TrackedRun(run.info.run_id, experiment.experiment_id, version, decision)
+
+
+def _judge(client: MlflowClient, name: str, version: str, gate: Gate, task: str, metrics: pd.DataFrame) -> GateDecision:
+    """The gate's decision on a registered version, tagged on the active run and the version; the alias follows it."""
+    decision = decide(gate, task, metrics, champion_metric(client, name, gate.metric_for(task)))
+    tags = {"gate.decision": "promoted" if decision.promote else "refused", "gate.reason": decision.reason,
+            "gate.metric": decision.metric}
+    mlflow.set_tags(tags)
     for tag, value in tags.items():
         client.set_model_version_tag(name, version, tag, value)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return TrackedRun(run.info.run_id, experiment.experiment_id, version, decision)
+    return decision
 
 
 def champion_version(tracking_uri: str, key: str) -> str | None:
@@ -222,6 +316,28 @@ def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
     }
 
 
+def recommender_champion_version(tracking_uri: str) -> str | None:
+    """The recommender version holding ``champion``, if any (what servers poll).
+
+    On a SQLite registry this reads the alias table directly, read-only: opening it with
+    ``MlflowClient`` creates and migrates the database when it is new or half-migrated, and server
+    workers polling while a training creates it would race that migration and corrupt it.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        version = _champion(_client(tracking_uri), RECOMMENDER)
+        return None if version is None else str(version.version)
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                               (RECOMMENDER, CHAMPION)).fetchone()
+    except sqlite3.OperationalError:  # no such table yet: the first training is still creating the registry
+        return None
+    return None if row is None else str(row[0])
+
+
 def _client(tracking_uri: str) -> MlflowClient:
     """A client on ``tracking_uri``, also made the fluent API's tracking and registry URI."""
     mlflow.set_tracking_uri(tracking_uri)
@@ -241,14 +357,21 @@ def _metric_name(name: str) -> str:
     return re.sub(r"[^\w\-./: ]", "_", name)
 
 
+def load_recommender(tracking_uri: str, version: str) -> RecommenderBundle:
+    """A registered recommender version's bundle (by version, not alias: the alias may move meanwhile)."""
+    _client(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{RECOMMENDER}/{version}")
+    return model.unwrap_python_model().bundle
+
+
 def _param(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool) or value is None else str(value)
 
 
 def _flat_metrics(metrics: pd.DataFrame, segments: pd.DataFrame) -> dict[str, float]:
-    flat = {f"{predictor}.{metric}": float(metrics.at[metric, predictor])
+    flat = {f"{predictor}.{metric_key(metric)}": float(metrics.at[metric, predictor])
             for predictor in metrics.columns for metric in metrics.index}
     for (predictor, segment), row in segments.iterrows():
-        flat.update({f"segment.{segment}.{predictor}.{metric}": float(v) for metric, v in row.items()})
+        flat.update({f"segment.{segment}.{predictor}.{metric_key(metric)}": float(v) for metric, v in row.items()})
     # MLflow refuses NaN in some stores; an undefined metric (one class only) is left out instead.
     return {k: v for k, v in flat.items() if v == v}

@@ -18,7 +18,10 @@ from cdp.setup import prepare_store
 from cdp.store.group_commit import GroupCommitter
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import computed_traits, health, plans, predictions, profiles, regulations, tracking
+from serving.champion import ChampionHolder
+from serving.routes import (
+    computed_traits, health, plans, predictions, profiles, recommendations, regulations, tracking,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,7 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.attribution = AttributionFollower(
             app.state.committer, app.state.ingest_config, batch=settings.attribution_batch,
             idle_s=settings.attribution_idle_ms / 1000).start()
+        app.state.recommender = ChampionHolder(
+            engine, settings.resolved_mlflow_tracking_uri, poll_seconds=settings.recs_poll_seconds).start()
         yield
+        app.state.recommender.stop()
         app.state.attribution.stop()
         app.state.committer.close()
         resume.join(timeout=30)
@@ -59,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plans.router)
     app.include_router(computed_traits.router)
     app.include_router(predictions.router)
+    app.include_router(recommendations.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from sqlalchemy.exc import OperationalError
 
-from cdp.errors import CdpError, Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unauthorized
+from cdp.errors import CdpError, Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unauthorized, Unavailable
 
 STATUS = {
     InvalidInput: 400,
@@ -16,6 +16,7 @@ STATUS = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    Unavailable: 503,
 }
 
 

@@ -38,6 +38,22 @@ def resolve_identifier(conn: Connection, identifier: str, *, entity: str) -> int
     return profile_id
 
 
+PERSON_ID_TYPES = ("user_id", "anonymous_id", "email", "profile_id")
+
+
+def find_person(conn: Connection, identifier: str) -> int | None:
+    """``user_id:…``, ``anonymous_id:…``, ``email:…``, ``profile_id:…`` or a bare user id -> the live
+    user profile, or ``None`` for someone the identity graph doesn't know (no error: callers fall back)."""
+    kind, sep, value = identifier.partition(":")
+    if not sep or kind not in PERSON_ID_TYPES:
+        kind, value = "user_id", identifier
+    if not value:
+        raise InvalidInput("empty identifier", code="invalid_request_error")
+    if kind == "email":
+        value = value.strip().lower()  # emails are stored lowercased
+    return find_profile(conn, type=kind, value=value)
+
+
 def traits_page(
     conn: Connection, *, profile_id: int, include: Sequence[str] = (), classes: Sequence[str] = (),
     limit: int, after: str | None = None,

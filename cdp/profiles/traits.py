@@ -3,7 +3,7 @@ a late or imported old identify can't overwrite a value set after it happened.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +60,31 @@ def fold_into_current(conn: Connection, changes: Sequence[dict[str, Any]]) -> No
         ),
         [{k: v for k, v in change.items() if k != "message_id"} for change in newest.values()],
     )
+
+
+def write_trait_values(
+    conn: Connection, *, name: str, values: Mapping[int, Any], trait_class: str, event_time: datetime,
+    received_at: datetime,
+) -> int:
+    """Set trait ``name`` to ``values[profile_id]`` on many profiles at once (a model's write-back),
+    logging a change only where the current value differs; returns the changes written."""
+    if trait_class not in TRAIT_CLASSES:
+        raise ValueError(f"unknown trait class {trait_class!r}")
+    current = trait_values(conn, name=name)
+    changes = [
+        {"profile_id": profile_id, "name": name, "value": value, "class": trait_class, "source_id": None,
+         "message_id": None, "event_time": event_time, "received_at": received_at}
+        for profile_id, value in values.items()
+        if profile_id not in current or current[profile_id] != value
+    ]
+    record_trait_changes(conn, changes)
+    return len(changes)
+
+
+def trait_values(conn: Connection, *, name: str) -> dict[int, Any]:
+    """Profile id -> current value of trait ``name``, for every profile holding it."""
+    return dict(conn.execute(
+        select(profile_traits.c.profile_id, profile_traits.c.value).where(profile_traits.c.name == name)).all())
 
 
 def _order(change: dict[str, Any]) -> tuple[datetime, datetime]:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -284,4 +285,18 @@ predictions = Table(
     Column("definition", JSONDocument, nullable=False),  # cdp.predictions.schemas.PredictionDefinition
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("key", "version"),
+)
+
+# Imported item descriptions (``cdp catalog import``): they override what interaction events say
+# about an item, and ``available`` is the in-stock flag serving filters on.
+catalog_items = Table(
+    "catalog_items",
+    metadata,
+    Column("item_id", String(200), primary_key=True),
+    Column("name", Text, nullable=True),
+    Column("category", Text, nullable=True),
+    Column("brand", Text, nullable=True),
+    Column("price", Float, nullable=True),
+    Column("available", Boolean, nullable=False, default=True),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,1 @@
+"""The item catalog: descriptions and availability imported from a file (``cdp catalog import``)."""

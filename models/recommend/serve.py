@@ -1,0 +1,138 @@
+"""Answering one recommendation request from a trained champion, with the cold-start order.
+
+:class:`RecommenderBundle` is what training registers (the chosen model, the popularity
+fallback fitted on the same data, the catalog as of training); :class:`ServingModel` is what a
+server holds in memory: a bundle, its registry version and the catalog aligned to its items.
+
+Cold start, in order (``strategy`` of the answer):
+
+1. ``personalized``: the profile was in the training data → the champion's own scores;
+2. ``session``: the profile is new to the model (an anonymous visitor, or someone since training)
+   but has recent interactions in the store → items similar to those, the latest counting most;
+3. ``popular``: nothing known → the popularity fallback.
+
+Similar items (``similar_items``) come from the champion's item-to-item scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from models.recommend.base import Filters, Recommender, top_n
+from models.recommend.filters import AlignedCatalog, ItemRules, diversify
+from models.recommend.popularity import PopularityRecommender
+
+PERSONALIZED, SESSION, POPULAR, SIMILAR = "personalized", "session", "popular", "similar_items"
+SESSION_DECAY = 0.5  # the k-th latest session item weighs SESSION_DECAY ** k
+DIVERSITY_POOL = 5  # with a per-category cap, rank this many times ``n`` candidates first
+
+
+@dataclass(frozen=True)
+class RecommenderBundle:
+    """A trained recommender as registered: everything a server needs, in one pickle.
+
+    Attributes
+    ----------
+    name : str
+        The chosen row of the selection table (``ease``, ``blend``, ...).
+    model : Recommender
+        Fitted on every interaction up to ``as_of``.
+    popularity : PopularityRecommender
+        Fitted on the same data: the fallback when nothing is known of a user.
+    catalog : pandas.DataFrame
+        Index ``item_id``; ``name``, ``category``, ``brand``, ``price``, ``available`` as of training.
+    as_of : datetime
+    """
+
+    name: str
+    model: Recommender
+    popularity: PopularityRecommender
+    catalog: pd.DataFrame
+    as_of: datetime
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What one request wants: how many, which items may come, diversity."""
+
+    n: int = 10
+    rules: ItemRules = ItemRules()
+    exclude_seen: bool = True
+    max_per_category: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    items: list[dict[str, object]]  # {"item_id", "score"}, best first
+    strategy: str
+
+
+class ServingModel:
+    """A champion in memory: answers :meth:`for_profile` and :meth:`similar` without the store."""
+
+    def __init__(self, bundle: RecommenderBundle, version: str, catalog: pd.DataFrame | None = None) -> None:
+        self.bundle = bundle
+        self.version = version
+        self.catalog = AlignedCatalog.from_frame(bundle.catalog if catalog is None else catalog, bundle.model.item_ids_)
+
+    def for_profile(self, profile_id: int | None, recent: Sequence[str], ask: Ask) -> Answer:
+        """Recommendations for a profile (``None``: unknown) whose latest interactions are ``recent`` (newest first)."""
+        model, data = self.bundle.model, self.bundle.model.data_
+        allowed = self.catalog.mask(ask.rules) if ask.rules.restricts else None
+        pool = self._pool(ask)
+        recent_positions = data.item_positions(list(recent)) if recent else np.empty(0, dtype=np.int64)
+        recent_positions = recent_positions[recent_positions >= 0]
+        row = data.user_positions([profile_id])[0] if profile_id is not None else -1
+        if row >= 0 and model.personalized:
+            # Interactions since training count as seen too.
+            filters = Filters(exclude_seen=ask.exclude_seen, allowed=allowed,
+                              exclude=tuple(recent) if ask.exclude_seen else ())
+            top, scores = model.recommend_positions(np.array([row]), pool, filters)
+            return self._answer(top[0], scores[0], ask, PERSONALIZED)
+        if len(recent_positions):
+            weights = SESSION_DECAY ** np.arange(len(recent_positions), dtype=np.float32)
+            scores = (weights[:, None] * model.item_scores(recent_positions)).sum(axis=0)
+            seen = recent_positions if ask.exclude_seen else np.empty(0, dtype=np.int64)
+            return self._ranked(scores, seen, allowed, ask, SESSION)
+        seen = recent_positions if ask.exclude_seen else np.empty(0, dtype=np.int64)
+        return self._ranked(self.bundle.popularity.popularity_, seen, allowed, ask, POPULAR)
+
+    def similar(self, item_id: str, ask: Ask) -> Answer:
+        """Items similar to ``item_id`` by the champion (never the item itself).
+
+        Raises
+        ------
+        KeyError
+            The item was not in the training data.
+        """
+        column = self.bundle.model.data_.item_positions([item_id])[0]
+        if column < 0:
+            raise KeyError(item_id)
+        allowed = self.catalog.mask(ask.rules) if ask.rules.restricts else None
+        scores = self.bundle.model.item_scores(np.array([column]))[0]
+        return self._ranked(scores, np.array([column]), allowed, ask, SIMILAR)
+
+    def _pool(self, ask: Ask) -> int:
+        return ask.n if ask.max_per_category is None else ask.n * DIVERSITY_POOL
+
+    def _ranked(self, scores: np.ndarray, excluded: np.ndarray, allowed: np.ndarray | None, ask: Ask,
+                strategy: str) -> Answer:
+        row = np.array(scores, dtype=np.float32, copy=True)[None, :]
+        row[0, excluded] = -np.inf
+        if allowed is not None:
+            row[0, ~allowed] = -np.inf
+        top, best = top_n(row, self._pool(ask))
+        return self._answer(top[0], best[0], ask, strategy)
+
+    def _answer(self, top: np.ndarray, scores: np.ndarray, ask: Ask, strategy: str) -> Answer:
+        if ask.max_per_category is not None:
+            keep = diversify(top, self.catalog.category, n=ask.n, max_per_category=ask.max_per_category)
+        else:
+            keep = np.flatnonzero(top >= 0)[: ask.n]
+        ids = self.bundle.model.item_ids_
+        return Answer([{"item_id": str(ids[top[i]]), "score": float(scores[i])} for i in keep], strategy)
