@@ -26,6 +26,7 @@ def build_training_frame(
     features: Iterable[str | Feature] = (),
     eligibility: Sequence[Eligibility] = (ActiveWithin(days=90),),
     purchases: Purchases = Purchases(),
+    backfilled_until: datetime | None = None,
 ) -> pd.DataFrame:
     """Features as of each cutoff and the label of the window after it, for eligible profiles.
 
@@ -48,6 +49,9 @@ def build_training_frame(
         keeps every profile with an event before the cutoff.
     purchases : Purchases
         What the features call a purchase and its revenue.
+    backfilled_until : datetime, optional
+        Facts received by then (a history import) count from when they happened
+        (:func:`features.sql.known_by`); labels read event times anyway.
 
     Returns
     -------
@@ -70,7 +74,8 @@ def build_training_frame(
     snapshots = []
     with snapshot(engine) as view:
         for cutoff in sorted(cutoffs):
-            frame = features_at(view, as_of=cutoff, features=[*chosen, *helpers], purchases=purchases)
+            frame = features_at(view, as_of=cutoff, features=[*chosen, *helpers], purchases=purchases,
+                                backfilled_until=backfilled_until)
             for rule in eligibility:
                 frame = frame[rule.mask(frame)]
             aggregate = labels_at(view.conn, cutoff=cutoff, horizon=horizon, label=label, purchases=purchases)
@@ -85,8 +90,19 @@ def build_training_frame(
 def _zero_unbought_categories(frame: pd.DataFrame, chosen: Sequence[Feature]) -> pd.DataFrame:
     if not any(f.family == CATEGORIES for f in chosen):
         return frame
+    zero_unbought_categories(frame)
+    # concat put categories first seen at a later cutoff last; keep the label the last column.
+    return frame[[c for c in frame.columns if c != "label"] + ["label"]]
+
+
+def zero_unbought_categories(frame: pd.DataFrame) -> list[str]:
+    """Fill in 0 for the category shares that stacked frames left NaN for a buyer; return those columns.
+
+    Frames concatenated from several queries (cutoffs, partitions) each have a column only for
+    the categories bought in them: a profile that bought others has a share of 0, not a missing
+    one. Profiles that bought nothing keep NaN. Changes ``frame`` in place.
+    """
     columns = [c for c in frame.columns if c.startswith(CATEGORY_PREFIX)]
     bought = frame[columns].notna().any(axis=1)
     frame.loc[bought, columns] = frame.loc[bought, columns].fillna(0.0)
-    # concat put categories first seen at a later cutoff last; keep the label the last column.
-    return frame[[c for c in frame.columns if c != "label"] + ["label"]]
+    return columns
