@@ -354,7 +354,7 @@ def demo(
     days: Annotated[int, typer.Option(min=7, help="Days of history.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Generate a store's worth of events, send them through the HTTP API, show what landed."""
+    """Generate a store's worth of events, send them through the HTTP API, show what landed and a training frame."""
     if ctx.invoked_subcommand is not None:
         return
     import secrets
@@ -369,13 +369,13 @@ def demo(
 
     settings = _settings()
     engine = _store()
-    out.print(f"[bold]1/3[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
+    out.print(f"[bold]1/4[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
     summary = generate(settings.home / "demo-data", SimulationConfig(profiles=profiles, days=days, seed=seed))
     out.print(f"     {summary.events:,} messages -> {summary.events_path}")
 
     write_key = secrets.token_urlsafe(24)
     server = start_server(settings, workers=2, log=settings.home / "demo-serve.log", write_keys=write_key)
-    out.print(f"[bold]2/3[/bold] sending them to {server.url}/v1/batch in batches of 100")
+    out.print(f"[bold]2/4[/bold] sending them to {server.url}/v1/batch in batches of 100")
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as progress:
@@ -389,7 +389,7 @@ def demo(
 
     with reader(engine).connect() as conn:
         landed = summarize(conn)
-    out.print(f"[bold]3/3[/bold] the store at {_where(settings)} now holds")
+    out.print(f"[bold]3/4[/bold] the store at {_where(settings)} now holds")
     table = Table("what", "count")
     table.add_row("events (a re-sent messageId is kept once)", f"{landed.events:,}")
     for kind, n in sorted(landed.by_type.items()):
@@ -402,6 +402,26 @@ def demo(
     out.print(table)
     if landed.first_event:
         out.print(f"event time from {landed.first_event:%Y-%m-%d} to {landed.last_event:%Y-%m-%d}")
+    _demo_training_frame(engine, as_of=summary.end, sent=datetime.now(UTC))
+
+
+def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> None:
+    from features import NotReady
+    from features.batch import training_readiness
+
+    # The simulated history all arrived just now: as a backfill, each snapshot sees what had
+    # happened by its cutoff (otherwise nothing was known before today).
+    out.print(f"[bold]4/4[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
+              f"the history received until {sent:%Y-%m-%d %H:%M} counting as a backfill", soft_wrap=True)
+    try:
+        frame, report = training_readiness(engine, as_of=as_of, backfilled_until=sent)
+    except NotReady as error:
+        out.print(f"     {error.message}", highlight=False)
+        return
+    cutoffs = ", ".join(f"{c:%Y-%m-%d}" for c in sorted(frame["cutoff"].unique()))
+    out.print(f"     {frame.shape[0]:,} rows x {frame.shape[1]} columns (cutoffs {cutoffs}), "
+              f"{frame['label'].mean():.1%} churned", highlight=False, soft_wrap=True)
+    out.print(str(report), highlight=False, soft_wrap=True)
 
 
 @demo_app.command("generate")
