@@ -18,11 +18,14 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from cdp.config import Settings
+from cdp.errors import CdpError
 
 # What a retry can cure: a dropped or refused connection, a busy SQLite file, a serialization
 # failure (psycopg's raw COPY path raises psycopg's own errors, not SQLAlchemy's).
 TRANSIENT = (OperationalError, DisconnectionError, psycopg.OperationalError)
 RETRY_DELAYS = [2, 10, 30]  # seconds: a restarting database is usually back within half a minute
+# Prefect allows its temporary server 20 s to start; on two busy cores it can need more.
+SERVER_START_SECONDS = 120
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -80,7 +83,12 @@ def local_api() -> Iterator[None]:
         yield
         return
     server = SubprocessASGIServer()
-    server.start()
+    try:
+        server.start(timeout=SERVER_START_SECONDS)
+    except RuntimeError:
+        server.stop()
+        raise CdpError(f"Prefect's temporary local server did not start within {SERVER_START_SECONDS} s; start one "
+                       "(`prefect server start`) and set PREFECT_API_URL=http://127.0.0.1:4200/api") from None
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield
