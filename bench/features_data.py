@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 
+from bench.preload import secondary_indexes
+
 END = datetime(2026, 1, 1, tzinfo=UTC)  # the data stops here
 YEAR_US = 365 * 86_400_000_000
 CHUNK = 250_000
@@ -145,13 +147,18 @@ def fill_sqlite(path: str, shape: Shape, *, source_id: int) -> None:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
         con.execute("PRAGMA cache_size=-2000000")
-        con.execute("DROP INDEX ix_events_profile_id_timestamp")
+        # The store's own secondary indexes, rebuilt after the load: they follow the migrations.
+        rebuild = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
+                              "AND sql IS NOT NULL").fetchall()
+        for name, _definition in rebuild:
+            con.execute(f"DROP INDEX {name}")
         con.execute("BEGIN")
         for chunk in rows(shape, source_id=source_id):
             con.executemany(sql, [(*r[:5], r[5].replace("T", " "), r[6].replace("T", " "), r[7].replace("T", " "),
                                    *r[8:]) for r in chunk])
         con.execute("COMMIT")
-        con.execute("CREATE INDEX ix_events_profile_id_timestamp ON events (profile_id, timestamp)")
+        for _name, definition in rebuild:
+            con.execute(definition)
         con.execute("ANALYZE")
         con.execute("PRAGMA journal_mode=WAL")
     finally:
@@ -165,8 +172,10 @@ def fill_postgres(url: str, shape: Shape, *, source_id: int) -> None:
         conn.execute("SET synchronous_commit = off")
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")  # no per-row FK check to sources
-            conn.execute("DROP INDEX ix_events_profile_id_timestamp")
-            conn.execute("ALTER TABLE events DROP CONSTRAINT uq_events_source_id_message_id")
+            # Rebuilt after the load from the store's own definitions, so that they follow the migrations.
+            rebuild = secondary_indexes(conn, "events")
+            for name, _definition, is_constraint in rebuild:
+                conn.execute(f"ALTER TABLE events DROP CONSTRAINT {name}" if is_constraint else f"DROP INDEX {name}")
             conn.execute("TRUNCATE events")  # lets COPY FREEZE skip the later rewrite of hint bits
             statement = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN WITH (FREEZE)"
             with conn.cursor().copy(statement) as copy:
@@ -176,7 +185,7 @@ def fill_postgres(url: str, shape: Shape, *, source_id: int) -> None:
                         f"{r[8]}\t{r[9]}\n"
                         for r in chunk
                     ))
-            conn.execute("ALTER TABLE events ADD CONSTRAINT uq_events_source_id_message_id UNIQUE (source_id, message_id)")
-            conn.execute("CREATE INDEX ix_events_profile_id_timestamp ON events (profile_id, timestamp)")
+            for name, definition, is_constraint in rebuild:
+                conn.execute(f"ALTER TABLE events ADD CONSTRAINT {name} {definition}" if is_constraint else definition)
         conn.execute("VACUUM (ANALYZE) events")
 

@@ -354,7 +354,7 @@ def demo(
     days: Annotated[int, typer.Option(min=7, help="Days of history.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Generate a store's worth of events, send them through the HTTP API, show what landed."""
+    """Generate a store's worth of events, send them through the HTTP API, show what landed and a training frame."""
     if ctx.invoked_subcommand is not None:
         return
     import secrets
@@ -369,13 +369,13 @@ def demo(
 
     settings = _settings()
     engine = _store()
-    out.print(f"[bold]1/3[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
+    out.print(f"[bold]1/4[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
     summary = generate(settings.home / "demo-data", SimulationConfig(profiles=profiles, days=days, seed=seed))
     out.print(f"     {summary.events:,} messages -> {summary.events_path}")
 
     write_key = secrets.token_urlsafe(24)
     server = start_server(settings, workers=2, log=settings.home / "demo-serve.log", write_keys=write_key)
-    out.print(f"[bold]2/3[/bold] sending them to {server.url}/v1/batch in batches of 100")
+    out.print(f"[bold]2/4[/bold] sending them to {server.url}/v1/batch in batches of 100")
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as progress:
@@ -392,7 +392,7 @@ def demo(
 
     with reader(engine).connect() as conn:
         landed = summarize(conn)
-    out.print(f"[bold]3/3[/bold] the store at {_where(settings)} now holds")
+    out.print(f"[bold]3/4[/bold] the store at {_where(settings)} now holds")
     table = Table("what", "count")
     table.add_row("events (a re-sent messageId is kept once)", f"{landed.events:,}")
     for kind, n in sorted(landed.by_type.items()):
@@ -405,6 +405,26 @@ def demo(
     out.print(table)
     if landed.first_event:
         out.print(f"event time from {landed.first_event:%Y-%m-%d} to {landed.last_event:%Y-%m-%d}")
+    _demo_training_frame(engine, as_of=summary.end, sent=datetime.now(UTC))
+
+
+def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> None:
+    from features import NotReady
+    from features.batch import training_readiness
+
+    # The simulated history all arrived just now: as a backfill, each snapshot sees what had
+    # happened by its cutoff (otherwise nothing was known before today).
+    out.print(f"[bold]4/4[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
+              f"the history received until {sent:%Y-%m-%d %H:%M} counting as a backfill", soft_wrap=True)
+    try:
+        frame, report = training_readiness(engine, as_of=as_of, backfilled_until=sent)
+    except NotReady as error:
+        out.print(f"     {error.message}", highlight=False)
+        return
+    cutoffs = ", ".join(f"{c:%Y-%m-%d}" for c in sorted(frame["cutoff"].unique()))
+    out.print(f"     {frame.shape[0]:,} rows x {frame.shape[1]} columns (cutoffs {cutoffs}), "
+              f"{frame['label'].mean():.1%} churned", highlight=False, soft_wrap=True)
+    out.print(str(report), highlight=False, soft_wrap=True)
 
 
 @demo_app.command("generate")
@@ -946,6 +966,79 @@ def catalog_import(
     rows = list(read_catalog_file(file))  # validated whole before anything is written
     written = write_transaction(_store(), lambda conn: import_catalog(conn, iter(rows), now=datetime.now(UTC)))
     out.print(f"{written:,} catalog items imported from {file.name}")
+
+
+# -- flows ---------------------------------------------------------------------------------------
+
+flows_app = typer.Typer(help="Scheduled pipelines (Prefect): features, then models, scores and audiences.",
+                        no_args_is_help=True)
+app.add_typer(flows_app, name="flows")
+
+
+@flows_app.command("list")
+@user_errors
+def flows_list() -> None:
+    """The flows, their parameters, and which one runs on the schedule."""
+    import flows
+
+    settings = _settings()
+    table = Table("flow", "parameters", "schedule (UTC cron)", "what it does")
+    for name, flow in flows.FLOWS.items():
+        table.add_row(name, ", ".join(flow.parameters.properties), settings.flows_schedule if name == flows.SCHEDULED
+                      else "on demand", flow.description or "")
+    out.print(table)
+
+
+@flows_app.command("run")
+@user_errors
+def flows_run(
+    name: Annotated[str, typer.Argument(help="The flow, e.g. build_features or daily (see `cdp flows list`).")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time or date [default: now].")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE, a flow parameter (repeatable), "
+                                                    "e.g. partitions=4.")] = None,
+) -> None:
+    """Run one flow here and now (Prefect's temporary local server; nothing to start by hand)."""
+    from cdp.errors import InvalidInput
+
+    parameters: dict[str, Any] = {}
+    for item in param or []:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise InvalidInput(f"--param takes NAME=VALUE, got {item!r}")
+        parameters[key] = value
+    if as_of is not None:
+        parameters["as_of"] = _as_of(as_of)
+    settings = _settings()
+    import flows
+
+    flows.chosen(name)  # an unknown name fails before the store is touched
+    _store().dispose()  # migrate once, here: a flow's retries are for transient errors, not a missing table
+    result = flows.run(name, settings, **parameters)
+    for step, outcome in (result.items() if isinstance(result, dict) else [(name, result)]):
+        _print_outcome(step, outcome)
+
+
+def _print_outcome(name: str, outcome: Any) -> None:
+    from flows.build_features import FeatureSnapshot
+
+    if isinstance(outcome, FeatureSnapshot):
+        out.print(f"{name}: {outcome.profiles:,} profiles x {outcome.columns} columns -> {outcome.path}",
+                  highlight=False, soft_wrap=True)
+        out.print(outcome.readiness, highlight=False, soft_wrap=True)
+    else:
+        out.print(f"{name}: {outcome}", highlight=False, soft_wrap=True)
+
+
+@flows_app.command("serve")
+@user_errors
+def flows_serve() -> None:
+    """Serve every flow to the Prefect server in PREFECT_API_URL; `daily` runs on CDP_FLOWS_SCHEDULE."""
+    import flows
+
+    settings = _settings()
+    _store().dispose()
+    out.print(f"serving {', '.join(flows.FLOWS)}; {flows.SCHEDULED} at cron {settings.flows_schedule!r} (UTC)")
+    flows.serve(settings)
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +51,16 @@ class Settings(BaseSettings):
     computed_traits_file: Path | None = Field(
         default=None, description="JSON file of computed trait definitions (one or a list) declared at start.")
 
+    # Scheduled flows (flows/, `cdp flows ...`).
+    flows_schedule: str = Field(default="0 3 * * *", description="Cron (UTC) of the daily flow under `cdp flows serve`.")
+    flows_partitions: int = Field(default=1, ge=1, description="Slices of the profiles built as separate tasks.")
+    task_runner: Literal["threads", "dask"] = Field(default="threads", description="Where the tasks of a flow run.")
+    dask_address: str | None = Field(default=None, description="Scheduler of an existing Dask cluster; else a local one.")
+    dask_workers: int | None = Field(default=None, ge=1, description="Workers of the local Dask cluster; default Dask's.")
+    # History imported in bulk (received by then) counts from its event time in features and
+    # training frames, instead of from the day of the import (see features.sql.known_by).
+    backfilled_until: datetime | None = None
+
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024
     max_batch_messages: int = 2500
@@ -79,6 +91,13 @@ class Settings(BaseSettings):
         for entry in _split(value):
             if "/" in entry:
                 ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator("backfilled_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("CDP_BACKFILLED_UNTIL needs a time zone, e.g. 2026-06-01T00:00:00Z")
         return value
 
     @property

@@ -21,7 +21,6 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from cdp.config import Settings
-from cdp.store.db import create_store_engine
 from features.definitions import (
     BUILTIN_NAMES,
     Feature,
@@ -36,15 +35,15 @@ from features.definitions import (
     unregister_feature,
 )
 from features.labels import ActiveWithin, ChurnLabel, GoalLabel, MinPurchases, ValueLabel
-from features.read import read_features
+from features.read import opened, read_features
 from features.readiness import NotReady, ReadinessReport, Requirements, readiness_report
-from features.schemas import Purchases
+from features.schemas import Partition, Purchases
 from features.training import build_scoring_frame, build_training_frame
 
 __all__ = [
-    "BUILTIN_NAMES", "ActiveWithin", "ChurnLabel", "Feature", "GoalLabel", "MinPurchases", "NotReady", "Purchases",
-    "ReadinessReport", "Requirements", "ValueLabel", "build_scoring_frame", "build_training_frame", "feature_sets",
-    "get_feature", "load",
+    "BUILTIN_NAMES", "ActiveWithin", "ChurnLabel", "Feature", "GoalLabel", "MinPurchases", "NotReady", "Partition",
+    "Purchases", "ReadinessReport", "Requirements", "ValueLabel", "build_scoring_frame", "build_training_frame",
+    "feature_sets", "get_feature", "load",
     "pandas_feature", "readiness_report", "register_feature", "register_feature_set", "sql_feature",
     "trait_feature", "unregister_feature",
 ]
@@ -58,6 +57,8 @@ def load(
     features: Iterable[str | Feature] = (),
     traits: Iterable[str] = (),
     purchases: Purchases = Purchases(),
+    partition: Partition = Partition(),
+    backfilled_until: datetime | None = None,
 ) -> pd.DataFrame:
     """The feature frame of every profile as of ``as_of``, for a notebook or a model.
 
@@ -75,6 +76,10 @@ def load(
         Identify / computed traits to add as ``trait__<name>`` columns.
     purchases : Purchases
         Which events are purchases and where their revenue is.
+    partition : Partition
+        Only the profiles of this slice (the store filters them); the default is every profile.
+    backfilled_until : datetime, optional
+        Facts received by then (a history import) count from when they happened.
 
     Returns
     -------
@@ -83,10 +88,6 @@ def load(
         per feature; see :func:`features.read.features_at`.
     """
     chosen = resolve(feature_set, [*features, *(trait_feature(name) for name in traits)])
-    if isinstance(store, Settings):
-        engine = create_store_engine(store, pool=False)
-        try:
-            return read_features(engine, as_of=as_of, features=chosen, purchases=purchases)
-        finally:
-            engine.dispose()
-    return read_features(store, as_of=as_of, features=chosen, purchases=purchases)
+    with opened(store) as engine:
+        return read_features(engine, as_of=as_of, features=chosen, purchases=purchases, partition=partition,
+                             backfilled_until=backfilled_until)

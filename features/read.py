@@ -27,7 +27,8 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Engine, Float, Select, Text, and_, case, func, literal, null, select, true, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
-from cdp.store.db import reader
+from cdp.config import Settings
+from cdp.store.db import create_store_engine, reader
 from cdp.store.tables import events, trait_changes
 from features.definitions import (
     CATEGORIES,
@@ -42,7 +43,7 @@ from features.definitions import (
     slug,
 )
 from features.labels import Label
-from features.schemas import Purchases
+from features.schemas import Partition, Purchases
 from features.sql import (
     Dialect,
     EventRows,
@@ -50,10 +51,11 @@ from features.sql import (
     SessionRows,
     after,
     dialect_named,
+    in_partition,
     is_track,
+    known_by,
     order_value,
     product_lines,
-    visible,
 )
 
 # Hash aggregation over a million profiles needs a few hundred MB; PostgreSQL's default 4MB
@@ -97,6 +99,19 @@ class Snapshot:
 
 
 @contextmanager
+def opened(store: Engine | Settings) -> Iterator[Engine]:
+    """The store's engine: ``store`` itself, or one opened from settings and closed afterwards."""
+    if isinstance(store, Engine):
+        yield store
+        return
+    engine = create_store_engine(store, pool=False)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
 def snapshot(engine: Engine) -> Iterator[Snapshot]:
     """A transaction for reading in which every query sees the same data."""
     with reader(engine).connect() as conn:
@@ -112,17 +127,33 @@ def snapshot(engine: Engine) -> Iterator[Snapshot]:
 
 
 def read_features(
-    engine: Engine, *, as_of: datetime, features: Sequence[Feature], purchases: Purchases = Purchases()
+    engine: Engine,
+    *,
+    as_of: datetime,
+    features: Sequence[Feature],
+    purchases: Purchases = Purchases(),
+    partition: Partition = Partition(),
+    backfilled_until: datetime | None = None,
 ) -> pd.DataFrame:
     """:func:`features_at` in a snapshot of its own."""
     with snapshot(engine) as view:
-        return features_at(view, as_of=as_of, features=features, purchases=purchases)
+        return features_at(view, as_of=as_of, features=features, purchases=purchases, partition=partition,
+                           backfilled_until=backfilled_until)
 
 
 def features_at(
-    view: Snapshot, *, as_of: datetime, features: Sequence[Feature], purchases: Purchases = Purchases()
+    view: Snapshot,
+    *,
+    as_of: datetime,
+    features: Sequence[Feature],
+    purchases: Purchases = Purchases(),
+    partition: Partition = Partition(),
+    backfilled_until: datetime | None = None,
 ) -> pd.DataFrame:
-    """Features of every profile with at least one event visible as of ``as_of``.
+    """Features of every profile (of ``partition``) with at least one event visible as of ``as_of``.
+
+    Facts received by ``backfilled_until`` count from their event time (see
+    :func:`features.sql.known_by`).
 
     Returns
     -------
@@ -133,13 +164,14 @@ def features_at(
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    scope = EventRows(dialect_named(view.conn.dialect.name), as_of, purchases)
+    scope = EventRows(dialect_named(view.conn.dialect.name), as_of, purchases, partition=partition,
+                      backfilled_until=backfilled_until)
     families = (EVENTS, PURCHASES, SESSIONS, CATEGORIES, PANDAS, TRAITS)
     family = {name: [f for f in features if f.family == name] for name in families}
 
     def event_features(conn: Connection) -> pd.DataFrame:
         columns = [f.sql(scope.windowed(f.window_days)).label(f.name) for f in family[EVENTS]]
-        query = _grouped(events.c.profile_id, columns).where(visible(as_of))
+        query = _grouped(events.c.profile_id, columns).where(scope.visible)
         return _fetch(conn, query).set_index("profile_id").sort_index()
 
     def session_features(conn: Connection) -> Found:
@@ -155,7 +187,7 @@ def features_at(
     if family[SESSIONS]:
         jobs.append(session_features)
     if family[TRAITS]:
-        jobs.append(lambda conn: (_traits(conn, as_of, family[TRAITS]), None))
+        jobs.append(lambda conn: (_traits(conn, scope, family[TRAITS]), None))
     if family[PANDAS]:
         jobs.append(lambda conn: (_pandas_features(conn, scope, family[PANDAS]), None))
     frame, *found = view.run([event_features, *jobs])
@@ -247,7 +279,7 @@ def category_shares(lines: pd.DataFrame, categories: Sequence[str] | None) -> pd
     return pd.DataFrame(shares, index=total.index, columns=[f"category_share__{name}" for name in columns])
 
 
-def _traits(conn: Connection, as_of: datetime, features: Sequence[Feature]) -> dict[str, pd.Series]:
+def _traits(conn: Connection, scope: EventRows, features: Sequence[Feature]) -> dict[str, pd.Series]:
     names = sorted({f.key for f in features if f.key})
     latest = func.row_number().over(
         partition_by=(trait_changes.c.profile_id, trait_changes.c.name),
@@ -258,8 +290,9 @@ def _traits(conn: Connection, as_of: datetime, features: Sequence[Feature]) -> d
         .where(
             trait_changes.c.name.in_(names),
             trait_changes.c["class"].in_(TRAIT_CLASSES),
-            trait_changes.c.event_time <= as_of,
-            trait_changes.c.received_at <= as_of,
+            trait_changes.c.event_time <= scope.cutoff,
+            trait_changes.c.received_at <= known_by(scope.cutoff, scope.backfilled_until),
+            in_partition(trait_changes.c.profile_id, scope.partition),
         )
         .subquery()
     )
@@ -275,7 +308,7 @@ def _pandas_features(conn: Connection, scope: EventRows, features: Sequence[Feat
     longest = None if None in windows else max(w for w in windows if w is not None)
     names = None if any(f.events is None for f in features) else sorted({n for f in features for n in f.events or ()})
     properties = sorted({p for f in features for p in f.properties})
-    where = and_(visible(scope.cutoff), scope.windowed(longest).in_window)
+    where = and_(scope.visible, scope.windowed(longest).in_window)
     if names is not None:
         where = and_(where, events.c.event.in_(names))
     exported = _fetch_events(conn, scope.dialect, scope.purchases, where, properties)
@@ -330,13 +363,14 @@ class History:
     event_kinds: int  # distinct (type, event name) visible as of the cutoff asked for
 
 
-def history(conn: Connection, *, as_of: datetime) -> History:
+def history(conn: Connection, *, as_of: datetime, backfilled_until: datetime | None = None) -> History:
     # One scan grouped by kind (a few hundred groups) answers both questions.
+    received_by = known_by(as_of, backfilled_until)
     kinds = conn.execute(
         select(
             func.min(events.c.timestamp),
             func.max(events.c.timestamp),
-            func.count().filter(and_(events.c.timestamp <= as_of, events.c.received_at <= as_of)),
+            func.count().filter(and_(events.c.timestamp <= as_of, events.c.received_at <= received_by)),
         )
         .where(events.c.profile_id.is_not(None))
         .group_by(events.c.type, events.c.event)

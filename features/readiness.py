@@ -76,7 +76,13 @@ class ReadinessReport:
 
 
 def readiness_report(
-    engine: Engine, frame: pd.DataFrame, *, horizon: timedelta, label: Label, requirements: Requirements = Requirements()
+    engine: Engine,
+    frame: pd.DataFrame,
+    *,
+    horizon: timedelta,
+    label: Label,
+    requirements: Requirements = Requirements(),
+    backfilled_until: datetime | None = None,
 ) -> ReadinessReport:
     """Check a training frame (of :func:`features.training.build_training_frame`) and its store.
 
@@ -92,12 +98,14 @@ def readiness_report(
         The label (for its wording, and whether it is binary).
     requirements : Requirements
         Thresholds.
+    backfilled_until : datetime, optional
+        As given to :func:`~features.training.build_training_frame`.
     """
     if frame.empty:
         raise NotReady("no eligible profile at any cutoff: nothing to train on (check the cutoffs and eligibility)")
     last_cutoff = pd.Timestamp(frame["cutoff"].max()).to_pydatetime()
     with snapshot(engine) as view:
-        seen = history(view.conn, as_of=last_cutoff)
+        seen = history(view.conn, as_of=last_cutoff, backfilled_until=backfilled_until)
     return ReadinessReport(checks=(
         _history(seen, last_cutoff, horizon, requirements),
         _label_window(seen, last_cutoff, horizon, requirements),

@@ -31,3 +31,25 @@ class Purchases:
             raise ValueError("Purchases.events needs at least one event name")
         if not self.revenue:
             raise ValueError("Purchases.revenue needs a property name")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One of ``count`` disjoint slices of the profiles: those whose ``profile_id % count == index``.
+
+    Profile ids are sequential integers, so their remainders spread any stretch of profiles evenly
+    over the slices without a lookup table, and the predicate runs in the store: each slice's
+    queries read only its own profiles' rows. ``Partition()`` is every profile.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"a partition is 0 <= index < count, got {self.index} of {self.count}")
+
+    @classmethod
+    def split(cls, count: int) -> list[Partition]:
+        """The ``count`` partitions that together hold every profile once."""
+        return [cls(index, count) for index in range(count)]

@@ -14,7 +14,7 @@ message can neither break a feature query nor give the two stores different answ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
@@ -41,7 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import CTE, FromClause, Select, type_coerce
 
 from cdp.store.tables import events
-from features.schemas import Purchases
+from features.schemas import Partition, Purchases
 
 UNIX_EPOCH_JULIAN_DAY = 2440587.5
 SECONDS_PER_DAY = 86400.0
@@ -219,16 +219,24 @@ class EventRows:
     feature's window. Row-level pieces: :attr:`timestamp`, :attr:`type`, :attr:`event`,
     :meth:`number` / :meth:`string` / :meth:`boolean` for ``properties`` (or any payload path),
     :attr:`is_purchase` and :attr:`revenue`. Point-in-time visibility (event time and receipt
-    time at or before the cutoff) is applied by the query, never by the feature.
+    time at or before the cutoff) is applied by the query, never by the feature, and so is the
+    restriction to one :class:`~features.schemas.Partition` of the profiles.
     """
 
     dialect: Dialect
     cutoff: datetime
     purchases: Purchases
     window_days: int | None = None
+    partition: Partition = Partition()
+    backfilled_until: datetime | None = None
 
     def windowed(self, days: int | None) -> EventRows:
-        return EventRows(self.dialect, self.cutoff, self.purchases, days)
+        return replace(self, window_days=days)
+
+    @property
+    def visible(self) -> ColumnElement[bool]:
+        """The events the query reads: visible as of the cutoff, of the partition's profiles."""
+        return and_(visible(self.cutoff, self.backfilled_until), in_partition(events.c.profile_id, self.partition))
 
     # -- row-level pieces -------------------------------------------------------------------
     @property
@@ -337,9 +345,27 @@ def product_lines(
     return elements, category, quantity
 
 
-def visible(cutoff: datetime) -> ColumnElement[bool]:
-    """A fact exists as of ``cutoff`` only if it happened and was received by then."""
-    return and_(events.c.timestamp <= cutoff, events.c.received_at <= cutoff, events.c.profile_id.is_not(None))
+def known_by(cutoff: datetime, backfilled_until: datetime | None) -> datetime:
+    """The latest receipt time a fact may have to count as of ``cutoff``.
+
+    Facts received by ``backfilled_until`` (history imported in bulk, e.g. on switching from
+    another CDP) count from the moment they happened: their receipt time only says when the import
+    ran. Facts received later count from their receipt, so a late one never leaks.
+    """
+    return cutoff if backfilled_until is None else max(cutoff, backfilled_until)
+
+
+def visible(cutoff: datetime, backfilled_until: datetime | None = None) -> ColumnElement[bool]:
+    """A fact exists as of ``cutoff`` only if it happened and was received by then (see :func:`known_by`)."""
+    return and_(
+        events.c.timestamp <= cutoff,
+        events.c.received_at <= known_by(cutoff, backfilled_until),
+        events.c.profile_id.is_not(None),
+    )
+
+
+def in_partition(profile_id: ColumnElement, partition: Partition) -> ColumnElement[bool]:
+    return true() if partition.count == 1 else profile_id % partition.count == partition.index
 
 
 def after(cutoff: datetime, horizon: timedelta) -> ColumnElement[bool]:
@@ -374,7 +400,7 @@ class PurchaseRows:
                 func.coalesce(scope.revenue, 0.0).label("revenue"),
                 dialect.json_at(events.c.payload, PRODUCTS).label("products"),
             )
-            .where(visible(scope.cutoff), scope.is_purchase)
+            .where(scope.visible, scope.is_purchase)
             .cte("purchase")
             .prefix_with("MATERIALIZED")
         )
@@ -440,7 +466,7 @@ class SessionRows:
         )
         rows = (
             select(events.c.profile_id, events.c.timestamp, previous.label("previous"))
-            .where(visible(scope.cutoff), events.c.timestamp > scope.cutoff - timedelta(days=days))
+            .where(scope.visible, events.c.timestamp > scope.cutoff - timedelta(days=days))
             .subquery("timeline")
         )
         return cls(rows, scope.dialect, scope.cutoff, timeout)

@@ -26,6 +26,7 @@ def build_training_frame(
     features: Iterable[str | Feature] = (),
     eligibility: Sequence[Eligibility] = (ActiveWithin(days=90),),
     purchases: Purchases = Purchases(),
+    backfilled_until: datetime | None = None,
 ) -> pd.DataFrame:
     """Features as of each cutoff and the label of the window after it, for eligible profiles.
 
@@ -48,6 +49,9 @@ def build_training_frame(
         keeps every profile with an event before the cutoff.
     purchases : Purchases
         What the features call a purchase and its revenue.
+    backfilled_until : datetime, optional
+        Facts received by then (a history import) count from when they happened
+        (:func:`features.sql.known_by`); labels read event times anyway.
 
     Returns
     -------
@@ -69,7 +73,7 @@ def build_training_frame(
     snapshots = []
     with snapshot(engine) as view:
         for cutoff in sorted(cutoffs):
-            frame = _eligible_features(view, cutoff, chosen, eligibility, purchases)
+            frame = _eligible_features(view, cutoff, chosen, eligibility, purchases, backfilled_until)
             aggregate = labels_at(view.conn, cutoff=cutoff, horizon=horizon, label=label, purchases=purchases)
             target = label.outcome(aggregate).reindex(frame.index).fillna(label.absent)
             frame.insert(0, "cutoff", pd.Timestamp(cutoff).tz_convert("UTC"))
@@ -86,6 +90,7 @@ def build_scoring_frame(
     features: Iterable[str | Feature] = (),
     eligibility: Sequence[Eligibility] = (ActiveWithin(days=90),),
     purchases: Purchases = Purchases(),
+    backfilled_until: datetime | None = None,
 ) -> pd.DataFrame:
     """The features of the profiles eligible as of ``as_of``, built as a training frame's are (no label).
 
@@ -99,17 +104,19 @@ def build_scoring_frame(
         raise ValueError("as_of must be timezone-aware")
     chosen = resolve(feature_set, features)
     with snapshot(engine) as view:
-        frame = _eligible_features(view, as_of, chosen, eligibility, purchases)
+        frame = _eligible_features(view, as_of, chosen, eligibility, purchases, backfilled_until)
     frame.insert(0, "cutoff", pd.Timestamp(as_of).tz_convert("UTC"))
     return _zero_unbought_categories(frame.reset_index(), chosen)
 
 
 def _eligible_features(
     view: Snapshot, cutoff: datetime, chosen: Sequence[Feature], eligibility: Sequence[Eligibility], purchases: Purchases,
+    backfilled_until: datetime | None,
 ) -> pd.DataFrame:
     """Features as of ``cutoff`` of the profiles every rule admits (the rules' helper features dropped again)."""
     helpers = resolve([name for rule in eligibility for name in rule.requires if name not in {f.name for f in chosen}])
-    frame = features_at(view, as_of=cutoff, features=[*chosen, *helpers], purchases=purchases)
+    frame = features_at(view, as_of=cutoff, features=[*chosen, *helpers], purchases=purchases,
+                        backfilled_until=backfilled_until)
     for rule in eligibility:
         frame = frame[rule.mask(frame)]
     return frame.drop(columns=[f.name for f in helpers])
@@ -118,8 +125,19 @@ def _eligible_features(
 def _zero_unbought_categories(frame: pd.DataFrame, chosen: Sequence[Feature]) -> pd.DataFrame:
     if not any(f.family == CATEGORIES for f in chosen):
         return frame
+    zero_unbought_categories(frame)
+    # concat put categories first seen at a later cutoff last; keep the label the last column.
+    return frame[[c for c in frame.columns if c != "label"] + ["label"]] if "label" in frame else frame
+
+
+def zero_unbought_categories(frame: pd.DataFrame) -> list[str]:
+    """Fill in 0 for the category shares that stacked frames left NaN for a buyer; return those columns.
+
+    Frames concatenated from several queries (cutoffs, partitions) each have a column only for
+    the categories bought in them: a profile that bought others has a share of 0, not a missing
+    one. Profiles that bought nothing keep NaN. Changes ``frame`` in place.
+    """
     columns = [c for c in frame.columns if c.startswith(CATEGORY_PREFIX)]
     bought = frame[columns].notna().any(axis=1)
     frame.loc[bought, columns] = frame.loc[bought, columns].fillna(0.0)
-    # concat put categories first seen at a later cutoff last; keep the label the last column.
-    return frame[[c for c in frame.columns if c != "label"] + ["label"]] if "label" in frame else frame
+    return columns

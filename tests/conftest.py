@@ -126,3 +126,13 @@ def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     server = start_server(Settings(home=home / "home", database_url=url), workers=2, log=home / "serve.log")
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server and database for every flow test of the session."""
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}), prefect_test_harness():
+        yield

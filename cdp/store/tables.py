@@ -78,7 +78,13 @@ events = Table(
     # messageId leads: lookups by a list of ids then use the index even before the planner has
     # statistics (a fresh PostgreSQL table otherwise scans every event of the source).
     UniqueConstraint("message_id", "source_id"),
-    Index("ix_events_profile_id_timestamp", "profile_id", "timestamp"),
+    # A profile's timeline, covering what the feature queries read (migration 0006): INCLUDE
+    # columns on PostgreSQL, trailing key columns on SQLite, which has no INCLUDE.
+    Index("ix_events_profile_id_timestamp", "profile_id", "timestamp",
+          postgresql_include=["received_at", "type", "event"], info={"dialect": "postgresql"}
+          ).ddl_if(dialect="postgresql"),
+    Index(None, "profile_id", "timestamp", "received_at", "type", "event", info={"dialect": "sqlite"}
+          ).ddl_if(dialect="sqlite"),
     Index("ix_events_pending", "id", sqlite_where=text("pending"), postgresql_where=text("pending")),
 )
 

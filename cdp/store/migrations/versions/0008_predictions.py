@@ -1,7 +1,7 @@
 """Prediction definitions, one row per version.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-10
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from cdp.store.types import JSONDocument, UTCDateTime
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """The imported item catalog, with availability flags.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-10
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from cdp.store.types import UTCDateTime
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
