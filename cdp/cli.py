@@ -876,29 +876,21 @@ def recs_train(as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 86
     """Select a recommender, register it in MLflow, promote it through the gate, write back traits."""
     from cdp.errors import InvalidInput
     from models.recommend.train import train_recommender
-    from models.recommend.writeback import write_back
-    from models.tracking import load_recommender, recommender_champion_version
+    from models.recommend.writeback import write_back_champion
 
     settings = _settings()
     engine = _store()
-    when = _as_of(as_of)
     try:
-        training = train_recommender(engine, settings, as_of=when)
+        training = train_recommender(engine, settings, as_of=_as_of(as_of))
     except ValueError as error:
         raise InvalidInput(str(error)) from None
     _print_selection(training)
     assert training.decision is not None
     out.print(f"gate: {'promoted' if training.promoted else 'refused'} v{training.model_version}: "
               f"{training.decision.reason}", highlight=False)
-    uri = settings.resolved_mlflow_tracking_uri
-    champion = recommender_champion_version(uri)
-    if champion is None:
-        out.print("no champion: traits not written")
-        return
-    bundle = training.bundle if training.promoted else load_recommender(uri, champion)
-    written = write_back(engine, bundle, settings, now=datetime.now(UTC))
-    out.print(f"champion v{champion}: recommended_items changed on {written.recommended_changed:,} profiles"
-              + "".join(f"; {trait}: {n:,} members" for trait, n in written.audiences.items()), highlight=False)
+    written = write_back_champion(engine, settings, now=datetime.now(UTC), trained=training.bundle,
+                                  trained_version=training.model_version)
+    out.print(str(written), highlight=False)
 
 
 @recs_app.command("evaluate")
@@ -1025,6 +1017,9 @@ def _print_outcome(name: str, outcome: Any) -> None:
         out.print(f"{name}: {outcome.profiles:,} profiles x {outcome.columns} columns -> {outcome.path}",
                   highlight=False, soft_wrap=True)
         out.print(outcome.readiness, highlight=False, soft_wrap=True)
+    elif isinstance(outcome, dict):  # a flow of several parts (trainings, scorings)
+        for part, result in outcome.items():
+            _print_outcome(f"{name} / {part}", result)
     else:
         out.print(f"{name}: {outcome}", highlight=False, soft_wrap=True)
 

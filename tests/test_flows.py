@@ -10,15 +10,21 @@ import pytest
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 import flows
 from cdp.config import Settings, get_settings
+from cdp.predictions.schemas import PredictionDefinition
+from cdp.predictions.service import create_prediction
+from cdp.store.tables import profile_traits
 from features.definitions import resolve
 from features.read import read_features
 from flows.build_features import FeatureSnapshot, build_features
 from flows.daily import daily
 from flows.runtime import store_task, task_runner
+from flows.score import score_and_write_back
+from flows.train import train
 from tests.features_data import START, random_shop, store
 from tests.test_cli import assert_user_error, cdp
 from tests.test_features import assert_same
@@ -58,6 +64,23 @@ def test_build_features_writes_the_snapshot_of_every_partition(configured: Setti
 def test_daily_runs_every_step(configured: Settings) -> None:
     result = daily(as_of=AS_OF)
     assert list(result) == list(flows.STEPS) and isinstance(result["build_features"], FeatureSnapshot)
+
+
+@pytest.mark.slow
+def test_train_then_score_and_write_back(configured: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        create_prediction(conn, definition=PredictionDefinition(key="churn", kind="churn", fallback="heuristic"),
+                          now=AS_OF)
+    trained = train(as_of=AS_OF)
+    assert list(trained) == ["churn", "recommender"]
+    # 60 customers are too few to train on: the run says so, and the heuristic scores them instead.
+    assert "NOT READY" in trained["churn"] and "FALLBACK" in trained["churn"], trained["churn"]
+    scored = score_and_write_back(as_of=AS_OF)
+    assert "scored as of" in scored["churn"] and "FALLBACK" in scored["churn"], scored
+    with engine.connect() as conn:
+        probabilities = conn.execute(select(func.count()).select_from(profile_traits).where(
+            profile_traits.c.name == "churn_probability", profile_traits.c["class"] == "predicted")).scalar()
+    assert probabilities > 10
 
 
 @pytest.mark.slow

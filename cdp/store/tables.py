@@ -78,7 +78,7 @@ events = Table(
     # messageId leads: lookups by a list of ids then use the index even before the planner has
     # statistics (a fresh PostgreSQL table otherwise scans every event of the source).
     UniqueConstraint("message_id", "source_id"),
-    # A profile's timeline, covering what the feature queries read (migration 0006): INCLUDE
+    # A profile's timeline, covering what the feature queries read (migration 0007): INCLUDE
     # columns on PostgreSQL, trailing key columns on SQLite, which has no INCLUDE.
     Index("ix_events_profile_id_timestamp", "profile_id", "timestamp",
           postgresql_include=["received_at", "type", "event"], info={"dialect": "postgresql"}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -30,6 +30,7 @@ from cdp.store.db import write_transaction
 from models.recommend.base import Filters, batches
 from models.recommend.filters import AlignedCatalog
 from models.recommend.serve import RecommenderBundle
+from models.tracking import load_recommender, recommender_champion_version
 
 RECOMMENDED_ITEMS = "recommended_items"
 TRAIT_CLASS = "predicted"
@@ -130,11 +131,17 @@ def _matching_items(bundle: RecommenderBundle, affinity: Affinity) -> np.ndarray
     return (catalog.category if affinity.kind == "category" else catalog.brand) == affinity.value
 
 
-
 @dataclass(frozen=True)
 class WriteBack:
     recommended_changed: int
     audiences: dict[str, int]  # trait -> members
+    model_version: str | None = None
+
+    def __str__(self) -> str:
+        if self.model_version is None:
+            return "no recommender champion: recommendation traits not written"
+        return (f"champion v{self.model_version}: recommended_items changed on {self.recommended_changed:,} profiles"
+                + "".join(f"; {trait}: {n:,} members" for trait, n in self.audiences.items()))
 
 
 def write_back(engine: Engine, bundle: RecommenderBundle, settings: Settings, *, now: datetime) -> WriteBack:
@@ -143,3 +150,16 @@ def write_back(engine: Engine, bundle: RecommenderBundle, settings: Settings, *,
     audiences = {affinity.trait: len(affinity_audience(engine, bundle, affinity, now=now))
                  for affinity in Affinity.parse_list(settings.recs_affinity_audiences)}
     return WriteBack(changed, audiences)
+
+
+def write_back_champion(
+    engine: Engine, settings: Settings, *, now: datetime, trained: RecommenderBundle | None = None,
+    trained_version: str | None = None,
+) -> WriteBack:
+    """:func:`write_back` from the current champion (``trained`` if that is it: no reload)."""
+    uri = settings.resolved_mlflow_tracking_uri
+    champion = recommender_champion_version(uri)
+    if champion is None:
+        return WriteBack(0, {})
+    bundle = trained if trained is not None and trained_version == champion else load_recommender(uri, champion)
+    return replace(write_back(engine, bundle, settings, now=now), model_version=champion)

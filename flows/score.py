@@ -1,0 +1,49 @@
+"""The ``score_and_write_back`` flow: champions score the profiles; predicted traits are written back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow
+
+from cdp.config import Settings, get_settings
+from cdp.errors import CdpError
+from cdp.predictions.service import list_predictions
+from cdp.store.db import create_store_engine
+from flows.runtime import store_task
+from models.predict import score_prediction
+from models.recommend.writeback import write_back_champion
+
+
+@store_task
+def score_one(settings: Settings, key: str, as_of: datetime) -> str:
+    engine = create_store_engine(settings, pool=False)
+    try:
+        return str(score_prediction(engine, key, as_of=as_of, settings=settings))
+    except CdpError as error:  # no champion yet: said in the run; the others are scored
+        return f"{key}: not scored: {error.message}"
+    finally:
+        engine.dispose()
+
+
+@store_task
+def write_recommendations(settings: Settings) -> str:
+    engine = create_store_engine(settings, pool=False)
+    try:
+        return str(write_back_champion(engine, settings, now=datetime.now(UTC)))
+    finally:
+        engine.dispose()
+
+
+@flow(name="score_and_write_back")
+def score_and_write_back(as_of: datetime | None = None) -> dict[str, str]:
+    """Score every prediction with its champion and write recommended items, as of a moment (default: now)."""
+    settings, as_of = get_settings(), as_of or datetime.now(UTC)
+    engine = create_store_engine(settings, pool=False)
+    try:
+        with engine.connect() as conn:
+            keys = [stored.definition.key for stored in list_predictions(conn)]
+    finally:
+        engine.dispose()
+    return {**{key: score_one(settings, key, as_of) for key in keys},
+            "recommendations": write_recommendations(settings)}
