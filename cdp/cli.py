@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -354,7 +355,7 @@ def demo(
     days: Annotated[int, typer.Option(min=7, help="Days of history.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Generate a store's worth of events, send them through the HTTP API, show what landed and a training frame."""
+    """Simulate a shop, send it through the HTTP API, then train predictions and recommenders on what landed."""
     if ctx.invoked_subcommand is not None:
         return
     import secrets
@@ -369,13 +370,13 @@ def demo(
 
     settings = _settings()
     engine = _store()
-    out.print(f"[bold]1/4[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
+    out.print(f"[bold]1/6[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
     summary = generate(settings.home / "demo-data", SimulationConfig(profiles=profiles, days=days, seed=seed))
     out.print(f"     {summary.events:,} messages -> {summary.events_path}")
 
     write_key = secrets.token_urlsafe(24)
     server = start_server(settings, workers=2, log=settings.home / "demo-serve.log", write_keys=write_key)
-    out.print(f"[bold]2/4[/bold] sending them to {server.url}/v1/batch in batches of 100")
+    out.print(f"[bold]2/6[/bold] sending them to {server.url}/v1/batch in batches of 100")
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as progress:
@@ -392,7 +393,7 @@ def demo(
 
     with reader(engine).connect() as conn:
         landed = summarize(conn)
-    out.print(f"[bold]3/4[/bold] the store at {_where(settings)} now holds")
+    out.print(f"[bold]3/6[/bold] the store at {_where(settings)} now holds")
     table = Table("what", "count")
     table.add_row("events (a re-sent messageId is kept once)", f"{landed.events:,}")
     for kind, n in sorted(landed.by_type.items()):
@@ -405,7 +406,15 @@ def demo(
     out.print(table)
     if landed.first_event:
         out.print(f"event time from {landed.first_event:%Y-%m-%d} to {landed.last_event:%Y-%m-%d}")
-    _demo_training_frame(engine, as_of=summary.end, sent=datetime.now(UTC))
+    sent_at = datetime.now(UTC)
+    _demo_training_frame(engine, as_of=summary.end, sent=sent_at)
+    # The simulated history all arrived just now: as a backfill, it counts from when it happened.
+    backfilled = settings.model_copy(update={"backfilled_until": sent_at})
+    _demo_predictions(engine, backfilled, as_of=summary.end)
+    _demo_recommendations(engine, settings)
+    out.print(f"next: `cdp serve`, then the Profile API shows the predicted traits; `cdp predictions show churn`, "
+              f"`cdp recs show USER`; later trainings: set CDP_BACKFILLED_UNTIL={sent_at.isoformat()}",
+              highlight=False, soft_wrap=True)
 
 
 def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> None:
@@ -414,7 +423,7 @@ def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> Non
 
     # The simulated history all arrived just now: as a backfill, each snapshot sees what had
     # happened by its cutoff (otherwise nothing was known before today).
-    out.print(f"[bold]4/4[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
+    out.print(f"[bold]4/6[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
               f"the history received until {sent:%Y-%m-%d %H:%M} counting as a backfill", soft_wrap=True)
     try:
         frame, report = training_readiness(engine, as_of=as_of, backfilled_until=sent)
@@ -425,6 +434,55 @@ def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> Non
     out.print(f"     {frame.shape[0]:,} rows x {frame.shape[1]} columns (cutoffs {cutoffs}), "
               f"{frame['label'].mean():.1%} churned", highlight=False, soft_wrap=True)
     out.print(str(report), highlight=False, soft_wrap=True)
+
+
+DEMO_PREDICTIONS = (("churn", "churn"), ("purchase", "purchase"), ("ltv", "ltv"))
+
+
+def _demo_predictions(engine: Any, settings: Settings, *, as_of: datetime) -> None:
+    from cdp.predictions.schemas import PredictionDefinition
+    from cdp.predictions.service import create_prediction
+    from cdp.store.db import write_transaction
+    from features import NotReady
+    from models.predict import score_prediction
+    from models.train import train_prediction
+
+    _quiet_mlflow()
+    out.print(f"[bold]5/6[/bold] predictions (30 days ahead) trained as of {as_of:%Y-%m-%d}, tracked in MLflow "
+              f"({settings.resolved_mlflow_tracking_uri}), scored back onto profiles", soft_wrap=True)
+    for key, kind in DEMO_PREDICTIONS:
+        definition = PredictionDefinition(key=key, kind=kind, window_days=30)
+        write_transaction(engine, lambda conn, d=definition: create_prediction(conn, definition=d, now=datetime.now(UTC)))
+        with err.status(f"training {key}"):
+            try:
+                trained = train_prediction(engine, definition, as_of=as_of, settings=settings)
+            except NotReady as error:
+                out.print(f"{key}: not trained: {error.message}", highlight=False, soft_wrap=True)
+                continue
+        out.print(str(trained), highlight=False, soft_wrap=True)
+        with err.status(f"scoring {key}"):
+            out.print(str(score_prediction(engine, key, as_of=as_of, settings=settings)), highlight=False,
+                      soft_wrap=True)
+
+
+def _demo_recommendations(engine: Any, settings: Settings) -> None:
+    from sqlalchemy import select
+
+    from cdp.store.tables import identities
+    from models.recommend.train import train_recommender
+    from models.recommend.writeback import write_back_champion
+
+    out.print("[bold]6/6[/bold] recommenders tuned on a temporal split, side by side with popularity")
+    with err.status("training recommenders"):
+        training = train_recommender(engine, settings, as_of=datetime.now(UTC))
+    _print_selection(training)
+    out.print(str(write_back_champion(engine, settings, now=datetime.now(UTC), trained=training.bundle,
+                                      trained_version=training.model_version)), highlight=False)
+    with engine.connect() as conn:
+        known = conn.execute(select(identities.c.value).where(identities.c.type == "user_id")
+                             .order_by(identities.c.id).limit(1)).scalar()
+    for user in (f"user_id:{known}", "anonymous_id:demo-visitor-never-seen"):
+        _show_recommendations(engine, settings, user, limit=5)
 
 
 @demo_app.command("generate")
@@ -679,13 +737,14 @@ AS_OF_HELP = "ISO 8601 date or time [default: now]; a past one backtests on impo
 
 
 @predictions_app.callback()
-def _predictions_quietly() -> None:
+def _quiet_mlflow() -> None:
     """MLflow narrates its store set-up, registrations and downloads on stderr, where our errors go."""
-    import os
+    import logging
     import warnings
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="mlflow")
 
 
@@ -853,7 +912,7 @@ def predictions_export(
 # -- recommendations and the item catalog -----------------------------------------------------------
 
 recs_app = typer.Typer(help="Recommenders: train and register, evaluate offline, show someone's recommendations.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, callback=_quiet_mlflow)
 app.add_typer(recs_app, name="recs")
 catalog_app = typer.Typer(help="The item catalog: descriptions and availability.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
@@ -914,6 +973,10 @@ def recs_show(
     limit: Annotated[int, typer.Option(min=1, max=100, help="How many items.")] = 10,
 ) -> None:
     """Someone's recommendations from the champion, as the API serves them."""
+    _show_recommendations(_store(), _settings(), user, limit=limit)
+
+
+def _show_recommendations(engine: Any, settings: Settings, user: str, *, limit: int) -> None:
     from cdp.errors import NotFound
     from cdp.profiles.service import find_person
     from cdp.store.db import reader
@@ -921,8 +984,6 @@ def recs_show(
     from models.recommend.serve import Ask, ServingModel
     from models.tracking import load_recommender, recommender_champion_version
 
-    settings = _settings()
-    engine = _store()
     uri = settings.resolved_mlflow_tracking_uri
     version = recommender_champion_version(uri)
     if version is None:

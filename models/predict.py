@@ -74,7 +74,8 @@ def score_prediction(
     with engine.connect() as conn:
         definition = get_prediction(conn, key=key).definition
     frame = build_scoring_frame(engine, as_of=as_of, feature_set=definition.feature_set,
-                                eligibility=eligibility_of(definition), purchases=purchases_of(definition))
+                                eligibility=eligibility_of(definition), purchases=purchases_of(definition),
+                                backfilled_until=settings.backfilled_until)
     champion = champion_predictor(settings.resolved_mlflow_tracking_uri, key)
     if champion is None and definition.fallback == "refuse":
         raise NoChampion(f"prediction {key!r} has no champion model: train one (`cdp predictions train {key}`); "

@@ -89,7 +89,8 @@ def train_prediction(
     as_of : datetime
         The training date (timezone-aware): the last label window ends here.
     settings : Settings
-        ``resolved_mlflow_tracking_uri`` is where runs and models go.
+        ``resolved_mlflow_tracking_uri`` is where runs and models go; ``backfilled_until`` says which
+        history counts from when it happened (see :func:`features.build_training_frame`).
     gate : Gate
         What the model must beat to become ``champion``.
     requirements : Requirements
@@ -107,8 +108,10 @@ def train_prediction(
     frame = build_training_frame(
         engine, cutoffs=cutoffs, horizon=definition.horizon, label=label, feature_set=definition.feature_set,
         eligibility=eligibility_of(definition), purchases=purchases_of(definition),
+        backfilled_until=settings.backfilled_until,
     )
-    report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements)
+    report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements,
+                              backfilled_until=settings.backfilled_until)
     training_set = describe_training_set(definition, frame, cutoffs)
     common = {"definition": definition, "as_of": as_of, "cutoffs": tuple(cutoffs), "readiness": report,
               "training_set": training_set}
