@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class CdpError(Exception):
     """A failure with a stable machine-readable ``code`` and a one-line human ``message``."""
@@ -37,3 +39,11 @@ class NotFound(CdpError):
 
 class Conflict(CdpError):
     code = "conflict"
+
+
+def invalid_input(error: ValidationError, prefix: str) -> InvalidInput:
+    """The first problem pydantic found, as one line: ``prefix`` then where it is and what is wrong."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidInput(prefix + (f"{where}: {message}" if where else message))

@@ -205,12 +205,13 @@ def _current(
         columns += [profile_traits.c.event_time, profile_traits.c.received_at]
     query = select(*columns).where(profile_traits.c.name.in_(list(names)), profile_traits.c["class"] == "computed")
     rows = []
-    for chunk in _chunks(profile_ids):
+    for chunk in id_chunks(profile_ids):
         rows += conn.execute(query if chunk is None else query.where(profile_traits.c.profile_id.in_(chunk))).all()
     return {(row.name, row.profile_id): row for row in rows}
 
 
-def _chunks(ids: Collection[int] | None) -> list[list[int] | None]:
+def id_chunks(ids: Collection[int] | None) -> list[list[int] | None]:
+    """Sorted ids in chunks small enough for an IN list; ``[None]`` (no restriction) for every profile."""
     if ids is None:
         return [None]
     ordered = sorted(ids)
@@ -225,7 +226,7 @@ def query_values(
 ) -> dict[int, Any]:
     """The non-empty value of every profile that has qualifying events; ``as_of`` None reads every stored event."""
     values: dict[int, Any] = {}
-    for chunk in _chunks(profile_ids):
+    for chunk in id_chunks(profile_ids):
         query = _aggregate(conn.dialect.name, definition, as_of, chunk)
         if definition.kind == "unique_list":
             grouped: dict[int, list[Any]] = defaultdict(list)

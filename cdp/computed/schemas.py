@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cdp.errors import InvalidInput
+from cdp.errors import InvalidInput, invalid_input
 
 Kind = Literal["count", "sum", "avg", "min", "max", "most_frequent", "first", "last", "unique_list", "unique_count"]
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "contains", "exists"]
@@ -139,12 +139,8 @@ def parse_definition(data: Any) -> ComputedTrait:
     try:
         return ComputedTrait.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
         name = data.get("name") if isinstance(data.get("name"), str) else None
-        prefix = f"computed trait {name!r}: " if name else "computed trait: "
-        raise InvalidInput(prefix + (f"{where}: {message}" if where else message)) from None
+        raise invalid_input(error, f"computed trait {name!r}: " if name else "computed trait: ") from None
 
 
 def check_path(path: str, what: str) -> None:
