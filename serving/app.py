@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 import cdp
 from cdp.config import Settings, get_settings
+from cdp.destinations.deliver import DeliveryConfig, DeliveryWorker
 from cdp.events.attribution import AttributionFollower
 from cdp.events.ingest import IngestConfig
 from cdp.privacy.regulations import run_pending
@@ -18,7 +19,7 @@ from cdp.setup import prepare_store
 from cdp.store.group_commit import GroupCommitter
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
-from serving.routes import computed_traits, health, plans, profiles, regulations, tracking
+from serving.routes import audiences, computed_traits, destinations, health, plans, profiles, regulations, tracking
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,7 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.committer = GroupCommitter.for_store(engine)
         app.state.attribution = AttributionFollower(
             app.state.committer, app.state.ingest_config, batch=settings.attribution_batch).start()
+        app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
         yield
+        app.state.delivery.stop()
         app.state.attribution.stop()
         app.state.committer.close()
         resume.join(timeout=30)
@@ -57,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(regulations.router)
     app.include_router(plans.router)
     app.include_router(computed_traits.router)
+    app.include_router(audiences.router)
+    app.include_router(destinations.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -75,9 +75,12 @@ def send(client: httpx.Client, destination: Destination, message: outbox.Claimed
 
 
 def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *, now: datetime | None = None) -> int:
-    """Claim the due messages and attempt each once; returns how many were attempted."""
+    """Claim the messages due at ``now`` (default: the wall clock) and attempt each once; returns how many."""
+    def clock() -> datetime:
+        return now or datetime.now(UTC)
+
     claimed = write_transaction(engine, lambda conn: outbox.claim_due(
-        conn, now=now or datetime.now(UTC), lease=config.lease, limit=CLAIM_BATCH))
+        conn, now=clock(), lease=config.lease, limit=CLAIM_BATCH))
     cache: dict[int, Destination | None] = {}
     for message in claimed:
         if message.destination_id not in cache:
@@ -96,7 +99,7 @@ def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *,
             error = f"{type(failure).__name__}: {failure}"[:ERROR_TEXT]
         duration_ms = round((time.perf_counter() - started) * 1000)
         write_transaction(engine, lambda conn, m=message, s=status_code, e=error, d=duration_ms: outbox.record_attempt(
-            conn, message=m, status_code=s, error=e, duration_ms=d, now=datetime.now(UTC), policy=config.policy))
+            conn, message=m, status_code=s, error=e, duration_ms=d, now=clock(), policy=config.policy))
     return len(claimed)
 
 
