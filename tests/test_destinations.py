@@ -272,3 +272,34 @@ def test_live_server_event_to_webhook(hooked_server, receiver: Receiver, tmp_pat
     log = httpx.get(f"{base}/v1/destinations/{destination_id}/deliveries", headers=admin).json()["data"]
     assert sorted(m["status"] for m in log) == ["delivered", "delivered"]
     assert sum(len(m["log"]) for m in log) == 3
+
+
+def test_cli_audiences_destinations_and_backfill_without_deliveries(settings: Settings, tmp_path: Path) -> None:
+    from tests.test_cli import assert_user_error, cdp
+
+    assert cdp(settings, "init").returncode == 0
+    assert_user_error(cdp(settings, "destinations", "create", "inside", "--url", "http://127.0.0.1:9/"),
+                      "CDP_DESTINATIONS_ALLOWLIST")
+    created = cdp(settings, "destinations", "create", "outside", "--url", "http://93.184.216.34/hook")
+    assert created.returncode == 0, created.stderr
+    definition = tmp_path / "aud.json"
+    definition.write_text(orjson.dumps({"key": "buyers", "destinations": [1], "condition": {
+        "type": "event", "event": "Order Completed"}}).decode())
+    assert "0 members" in cdp(settings, "audiences", "create", "--file", str(definition)).stdout
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(orjson.dumps({"type": "track", "userId": f"u{n}", "event": "Order Completed",
+                                              "timestamp": "2026-01-01T00:00:00Z"}).decode() for n in range(3)))
+    imported = cdp(settings, "import", str(events), "--backfill")
+    assert "3 entered" in imported.stdout, imported.stdout + imported.stderr
+    assert "buyers" in cdp(settings, "audiences", "list").stdout
+    preview = tmp_path / "preview.json"
+    preview.write_text('{"condition": {"type": "audience", "audience": "buyers"}}')
+    assert "3 profiles" in cdp(settings, "audiences", "preview", "--file", str(preview)).stdout
+    assert "Order Completed" in cdp(settings, "audiences", "show", "buyers").stdout
+    assert "0 entered" in cdp(settings, "audiences", "recompute").stdout
+    assert "0 messages queued" in cdp(settings, "destinations", "replay", "1").stdout
+    listed = cdp(settings, "destinations", "deliveries", "1")
+    assert listed.returncode == 0 and "aud-" not in listed.stdout, "a backfill sends nothing"
+    definition.write_text('{"key": "x", "condition": {"type": "trait", "trait": "a", "op": "in", "value": 1}}')
+    assert_user_error(cdp(settings, "audiences", "create", "--file", str(definition)), "non-empty list")
+    assert_user_error(cdp(settings, "audiences", "show", "nope"), "no audience with key 'nope'")
