@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cdp.computed.schemas import NAME, Filter, is_number
-from cdp.errors import InvalidInput, invalid_input
+from cdp.errors import invalid_input, validated
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 
 Scalar = str | bool | int | float
@@ -187,13 +187,7 @@ def referenced_audiences(condition: Any) -> set[str]:
 
 def parse_audience(data: Any) -> AudienceDefinition:
     """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
-    if not isinstance(data, dict):
-        raise InvalidInput("an audience definition must be a JSON object")
-    try:
-        return AudienceDefinition.model_validate(data)
-    except ValidationError as error:
-        key = data.get("key") if isinstance(data.get("key"), str) else None
-        raise invalid_input(error, f"audience {key!r}: " if key else "audience: ") from None
+    return validated(AudienceDefinition, data, what="audience", named_by="key")
 
 
 def parse_condition(data: Any) -> Any:

@@ -7,9 +7,9 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cdp.errors import InvalidInput, invalid_input
+from cdp.errors import InvalidInput, validated
 
 Kind = Literal["count", "sum", "avg", "min", "max", "most_frequent", "first", "last", "unique_list", "unique_count"]
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "contains", "exists"]
@@ -134,13 +134,7 @@ def parse_definitions(data: Any) -> list[ComputedTrait]:
 
 def parse_definition(data: Any) -> ComputedTrait:
     """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
-    if not isinstance(data, dict):
-        raise InvalidInput("a computed trait definition must be a JSON object")
-    try:
-        return ComputedTrait.model_validate(data)
-    except ValidationError as error:
-        name = data.get("name") if isinstance(data.get("name"), str) else None
-        raise invalid_input(error, f"computed trait {name!r}: " if name else "computed trait: ") from None
+    return validated(ComputedTrait, data, what="computed trait", named_by="name")
 
 
 def check_path(path: str, what: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cdp.errors import InvalidInput, invalid_input
+from cdp.errors import validated
 
 
 class DestinationIn(BaseModel):
@@ -32,9 +32,5 @@ class DestinationIn(BaseModel):
 
 
 def parse_destination(data: Any) -> DestinationIn:
-    if not isinstance(data, dict):
-        raise InvalidInput("a destination must be a JSON object")
-    try:
-        return DestinationIn.model_validate(data)
-    except ValidationError as error:
-        raise invalid_input(error, "destination: ") from None
+    """A destination from JSON data, or ``InvalidInput`` naming the first problem."""
+    return validated(DestinationIn, data, what="destination", named_by="name")
