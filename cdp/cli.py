@@ -223,6 +223,15 @@ def import_(
         )
     out.print(f"read {result.read:,} messages: {result.accepted:,} accepted (repeated messageIds are kept once), "
               f"{result.quarantined:,} quarantined")
+    if backfill and result.accepted:
+        from cdp.audiences.membership import recompute
+        from cdp.store.db import write_transaction
+
+        # History changes who is in; the backfill flag keeps those changes from reaching destinations.
+        changes = write_transaction(engine, lambda conn: recompute(conn, as_of=datetime.now(UTC), deliver=False))
+        if changes:
+            out.print(f"audiences recomputed without deliveries: {sum(c.entered for c in changes):,} entered, "
+                      f"{sum(c.exited for c in changes):,} exited")
     if result.quarantined:
         out.print("see them with `cdp quarantine list`")
 
@@ -511,7 +520,7 @@ def plans_create(
     from cdp.governance.service import create_plan
 
     with _store().begin() as conn:
-        plan = create_plan(conn, name=name, rules=_read_rules(file), now=datetime.now(UTC))
+        plan = create_plan(conn, name=name, rules=_read_json(file), now=datetime.now(UTC))
     out.print(f"tracking plan {plan.name!r} v{plan.version} with {len(plan.rules.get('events', {}))} planned events; "
               f"`cdp plans assign {plan.name!r} --source SOURCE --mode flag` enforces it")
 
@@ -526,7 +535,7 @@ def plans_update(
     from cdp.governance.service import add_version
 
     with _store().begin() as conn:
-        plan = add_version(conn, name=name, rules=_read_rules(file), now=datetime.now(UTC))
+        plan = add_version(conn, name=name, rules=_read_json(file), now=datetime.now(UTC))
     out.print(f"tracking plan {plan.name!r} is at v{plan.version}; "
               "`cdp quarantine replay` stores the blocked messages it now allows")
 
@@ -621,17 +630,6 @@ def plans_infer(
               f"review it, then `cdp plans create NAME --file {out_file}`")
 
 
-def _read_rules(file: Path) -> Any:
-    import orjson
-
-    from cdp.errors import InvalidInput
-
-    if not file.is_file():
-        raise InvalidInput(f"no such file: {file}")
-    try:
-        return orjson.loads(file.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{file} is not JSON: {exc}") from None
 # -- computed traits -----------------------------------------------------------------------------
 
 traits_app = typer.Typer(help="Computed traits: declare, list, delete, compute.", no_args_is_help=True)
@@ -1095,6 +1093,205 @@ def flows_serve() -> None:
     _store().dispose()
     out.print(f"serving {', '.join(flows.FLOWS)}; {flows.SCHEDULED} at cron {settings.flows_schedule!r} (UTC)")
     flows.serve(settings)
+
+
+# -- audiences and destinations ------------------------------------------------------------------
+
+audiences_app = typer.Typer(help="Audiences: conditions on traits, predictions, events and audiences.",
+                            no_args_is_help=True)
+app.add_typer(audiences_app, name="audiences")
+destinations_app = typer.Typer(help="Destinations: webhooks and Segment-compatible endpoints, and their deliveries.",
+                               no_args_is_help=True)
+app.add_typer(destinations_app, name="destinations")
+
+
+def _read_json(file: Path) -> Any:
+    import orjson
+
+    from cdp.errors import InvalidInput
+
+    if not file.is_file():
+        raise InvalidInput(f"no such file: {file}")
+    try:
+        return orjson.loads(file.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{file} is not JSON: {exc}") from None
+
+
+@audiences_app.command("create")
+@user_errors
+def audiences_create(
+    file: Annotated[Path, typer.Option("--file", help="JSON: {\"key\", \"name\", \"condition\", \"destinations\": [ids]}.")],
+) -> None:
+    """Create an audience (or a new version of it) and compute its members now."""
+    from cdp.audiences.membership import recompute
+    from cdp.audiences.schemas import parse_audience
+    from cdp.audiences.service import save_audience
+    from cdp.store.db import write_transaction
+
+    definition = parse_audience(_read_json(file))
+
+    def save(conn):  # type: ignore[no-untyped-def]
+        now = datetime.now(UTC)
+        stored, status = save_audience(conn, definition=definition, now=now)
+        changes = recompute(conn, keys=[stored.key], as_of=now) if status != "unchanged" else []
+        return stored, status, changes
+
+    stored, status, changes = write_transaction(_store(), save)
+    out.print(f"audience {stored.key!r} v{stored.version} ({status})", highlight=False)
+    for change in changes:
+        out.print(f"{change.size:,} members; {change.entered:,} entered, {change.exited:,} exited", highlight=False)
+
+
+@audiences_app.command("preview")
+@user_errors
+def audiences_preview(
+    file: Annotated[Path, typer.Option("--file", help="JSON: a definition, or {\"condition\": ...}.")],
+) -> None:
+    """Show how many profiles a condition holds for now, and a sample, without saving it."""
+    from cdp.audiences.membership import preview
+    from cdp.audiences.schemas import parse_condition
+    from cdp.errors import InvalidInput
+    from cdp.store.db import reader
+
+    data = _read_json(file)
+    if not isinstance(data, dict) or "condition" not in data:
+        raise InvalidInput(f"{file} must hold an object with a condition")
+    condition = parse_condition(data["condition"])
+    with reader(_store()).connect() as conn:
+        found = preview(conn, condition=condition, as_of=datetime.now(UTC))
+    out.print(f"{found.size:,} profiles")
+    table = Table("profile", "user_id", "anonymous_id", "email")
+    for row in found.sample:
+        table.add_row(str(row["profile_id"]), row.get("user_id", ""), row.get("anonymous_id", ""), row.get("email", ""))
+    out.print(table)
+
+
+@audiences_app.command("list")
+@user_errors
+def audiences_list() -> None:
+    """Show the audiences, their size and when they were last computed."""
+    from cdp.audiences.service import audience_sizes, list_audiences
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        stored, sizes = list_audiences(conn), audience_sizes(conn)
+    if not stored:
+        out.print("No audiences; create one with `cdp audiences create --file FILE`.")
+        return
+    table = Table("key", "name", "version", "members", "destinations", "computed as of")
+    for a in stored:
+        table.add_row(a.key, a.definition.title, str(a.version), f"{sizes.get(a.id, 0):,}",
+                      ", ".join(map(str, a.definition.destinations)),
+                      a.last_computed_at.isoformat(timespec="seconds") if a.last_computed_at else "never")
+    out.print(table)
+
+
+@audiences_app.command("show")
+@user_errors
+def audiences_show(key: Annotated[str, typer.Argument(help="The audience's key.")]) -> None:
+    """Show an audience's definition and size."""
+    from cdp.audiences.service import audience_sizes, get_audience
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        stored = get_audience(conn, key=key)
+        size = audience_sizes(conn).get(stored.id, 0)
+    out.print(f"audience {stored.key!r} v{stored.version}: {size:,} members", highlight=False)
+    out.print_json(data=stored.definition.model_dump(mode="json", by_alias=True))
+
+
+@audiences_app.command("recompute")
+@user_errors
+def audiences_recompute(
+    key: Annotated[list[str] | None, typer.Option("--key", help="Only this audience (repeatable) [default: all].")] = None,
+    deliver: Annotated[bool, typer.Option(help="Send the changes to the audiences' destinations.")] = True,
+) -> None:
+    """Evaluate audiences over every profile now and record who entered and exited."""
+    from cdp.audiences.membership import recompute
+    from cdp.store.db import write_transaction
+
+    changes = write_transaction(_store(), lambda conn: recompute(
+        conn, keys=key or [], as_of=datetime.now(UTC), deliver=deliver))
+    if not changes:
+        out.print("No audiences; create one with `cdp audiences create --file FILE`.")
+    for change in changes:
+        out.print(f"{change.key}: {change.size:,} members; {change.entered:,} entered, {change.exited:,} exited",
+                  highlight=False)
+
+
+@destinations_app.command("create")
+@user_errors
+def destinations_create(
+    name: str,
+    url: Annotated[str, typer.Option(help="Where messages are POSTed.")],
+    type_: Annotated[str, typer.Option("--type", help="webhook, or segment (a Segment-compatible /v1/batch URL).")] = "webhook",
+    secret: Annotated[str | None, typer.Option(help="HMAC signing key [default: generated].")] = None,
+    write_key: Annotated[str | None, typer.Option(help="segment: the receiving source's write key.")] = None,
+) -> None:
+    """Register a destination; prints its id and signing secret."""
+    from cdp.destinations.addresses import Allowlist
+    from cdp.destinations.schemas import parse_destination
+    from cdp.destinations.service import create_destination
+
+    spec = parse_destination({"type": type_, "name": name, "url": url, "secret": secret, "write_key": write_key})
+    allowlist = Allowlist.parse(_settings().destinations_allowlist)
+    with _store().begin() as conn:
+        created = create_destination(conn, spec=spec, allowlist=allowlist, now=datetime.now(UTC))
+    out.print(f"destination {created.name!r} (id {created.id}) -> {created.url}; signing secret:", highlight=False)
+    print(created.secret)
+
+
+@destinations_app.command("list")
+@user_errors
+def destinations_list() -> None:
+    """Show the destinations."""
+    from cdp.destinations.service import list_destinations
+
+    with _store().connect() as conn:
+        found = list_destinations(conn)
+    table = Table("id", "type", "name", "url")
+    for d in found:
+        table.add_row(str(d.id), d.type, d.name, d.url)
+    out.print(table)
+
+
+@destinations_app.command("deliveries")
+@user_errors
+def destinations_deliveries(
+    destination_id: int,
+    limit: Annotated[int, typer.Option(min=1, help="How many messages.")] = 20,
+    status: Annotated[str | None, typer.Option(help="pending, delivered or dead.")] = None,
+) -> None:
+    """The delivery log of a destination: newest messages with status, attempts and last error."""
+    from cdp.destinations.outbox import messages_page
+    from cdp.destinations.service import get_destination
+
+    with _store().connect() as conn:
+        get_destination(conn, destination_id=destination_id)
+        rows = messages_page(conn, destination_id=destination_id, limit=limit, status=status)
+    table = Table("id", "idempotency key", "status", "attempts", "last error", "created")
+    for r in rows:
+        table.add_row(str(r.id), r.idempotency_key, r.status, str(r.attempts), r.last_error or "",
+                      r.created_at.isoformat(timespec="seconds"))
+    out.print(table)
+
+
+@destinations_app.command("replay")
+@user_errors
+def destinations_replay(
+    destination_id: int,
+    status: Annotated[str, typer.Option(help="Replay dead (default) or delivered messages.")] = "dead",
+    id_: Annotated[list[int] | None, typer.Option("--id", help="Only these messages (repeatable).")] = None,
+) -> None:
+    """Queue messages of a destination again from their first attempt; a running server sends them."""
+    from cdp.destinations.outbox import replay
+    from cdp.destinations.service import get_destination
+
+    with _store().begin() as conn:
+        get_destination(conn, destination_id=destination_id)
+        count = replay(conn, destination_id=destination_id, now=datetime.now(UTC), ids=id_ or [], status=status)
+    out.print(f"{count:,} messages queued again")
 
 
 def main() -> None:

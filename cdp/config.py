@@ -22,7 +22,17 @@ class Settings(BaseSettings):
     write_keys: str = Field(default="", description="Comma-separated write keys registered at start.")
     admin_token: str | None = Field(default=None, description="Admin token registered at start.")
     mlflow_tracking_uri: str | None = None
-    destinations_allowlist: str = ""
+    destinations_allowlist: str = Field(
+        default="", description="Comma-separated hosts, addresses or CIDRs destinations may reach though not public.")
+    # Delivery of the outbox (cdp.destinations): a failed attempt waits backoff * 2^(attempt - 1),
+    # at most delivery_backoff_max_s; after delivery_max_attempts the message is dead (replayable).
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    delivery_backoff_s: float = Field(default=2.0, gt=0)
+    delivery_backoff_max_s: float = Field(default=3600.0, gt=0)
+    delivery_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    delivery_poll_s: float = Field(default=0.2, gt=0, description="How often the worker looks for due messages.")
+    # A claimed message is taken up again after this long: a worker killed mid-delivery loses nothing.
+    delivery_lease_s: float = Field(default=60.0, gt=0)
 
     serve_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     sqlite_cache_mb: int = Field(default=256, ge=2, description="SQLite page cache per connection.")

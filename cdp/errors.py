@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
 
 class CdpError(Exception):
     """A failure with a stable machine-readable ``code`` and a one-line human ``message``."""
@@ -43,3 +49,22 @@ class Unavailable(CdpError):
     """Not ready yet, worth retrying later (e.g. no recommender has been trained)."""
 
     code = "unavailable"
+
+
+def invalid_input(error: ValidationError, prefix: str) -> InvalidInput:
+    """The first problem pydantic found, as one line: ``prefix`` then where it is and what is wrong."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidInput(prefix + (f"{where}: {message}" if where else message))
+
+
+def validated(model: type[M], data: Any, *, what: str, named_by: str | None = None) -> M:
+    """JSON ``data`` as ``model``, or ``InvalidInput`` naming ``what`` (and its ``named_by`` field) and the problem."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"a {what} must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        name = data.get(named_by) if named_by else None
+        raise invalid_input(error, f"{what} {name!r}: " if isinstance(name, str) else f"{what}: ") from None

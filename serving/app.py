@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 import cdp
 from cdp.config import Settings, get_settings
+from cdp.destinations.deliver import DeliveryConfig, DeliveryWorker
 from cdp.events.attribution import AttributionFollower
 from cdp.events.ingest import IngestConfig
 from cdp.privacy.regulations import run_pending
@@ -20,7 +21,8 @@ from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
 from serving.champion import ChampionHolder
 from serving.routes import (
-    computed_traits, health, plans, predictions, profiles, recommendations, regulations, tracking,
+    audiences, computed_traits, destinations, health, plans, predictions, profiles, recommendations, regulations,
+    tracking,
 )
 
 
@@ -44,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             idle_s=settings.attribution_idle_ms / 1000).start()
         app.state.recommender = ChampionHolder(
             engine, settings.resolved_mlflow_tracking_uri, poll_seconds=settings.recs_poll_seconds).start()
+        app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
         yield
+        app.state.delivery.stop()
         app.state.recommender.stop()
         app.state.attribution.stop()
         app.state.committer.close()
@@ -66,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(computed_traits.router)
     app.include_router(predictions.router)
     app.include_router(recommendations.router)
+    app.include_router(audiences.router)
+    app.include_router(destinations.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -16,24 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import (
-    ARRAY,
-    ColumnElement,
-    Connection,
-    Numeric,
-    Select,
-    Text,
-    and_,
-    case,
-    false,
-    func,
-    literal,
-    not_,
-    select,
-)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, select
 
-from cdp.computed.schemas import EMPTY, NUMERIC_KINDS, UNIQUE_LIST_LIMIT, ComputedTrait, Filter, is_number, number
+from cdp.computed.json_read import JsonRead
+from cdp.computed.schemas import EMPTY, NUMERIC_KINDS, UNIQUE_LIST_LIMIT, ComputedTrait, is_number, number
 from cdp.computed.service import lock_computations, mark_computed
 from cdp.identity.schemas import USERS
 from cdp.profiles.traits import record_trait_changes
@@ -219,12 +205,13 @@ def _current(
         columns += [profile_traits.c.event_time, profile_traits.c.received_at]
     query = select(*columns).where(profile_traits.c.name.in_(list(names)), profile_traits.c["class"] == "computed")
     rows = []
-    for chunk in _chunks(profile_ids):
+    for chunk in id_chunks(profile_ids):
         rows += conn.execute(query if chunk is None else query.where(profile_traits.c.profile_id.in_(chunk))).all()
     return {(row.name, row.profile_id): row for row in rows}
 
 
-def _chunks(ids: Collection[int] | None) -> list[list[int] | None]:
+def id_chunks(ids: Collection[int] | None) -> list[list[int] | None]:
+    """Sorted ids in chunks small enough for an IN list; ``[None]`` (no restriction) for every profile."""
     if ids is None:
         return [None]
     ordered = sorted(ids)
@@ -239,7 +226,7 @@ def query_values(
 ) -> dict[int, Any]:
     """The non-empty value of every profile that has qualifying events; ``as_of`` None reads every stored event."""
     values: dict[int, Any] = {}
-    for chunk in _chunks(profile_ids):
+    for chunk in id_chunks(profile_ids):
         query = _aggregate(conn.dialect.name, definition, as_of, chunk)
         if definition.kind == "unique_list":
             grouped: dict[int, list[Any]] = defaultdict(list)
@@ -263,7 +250,7 @@ def _aggregate(
     dialect: str, definition: ComputedTrait, as_of: datetime | None, profile_ids: list[int] | None
 ) -> Select:
     """One query: (profile id, value) for every profile with qualifying events."""
-    read = _JsonRead(dialect, definition.root)
+    read = JsonRead(dialect, events.c.payload, (definition.root,))
     if definition.kind == "count":
         value: ColumnElement[Any] = literal(1)
     elif definition.kind in NUMERIC_KINDS:
@@ -297,7 +284,7 @@ def _rank(partition: ColumnElement[Any], order: Sequence[Any]) -> ColumnElement[
 
 
 def _matching(
-    read: _JsonRead, definition: ComputedTrait, value: ColumnElement[Any], as_of: datetime | None,
+    read: JsonRead, definition: ComputedTrait, value: ColumnElement[Any], as_of: datetime | None,
     profile_ids: list[int] | None,
 ) -> Select:
     """The qualifying events: profile, value (never null), and their order in time."""
@@ -318,80 +305,8 @@ def _matching(
         conditions += [events.c.timestamp <= as_of, events.c.received_at <= as_of]
         if definition.window_days is not None:
             conditions.append(events.c.timestamp > as_of - timedelta(days=definition.window_days))
-    conditions += [read.matches(f) for f in definition.filters]
+    conditions += [read.matches(f.property, f.op, f.value) for f in definition.filters]
     if profile_ids is not None:
         conditions.append(profile.in_(profile_ids))
     return select(profile.label("profile_id"), value.label("v"), events.c.timestamp, events.c.received_at,
                   events.c.source_id, events.c.message_id).select_from(source).where(*conditions)
-
-
-class _JsonRead:
-    """Typed reads of the message's ``properties`` (or ``traits``), alike on SQLite and PostgreSQL.
-
-    A value counts as a number, a string or a boolean only when the JSON says so: a string "42"
-    is not summed, as in ``cdp.computed.schemas`` (PostgreSQL would fail the whole query on a cast).
-    """
-
-    def __init__(self, dialect: str, root: str) -> None:
-        self.postgres = dialect == "postgresql"
-        self.root = root
-
-    def _parts(self, path: str) -> tuple[ColumnElement[Any], ColumnElement[str], ColumnElement[str]]:
-        """(node, text of a scalar, JSON type name) of the path."""
-        steps = [self.root, *path.split(".")]
-        if self.postgres:
-            where = literal(steps, ARRAY(Text))
-            node = events.c.payload.op("#>", return_type=JSONB)(where)
-            return node, events.c.payload.op("#>>", return_type=Text)(where), func.jsonb_typeof(node)
-        location = literal("$" + "".join(f'."{step}"' for step in steps))
-        node = func.json_extract(events.c.payload, location)
-        return node, node, func.json_type(events.c.payload, location)
-
-    def number(self, path: str) -> ColumnElement[Any]:
-        scalar = self._parts(path)[1]
-        return case((self.is_number(path), scalar.cast(Numeric) if self.postgres else scalar))
-
-    def string(self, path: str) -> ColumnElement[Any]:
-        _, scalar, kind = self._parts(path)
-        return case((kind == ("string" if self.postgres else "text"), scalar))
-
-    def json_text(self, path: str) -> ColumnElement[Any]:
-        """The value as JSON text; null when missing or JSON null."""
-        node, _, kind = self._parts(path)
-        if self.postgres:
-            return case((kind != "null", node.cast(Text)))
-        # One json_type per row. json_extract gives booleans as 1 / 0, so their type name is their
-        # text; json_quote keeps objects and arrays as they are.
-        return case({"null": None, "true": "true", "false": "false"}, value=func.coalesce(kind, "null"),
-                    else_=func.json_quote(node))
-
-    def present(self, path: str) -> ColumnElement[bool]:
-        """The path holds a value (not JSON null): a cheaper test than the value itself being not null."""
-        return self._parts(path)[2] != "null"
-
-    def is_number(self, path: str) -> ColumnElement[bool]:
-        kind = self._parts(path)[2]
-        return kind == "number" if self.postgres else kind.in_(("integer", "real"))
-
-    def ordered(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Code point order, as Python compares strings (PostgreSQL's default collation may be a locale's)."""
-        return column.collate("C") if self.postgres else column
-
-    def matches(self, condition: Filter) -> ColumnElement[bool]:
-        path, op, wanted = condition.property, condition.op, condition.value
-        if op == "exists":
-            return self.json_text(path).is_not(None)
-        if op == "contains":
-            text = self.string(path)
-            return (func.strpos(text, wanted) if self.postgres else func.instr(text, wanted)) > 0
-        if op in ("eq", "neq"):
-            if isinstance(wanted, bool):
-                equal = self.json_text(path) == ("true" if wanted else "false")
-            elif is_number(wanted):
-                equal = self.number(path) == wanted
-            else:
-                equal = self.string(path) == wanted
-            # A missing property is "not equal": null must not leak through the negation.
-            return equal if op == "eq" else not_(func.coalesce(equal, false()))
-        operand = self.number(path) if is_number(wanted) else self.ordered(self.string(path))
-        return {"gt": operand > wanted, "gte": operand >= wanted, "lt": operand < wanted, "lte": operand <= wanted}[op]

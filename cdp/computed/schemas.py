@@ -9,8 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cdp.errors import InvalidInput
-from cdp.validation import validate_document
+from cdp.errors import InvalidInput, validated
 
 Kind = Literal["count", "sum", "avg", "min", "max", "most_frequent", "first", "last", "unique_list", "unique_count"]
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "contains", "exists"]
@@ -135,7 +134,7 @@ def parse_definitions(data: Any) -> list[ComputedTrait]:
 
 def parse_definition(data: Any) -> ComputedTrait:
     """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
-    return validate_document(ComputedTrait, data, what="computed trait", name_key="name")
+    return validated(ComputedTrait, data, what="computed trait", named_by="name")
 
 
 def check_path(path: str, what: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from cdp.audiences.membership import on_live_events
 from cdp.computed.compute import apply_incremental
 from cdp.computed.service import definitions_for_ingest
 from cdp.config import Settings
@@ -28,7 +29,7 @@ from cdp.store.tables import events, quarantine
 # Real-time side effects of live traffic (event-triggered audiences, journeys). Imports run with
 # ``live=False`` so that replaying last year's history does not fire this morning's campaigns.
 LiveHook = Callable[[Connection, int, list[dict[str, Any]]], None]
-LIVE_HOOKS: list[LiveHook] = []
+LIVE_HOOKS: list[LiveHook] = [on_live_events]
 
 
 @dataclass(frozen=True)

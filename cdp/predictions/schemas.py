@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cdp.validation import validate_document
+from cdp.errors import validated
+
 
 Kind = Literal["churn", "purchase", "ltv", "custom"]
 # What each kind predicts, in the words of the baselines and metrics (models.baselines.KINDS).
@@ -85,4 +86,4 @@ class PredictionDefinition(BaseModel):
 
 def parse_definition(data: Any) -> PredictionDefinition:
     """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
-    return validate_document(PredictionDefinition, data, what="prediction", name_key="key")
+    return validated(PredictionDefinition, data, what="prediction definition", named_by="key")

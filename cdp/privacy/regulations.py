@@ -21,6 +21,8 @@ from cdp.identity.service import find_profile
 from cdp.store.cache import StoreCache
 from cdp.store.db import write_transaction
 from cdp.store.tables import (
+    audience_history,
+    audience_members,
     events,
     identities,
     merges,
@@ -198,6 +200,8 @@ def _delete(conn: Connection, graph: _Graph) -> dict[str, int]:
     ))).rowcount
     quarantined = _delete_quarantined(conn, user_ids, anonymous_ids)
     conn.execute(delete(trait_changes).where(trait_changes.c.profile_id.in_(ids)))
+    conn.execute(delete(audience_members).where(audience_members.c.profile_id.in_(ids)))
+    conn.execute(delete(audience_history).where(audience_history.c.profile_id.in_(ids)))
     traits = conn.execute(delete(profile_traits).where(profile_traits.c.profile_id.in_(ids))).rowcount
     conn.execute(delete(profile_links).where(or_(profile_links.c.profile_id.in_(ids), profile_links.c.linked_id.in_(ids))))
     conn.execute(delete(merges).where(or_(merges.c.winner_id.in_(ids), merges.c.loser_id.in_(ids))))

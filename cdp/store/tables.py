@@ -306,3 +306,97 @@ catalog_items = Table(
     Column("available", Boolean, nullable=False, default=True),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# -- audiences and destinations (cdp.audiences, cdp.destinations) --------------------------------
+
+audiences = Table(
+    "audiences",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(128), nullable=False, unique=True),  # also the name of its ``audience`` trait
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONDocument, nullable=False),  # cdp.audiences.schemas.AudienceDefinition
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_computed_at", UTCDateTime, nullable=True),
+)
+
+# Every version ever saved, never changed: which definition a history row was evaluated against.
+audience_versions = Table(
+    "audience_versions",
+    metadata,
+    Column("audience_id", Integer, ForeignKey("audiences.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", JSONDocument, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+audience_members = Table(
+    "audience_members",
+    metadata,
+    Column("audience_id", Integer, ForeignKey("audiences.id", ondelete="CASCADE"), primary_key=True),
+    Column("profile_id", BigId, primary_key=True),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Index("ix_audience_members_profile_id", "profile_id"),
+)
+
+audience_history = Table(
+    "audience_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("audience_id", Integer, ForeignKey("audiences.id", ondelete="CASCADE"), nullable=False),
+    Column("profile_id", BigId, nullable=False),
+    Column("change", String(8), nullable=False),  # entered | exited
+    Column("version", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_audience_history_profile_id", "profile_id", "id"),
+    Index("ix_audience_history_audience_id", "audience_id", "id"),
+)
+
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("type", String(16), nullable=False),  # webhook | segment
+    Column("name", String(200), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    # Kept in clear: signing needs it. The API never shows it again after creation.
+    Column("secret", Text, nullable=False),
+    Column("write_key", Text, nullable=True),  # segment: Basic auth user of the receiving workspace
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The durable outbox: written in the transaction that changed a membership, so a message exists
+# if and only if the change does. ``next_attempt_at`` doubles as the lease of a delivery in flight.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("destination_id", Integer, ForeignKey("destinations.id", ondelete="CASCADE"), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("payload", JSONDocument, nullable=False),
+    Column("status", String(12), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    UniqueConstraint("idempotency_key", "destination_id"),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+    Index("ix_outbox_destination_id", "destination_id", "id"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigId, ForeignKey("outbox.id", ondelete="CASCADE"), nullable=False),
+    Column("destination_id", Integer, ForeignKey("destinations.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_delivery_attempts_destination_id", "destination_id", "id"),
+)

@@ -1,0 +1,111 @@
+"""Audience definitions: saved by API or CLI, versioned, read in the order their conditions need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from graphlib import CycleError, TopologicalSorter
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from cdp.audiences.schemas import AudienceDefinition, referenced_audiences
+from cdp.errors import InvalidInput, NotFound
+from cdp.store.tables import audience_members, audience_versions, audiences, destinations
+
+
+@dataclass(frozen=True)
+class StoredAudience:
+    id: int
+    key: str
+    version: int
+    definition: AudienceDefinition
+    created_at: datetime
+    updated_at: datetime
+    last_computed_at: datetime | None
+
+    def as_json(self, *, size: int | None = None) -> dict[str, Any]:
+        return {**self.definition.model_dump(mode="json", by_alias=True), "name": self.definition.title,
+                "id": self.id, "version": self.version, "size": size, "created_at": self.created_at,
+                "updated_at": self.updated_at, "last_computed_at": self.last_computed_at}
+
+
+def save_audience(conn: Connection, *, definition: AudienceDefinition, now: datetime) -> tuple[StoredAudience, str]:
+    """Create an audience or give it a new version; returns it and ``created``, ``changed`` or ``unchanged``.
+
+    Its membership is not computed here: ``cdp.audiences.membership.recompute`` does that.
+    """
+    known = {stored.key: stored for stored in list_audiences(conn)}
+    _check_references(definition, known)
+    _check_destinations(conn, definition.destinations)
+    document = definition.model_dump(mode="json", by_alias=True)
+    previous = known.get(definition.key)
+    if previous is not None and previous.definition == definition:
+        return previous, "unchanged"
+    if previous is None:
+        audience_id = conn.execute(insert(audiences).values(
+            key=definition.key, name=definition.title, version=1, definition=document, created_at=now, updated_at=now,
+        ).returning(audiences.c.id)).scalar_one()
+        version = 1
+    else:
+        audience_id, version = previous.id, previous.version + 1
+        conn.execute(update(audiences).where(audiences.c.id == audience_id).values(
+            name=definition.title, version=version, definition=document, updated_at=now))
+    conn.execute(insert(audience_versions).values(audience_id=audience_id, version=version, definition=document,
+                                                  created_at=now))
+    return get_audience(conn, key=definition.key), "created" if previous is None else "changed"
+
+
+def list_audiences(conn: Connection) -> list[StoredAudience]:
+    """Every audience, by key."""
+    return [_stored(row) for row in conn.execute(select(audiences).order_by(audiences.c.key))]
+
+
+def get_audience(conn: Connection, *, key: str) -> StoredAudience:
+    """One audience by key, or ``NotFound``."""
+    row = conn.execute(select(audiences).where(audiences.c.key == key)).first()
+    if row is None:
+        raise NotFound(f"no audience with key {key!r}")
+    return _stored(row)
+
+
+def audience_sizes(conn: Connection) -> dict[int, int]:
+    """Members now, by audience id."""
+    query = select(audience_members.c.audience_id, func.count()).group_by(audience_members.c.audience_id)
+    return dict(conn.execute(query).all())  # type: ignore[arg-type]
+
+
+def dependency_order(stored: Sequence[StoredAudience]) -> list[StoredAudience]:
+    """Audiences after those their conditions read, so one pass sees every membership up to date."""
+    by_key = {audience.key: audience for audience in stored}
+    graph = {key: referenced_audiences(audience.definition.condition) & by_key.keys() for key, audience in by_key.items()}
+    return [by_key[key] for key in TopologicalSorter(graph).static_order()]
+
+
+def mark_computed(conn: Connection, *, audience_id: int, as_of: datetime) -> None:
+    conn.execute(update(audiences).where(audiences.c.id == audience_id).values(last_computed_at=as_of))
+
+
+def _check_references(definition: AudienceDefinition, known: dict[str, StoredAudience]) -> None:
+    graph = {key: referenced_audiences(stored.definition.condition) for key, stored in known.items()}
+    graph[definition.key] = referenced_audiences(definition.condition)
+    for key in sorted(graph[definition.key]):
+        if key not in graph:
+            raise InvalidInput(f"audience {definition.key!r}: no audience with key {key!r} to build on")
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError:
+        raise InvalidInput(f"audience {definition.key!r}: its conditions would refer back to itself") from None
+
+
+def _check_destinations(conn: Connection, ids: Sequence[int]) -> None:
+    found = set(conn.execute(select(destinations.c.id).where(destinations.c.id.in_(list(ids)))).scalars())
+    missing = sorted(set(ids) - found)
+    if missing:
+        raise InvalidInput(f"no destination with id {missing[0]}")
+
+
+def _stored(row: Any) -> StoredAudience:
+    return StoredAudience(row.id, row.key, row.version, AudienceDefinition.model_validate(row.definition),
+                          row.created_at, row.updated_at, row.last_computed_at)

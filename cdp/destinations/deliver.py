@@ -1,0 +1,143 @@
+"""Sending outbox messages: one signed POST each, to the address checked just before, no redirects.
+
+``DeliveryWorker`` is the thread ``cdp serve`` runs in every process (as it runs the attribution
+follower); ``deliver_due`` is one round of it, for the CLI and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+import cdp
+from cdp.config import Settings
+from cdp.destinations import outbox
+from cdp.destinations.addresses import Allowlist, RefusedAddress, check_url
+from cdp.destinations.service import Destination, get_destination
+from cdp.destinations.signing import HEADER, sign
+from cdp.errors import NotFound
+from cdp.store.db import reader, write_transaction
+
+log = logging.getLogger(__name__)
+CLAIM_BATCH = 50
+ERROR_TEXT = 500  # characters of a failure kept in the log
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    allowlist: Allowlist
+    policy: outbox.RetryPolicy
+    timeout_s: float
+    lease: timedelta
+    poll_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryConfig:
+        return cls(
+            allowlist=Allowlist.parse(settings.destinations_allowlist),
+            policy=outbox.RetryPolicy(settings.delivery_max_attempts, settings.delivery_backoff_s,
+                                      settings.delivery_backoff_max_s),
+            timeout_s=settings.delivery_timeout_s,
+            # Never shorter than a request may take: a slow success must not be sent twice meanwhile.
+            lease=timedelta(seconds=max(settings.delivery_lease_s, 2 * settings.delivery_timeout_s)),
+            poll_s=settings.delivery_poll_s,
+        )
+
+
+def send(client: httpx.Client, destination: Destination, message: outbox.Claimed, config: DeliveryConfig) -> int:
+    """POST one message; returns the status code, or raises ``httpx.HTTPError`` / ``RefusedAddress``."""
+    target = check_url(destination.url, config.allowlist)
+    body = orjson.dumps({"batch": [message.payload]} if destination.type == "segment" else message.payload)
+    parts = urlsplit(destination.url)
+    host = f"[{target.address}]" if ":" in target.address else target.address
+    pinned = urlunsplit((parts.scheme, f"{host}:{target.port}", parts.path or "/", parts.query, ""))
+    headers = {
+        "Content-Type": "application/json",
+        "Host": parts.netloc,
+        "User-Agent": f"cdp/{cdp.__version__}",
+        "Idempotency-Key": message.idempotency_key,
+        HEADER: sign(destination.secret, body, int(time.time())),
+    }
+    auth = (destination.write_key, "") if destination.write_key else None
+    # TLS still checks the certificate against the host name, though the connection goes to the address.
+    response = client.post(pinned, content=body, headers=headers, auth=auth, timeout=config.timeout_s,
+                           extensions={"sni_hostname": target.host} if target.scheme == "https" else {})
+    return response.status_code
+
+
+def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *, now: datetime | None = None) -> int:
+    """Claim the messages due at ``now`` (default: the wall clock) and attempt each once; returns how many."""
+    def clock() -> datetime:
+        return now or datetime.now(UTC)
+
+    claimed = write_transaction(engine, lambda conn: outbox.claim_due(
+        conn, now=clock(), lease=config.lease, limit=CLAIM_BATCH))
+    cache: dict[int, Destination | None] = {}
+    for message in claimed:
+        if message.destination_id not in cache:
+            cache[message.destination_id] = _destination(engine, message.destination_id)
+        destination = cache[message.destination_id]
+        if destination is None:  # deleted meanwhile: its messages went with it
+            continue
+        status_code, error, started = None, None, time.perf_counter()
+        try:
+            status_code = send(client, destination, message, config)
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
+        except RefusedAddress as refused:
+            error = refused.message
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}"[:ERROR_TEXT]
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        write_transaction(engine, lambda conn, m=message, s=status_code, e=error, d=duration_ms: outbox.record_attempt(
+            conn, message=m, status_code=s, error=e, duration_ms=d, now=clock(), policy=config.policy))
+    return len(claimed)
+
+
+def _destination(engine: Engine, destination_id: int) -> Destination | None:
+    with reader(engine).connect() as conn:
+        try:
+            return get_destination(conn, destination_id=destination_id)
+        except NotFound:
+            return None
+
+
+class DeliveryWorker:
+    """A thread delivering the outbox: at once when this process enqueued, else every ``poll_s``."""
+
+    def __init__(self, engine: Engine, config: DeliveryConfig) -> None:
+        self._engine = engine
+        self._config = config
+        self._stop = threading.Event()
+        self._client = httpx.Client(follow_redirects=False, trust_env=False)
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+
+    def start(self) -> DeliveryWorker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        outbox.enqueued.set()
+        self._thread.join()
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                attempted = deliver_due(self._engine, self._client, self._config)
+            except DBAPIError:  # the store is down or busy: the messages wait, stored, for the next round
+                log.exception("delivering the outbox failed; retrying")
+                attempted = 0
+            if attempted < CLAIM_BATCH:
+                outbox.enqueued.wait(self._config.poll_s)
+                outbox.enqueued.clear()

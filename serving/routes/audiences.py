@@ -1,0 +1,89 @@
+"""Audiences over HTTP (admin): define (computed at once), preview before saving, read, members."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import ORJSONResponse
+
+from cdp.audiences.membership import members_of, preview, recompute
+from cdp.audiences.schemas import parse_audience, parse_condition
+from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience
+from cdp.errors import InvalidInput
+from cdp.store.db import reader, write_transaction
+from serving.deps import Admin, EngineDep
+
+router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
+
+EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",
+           "condition": {"type": "and", "conditions": [
+               {"type": "prediction", "prediction": "churn", "top_percent": 20},
+               {"type": "event", "event": "Order Completed", "at_least": 2, "within_days": 90}]},
+           "destinations": []}
+
+
+@router.post("")
+def define_audience(
+    engine: EngineDep, _token: Admin,
+    definition: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": EXAMPLE}})],
+) -> ORJSONResponse:
+    """Create an audience or save a new version of it, and compute its members now (their destinations
+    receive "Audience Entered"). Conditions: trait, prediction, event, audience, and, or, not."""
+    parsed = parse_audience(definition)
+
+    def save(conn):  # type: ignore[no-untyped-def]
+        now = datetime.now(UTC)
+        stored, status = save_audience(conn, definition=parsed, now=now)
+        if status != "unchanged":
+            recompute(conn, keys=[stored.key], as_of=now)
+        return get_audience(conn, key=stored.key), status
+
+    stored, status = write_transaction(engine, save)
+    with reader(engine).connect() as conn:
+        size = audience_sizes(conn).get(stored.id, 0)
+    return ORJSONResponse({"data": stored.as_json(size=size)}, status_code=201 if status == "created" else 200)
+
+
+@router.post("/preview")
+def preview_audience(
+    engine: EngineDep, _token: Admin,
+    body: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": {"condition": EXAMPLE["condition"]}}})],
+) -> ORJSONResponse:
+    """Size and a sample of the profiles a condition holds for now; nothing is saved."""
+    if not isinstance(body, dict) or "condition" not in body:
+        raise InvalidInput("send {\"condition\": {...}}")
+    condition = parse_condition(body["condition"])
+    with reader(engine).connect() as conn:
+        found = preview(conn, condition=condition, as_of=datetime.now(UTC))
+    return ORJSONResponse({"data": {"size": found.size, "sample": found.sample}})
+
+
+@router.get("")
+def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
+    """Every audience with its size now."""
+    with reader(engine).connect() as conn:
+        sizes = audience_sizes(conn)
+        return ORJSONResponse({"data": [a.as_json(size=sizes.get(a.id, 0)) for a in list_audiences(conn)]})
+
+
+@router.get("/{key}")
+def read_audience(engine: EngineDep, _token: Admin, key: str) -> ORJSONResponse:
+    """One audience with its size now."""
+    with reader(engine).connect() as conn:
+        stored = get_audience(conn, key=key)
+        return ORJSONResponse({"data": stored.as_json(size=audience_sizes(conn).get(stored.id, 0))})
+
+
+@router.get("/{key}/members")
+def list_members(
+    engine: EngineDep, _token: Admin, key: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, next: Annotated[int, Query(ge=0)] = 0,
+) -> ORJSONResponse:
+    """Members by profile id; ``next`` is the last profile id of the previous page."""
+    with reader(engine).connect() as conn:
+        rows = members_of(conn, audience_id=get_audience(conn, key=key).id, limit=limit, after=next)
+    data = [{"profile_id": r.profile_id, "entered_at": r.entered_at} for r in rows]
+    return ORJSONResponse({"data": data, "cursor": {"has_more": len(rows) == limit,
+                                                    "next": rows[-1].profile_id if rows else None}})
