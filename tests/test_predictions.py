@@ -47,7 +47,7 @@ def test_definitions_are_versioned_when_they_change(engine: Engine) -> None:
     ({"key": "g", "kind": "custom"}, "prediction 'g': a custom prediction needs goal_event"),
     ({"key": "Bad Key", "kind": "churn"}, "prediction 'Bad Key': key: String should match pattern"),
     ({"key": "w", "kind": "churn", "window_days": 0}, "window_days: Input should be greater than or equal to 1"),
-    ("churn", "a prediction definition must be a JSON object"),
+    ("churn", "a prediction must be a JSON object"),
 ])
 def test_definition_mistakes_are_named(document: object, message: str) -> None:
     with pytest.raises(InvalidInput) as caught:

@@ -86,4 +86,4 @@ class PredictionDefinition(BaseModel):
 
 def parse_definition(data: Any) -> PredictionDefinition:
     """A definition from JSON data, or ``InvalidInput`` naming the first problem."""
-    return validated(PredictionDefinition, data, what="prediction definition", named_by="key")
+    return validated(PredictionDefinition, data, what="prediction", named_by="key")
