@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prefect import Flow
 
+from flows.audiences import refresh_audiences
 from flows.build_features import build_features
 from flows.score import score_and_write_back
 from flows.train import train
@@ -15,4 +16,5 @@ STEPS: dict[str, Flow] = {
     "build_features": build_features,
     "train": train,
     "score_and_write_back": score_and_write_back,
+    "refresh_audiences": refresh_audiences,
 }

@@ -15,13 +15,16 @@ from sqlalchemy.exc import OperationalError
 
 import flows
 from cdp.config import Settings, get_settings
+from cdp.audiences.schemas import parse_audience
+from cdp.audiences.service import save_audience
 from cdp.predictions.schemas import PredictionDefinition
 from cdp.predictions.service import create_prediction
-from cdp.store.tables import profile_traits
+from cdp.store.tables import events, profile_traits
 from features.definitions import resolve
 from features.read import read_features
 from flows.build_features import FeatureSnapshot, build_features
 from flows.daily import daily
+from flows.audiences import refresh_audiences
 from flows.runtime import store_task, task_runner
 from flows.score import score_and_write_back
 from flows.train import train
@@ -81,6 +84,19 @@ def test_train_then_score_and_write_back(configured: Settings, engine) -> None: 
         probabilities = conn.execute(select(func.count()).select_from(profile_traits).where(
             profile_traits.c.name == "churn_probability", profile_traits.c["class"] == "predicted")).scalar()
     assert probabilities > 10
+
+
+def test_refresh_audiences_moves_members(configured: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        save_audience(conn, definition=parse_audience(
+            {"key": "buyers", "condition": {"type": "event", "event": "Order Completed", "at_least": 1}}), now=AS_OF)
+    refreshed = refresh_audiences(as_of=AS_OF)
+    entered = int(refreshed["buyers"].split(" entered")[0].replace(",", ""))
+    with engine.connect() as conn:
+        buyers = conn.execute(select(func.count(func.distinct(events.c.profile_id))).where(
+            events.c.event == "Order Completed", events.c.timestamp <= AS_OF, events.c.received_at <= AS_OF)).scalar()
+    assert entered == buyers > 0
+    assert refresh_audiences(as_of=AS_OF)["buyers"] == "0 entered, 0 exited"
 
 
 @pytest.mark.slow
