@@ -14,6 +14,7 @@ Predictions (frames in, arrays out; MLflow only in :mod:`models.tracking`):
   model card's plots;
 * :mod:`models.monitoring` -- PSI of features and scores against the training's reference bins;
 * :mod:`models.train` -- :func:`train_prediction`, the whole training for the CLI and the flows;
+* :mod:`models.custom` -- bring your own model: any scikit-learn estimator as ``train_prediction(estimator=...)``;
 * :mod:`models.predict` -- :func:`score_prediction` (champion or flagged fallback, write-back as
   ``predicted`` traits, drift to MLflow) and :func:`train_and_score_all`, for the CLI and the flows.
 """

@@ -72,12 +72,12 @@ def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
     return figure
 
 
-def figures(evaluation: Evaluation, importance: pd.Series) -> dict[str, Figure]:
+def figures(evaluation: Evaluation, importance: pd.Series | None) -> dict[str, Figure]:
     """Every plot of the model card by file name: ROC, calibration and gains for probabilities,
-    gains and value by decile for values, and the feature importance."""
+    gains and value by decile for values, and the feature importance (if the model has one)."""
     if evaluation.task == "value":
         plots = {"gains.png": gains_figure(evaluation), "value_by_decile.png": value_by_decile_figure(evaluation)}
     else:
         plots = {"roc.png": roc_figure(evaluation), "calibration.png": calibration_figure(evaluation),
                  "gains.png": gains_figure(evaluation)}
-    return {**plots, "feature_importance.png": importance_figure(importance)}
+    return plots if importance is None else {**plots, "feature_importance.png": importance_figure(importance)}

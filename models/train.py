@@ -18,6 +18,7 @@ from cdp.config import Settings
 from features import ReadinessReport, Requirements, build_training_frame, readiness_report
 from models.baselines import BtydBaseline, RepeatRateBaseline
 from models.boosting import feature_frame
+from models.custom import custom_model
 from models.evaluate import Evaluation, evaluate, make_model, predicted
 from models.gate import Gate, GateDecision
 from models.monitoring import drift_reference
@@ -78,6 +79,7 @@ def train_prediction(
     gate: Gate = Gate(),
     requirements: Requirements = Requirements(),
     track: bool = True,
+    estimator: Any | None = None,
 ) -> TrainingResult:
     """Build the training frame as of ``as_of``, check it, evaluate out of time, refit, track.
 
@@ -97,6 +99,10 @@ def train_prediction(
         Thresholds of the readiness report.
     track : bool
         Log to MLflow and register (off for a dry run).
+    estimator : scikit-learn estimator, optional
+        Bring your own model: trained instead of LightGBM (``fit(X, y)`` and ``predict_proba``, or
+        ``predict`` for ``ltv``; cloned at each fit, see :mod:`models.custom`), evaluated beside the
+        same baselines, registered and gated the same way. No per-profile reasons are written for it.
 
     Raises
     ------
@@ -121,9 +127,13 @@ def train_prediction(
         return TrainingResult(model=fallback_model(frame, definition), fallback=True, **common)
 
     horizon_days = float(definition.window_days)
-    evaluation = evaluate(frame, task=definition.task, horizon_days=horizon_days)
+
+    def new_model() -> Any:
+        return make_model(definition.task, horizon_days) if estimator is None else custom_model(definition.task, estimator)
+
+    evaluation = evaluate(frame, task=definition.task, horizon_days=horizon_days, model=new_model())
     X = feature_frame(frame)
-    final = make_model(definition.task, horizon_days).fit(X, frame["label"], frame["cutoff"])
+    final = new_model().fit(X, frame["label"], frame["cutoff"])
     if not track:
         return TrainingResult(model=final, evaluation=evaluation, **common)
     tracked = track_training(
@@ -133,7 +143,7 @@ def train_prediction(
         params=_params(definition, final, cutoffs),
         metrics=evaluation.metrics,
         segments=evaluation.segments,
-        figures=figures(evaluation, final.feature_importance()),
+        figures=figures(evaluation, final.feature_importance() if hasattr(final, "feature_importance") else None),
         training_set=training_set,
         model=final,
         input_example=X.head(5),

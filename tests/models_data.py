@@ -12,18 +12,14 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from itertools import islice
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from cdp.auth.service import create_source
 from cdp.config import Settings
-from cdp.demo.send import read_jsonl
+from cdp.demo.load import load_simulation
 from cdp.demo.simulate import SimulationConfig, generate
-from cdp.events.ingest import IngestConfig, ingest
-from cdp.events.schemas import Envelope
 from cdp.setup import prepare_store
 from cdp.store.tables import events
 
@@ -66,13 +62,5 @@ def simulated_shop() -> Shop:
     settings = Settings(home=home, database_url=None, sqlite_synchronous="OFF")
     engine = prepare_store(settings)
     summary = generate(home / "sim", CONFIG)
-    with engine.begin() as conn:
-        source_id = create_source(conn, name="simulated-shop", now=CONFIG.start)[0].id
-    config = IngestConfig.from_settings(settings)
-    stream = read_jsonl(summary.events_path)
-    while chunk := list(islice(stream, 20_000)):
-        received = max(datetime.fromisoformat(m["sentAt"]) for m in chunk)
-        with engine.begin() as conn:
-            ingest(conn, source_id=source_id, messages=chunk, envelope=Envelope(received_at=received),
-                   config=config, live=False)
+    load_simulation(engine, settings, summary, since=CONFIG.start, batch=20_000)
     return Shop(settings, engine, pd.read_parquet(summary.truth_path), CONFIG.end)
