@@ -33,6 +33,7 @@ import sklearn
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.entities import Experiment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
@@ -154,7 +155,7 @@ def track_training(
     """
     client = _client(tracking_uri)
     name = registered_name(key)
-    experiment = mlflow.set_experiment(name)
+    experiment = _experiment(tracking_uri, name)
     output = "value" if task == "value" else "probability"
     wrapped = PredictionModel(model, output)
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
@@ -206,7 +207,7 @@ def track_recommender(
         Its ``metric`` must be set (``ndcg@10``).
     """
     client = _client(tracking_uri)
-    experiment = mlflow.set_experiment(RECOMMENDER)
+    experiment = _experiment(tracking_uri, RECOMMENDER)
     numeric = table.drop(columns=["params"]).T.astype("float64")
     wrapped = RecommenderModel(bundle)
     example = pd.DataFrame({"profile_id": bundle.model.user_ids_[:3].astype("int64")})
@@ -278,7 +279,7 @@ def log_scoring(*, tracking_uri: str, key: str, model_version: str, as_of: datet
                 drift: Drift | None) -> str:
     """Record a scoring as a run of the prediction's experiment: how many profiles, and the drift."""
     _client(tracking_uri)
-    experiment = mlflow.set_experiment(registered_name(key))
+    experiment = _experiment(tracking_uri, registered_name(key))
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"scoring {as_of:%Y-%m-%d}") as run:
         mlflow.set_tags({RUN_KIND: "scoring", "model_version": model_version, "as_of": as_of.isoformat()})
         metrics = {"profiles": float(profiles), **(drift.metrics() if drift is not None else {})}
@@ -343,6 +344,15 @@ def _client(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _experiment(tracking_uri: str, name: str) -> Experiment:
+    """The experiment ``name``, made active; a new one on a SQLite store keeps its artifacts beside
+    the store (MLflow would put them in ``./mlruns`` of whatever folder the process runs in)."""
+    if mlflow.get_experiment_by_name(name) is None and tracking_uri.startswith("sqlite:///"):
+        root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name
+        mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())
+    return mlflow.set_experiment(name)
 
 
 def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
