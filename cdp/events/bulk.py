@@ -19,7 +19,6 @@ from cdp.store.types import dumps_json, sqlite_datetime
 
 _COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
             "original_timestamp", "sent_at", "received_at", "payload", "profile_id", "pending")
-_TIMES = ("timestamp", "original_timestamp", "sent_at", "received_at")
 _PG_TYPES = ("int", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz",
              "timestamptz", "text", "bigint", "boolean")  # payload: see _SELECTED
 _NAMES = ", ".join(_COLUMNS)
@@ -44,7 +43,7 @@ def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         return
     if conn.dialect.name == "postgresql":
         columns = [[row.get(name) for row in rows] for name in _COLUMNS]
-        columns[_COLUMNS.index("payload")] = [dumps_json(row["payload"]) for row in rows]
+        columns[_COLUMNS.index("payload")] = [_payload_text(row) for row in rows]
         columns[_COLUMNS.index("pending")] = [bool(row.get("pending")) for row in rows]
         conn.exec_driver_sql(_PG_INSERT, tuple(columns))
         return
@@ -54,9 +53,15 @@ def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def _sqlite_params(row: dict[str, Any]) -> tuple[Any, ...]:
     return (
         row["source_id"], row["message_id"], row["type"], row.get("event"), row.get("user_id"),
-        row.get("anonymous_id"), *(sqlite_datetime(row.get(name)) for name in _TIMES),
-        dumps_json(row["payload"]), row.get("profile_id"), bool(row.get("pending")),
+        row.get("anonymous_id"), sqlite_datetime(row["timestamp"]), sqlite_datetime(row.get("original_timestamp")),
+        sqlite_datetime(row.get("sent_at")), sqlite_datetime(row["received_at"]), _payload_text(row),
+        row.get("profile_id"), bool(row.get("pending")),
     )
+
+
+def _payload_text(row: dict[str, Any]) -> str:
+    # Validation serialized the message already to check its size (cdp.events.validate).
+    return row.get("payload_json") or dumps_json(row["payload"])
 
 
 def set_attributions(conn: Connection, attributions: list[tuple[int, int | None]]) -> None:

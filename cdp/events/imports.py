@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Engine
 
 from cdp.errors import InvalidInput
-from cdp.events.ingest import IngestConfig, ingest
+from cdp.events.ingest import IngestConfig, prepare_batch, store_prepared
 from cdp.events.schemas import Envelope
 from cdp.store.db import write_transaction
 
@@ -178,8 +178,9 @@ def import_messages(
     iterator = iter(messages)
     while chunk := list(islice(iterator, chunk_rows)):
         envelope = Envelope(received_at=datetime.now(UTC))
-        result = write_transaction(engine, lambda conn: ingest(
-            conn, source_id=source_id, messages=chunk, envelope=envelope, config=config, live=live))
+        prepared = prepare_batch(chunk, envelope, config=config)  # outside the write lock
+        result = write_transaction(engine, lambda conn: store_prepared(
+            conn, source_id=source_id, prepared=prepared, envelope=envelope, config=config, live=live))
         read += len(chunk)
         accepted += result.accepted
         quarantined += result.quarantined

@@ -59,21 +59,47 @@ def ingest(
     With ``defer_attribution`` (the Tracking API), valid messages are only inserted, marked pending:
     identity resolution, traits and live hooks follow in bulk (``cdp.events.attribution``).
     """
+    prepared = prepare_batch(messages, envelope, config=config, implied_type=implied_type)
+    return store_prepared(conn, source_id=source_id, prepared=prepared, envelope=envelope, config=config, live=live,
+                          defer_attribution=defer_attribution)
+
+
+def prepare_batch(
+    messages: Iterable[Any], envelope: Envelope, *, config: IngestConfig, implied_type: str | None = None
+) -> list[dict[str, Any] | Rejection]:
+    """Each message's ``events`` row, or why the Spec refuses it: no store needed, so the Tracking API
+    does it before taking the store's single writer."""
+    return [prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
+            for message in messages]
+
+
+def store_prepared(
+    conn: Connection,
+    *,
+    source_id: int,
+    prepared: list[dict[str, Any] | Rejection],
+    envelope: Envelope,
+    config: IngestConfig,
+    live: bool = True,
+    defer_attribution: bool = False,
+) -> IngestResult:
+    """The rest of :func:`ingest` for messages :func:`prepare_batch` checked: tracking plan, insert, quarantine."""
     rows: list[dict[str, Any]] = []
     result = IngestResult()
     plan = active_plan(conn, source_id=source_id)  # tracking plan (cdp.governance): flag, block, count
     found: list[dict[str, Any]] = []
-    for index, message in enumerate(messages):
-        prepared = prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
-        if plan is not None and not isinstance(prepared, Rejection):
-            prepared = enforce(plan, prepared, found)
-        if isinstance(prepared, Rejection):
-            result.rejections.append(replace(prepared, index=index))
+    for index, item in enumerate(prepared):
+        if plan is not None and not isinstance(item, Rejection):
+            item = enforce(plan, item, found)
+        if isinstance(item, Rejection):
+            result.rejections.append(replace(item, index=index))
         else:
-            prepared["source_id"] = source_id
-            rows.append(prepared)
+            item["source_id"] = source_id
+            rows.append(item)
     if defer_attribution:
-        insert_event_rows(conn, [{**row, "pending": True} for row in rows])
+        for row in rows:
+            row["pending"] = True
+        insert_event_rows(conn, rows)
         stored = []
     else:
         stored = store_events(conn, rows, config=config, now=envelope.received_at)

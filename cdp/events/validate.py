@@ -42,7 +42,8 @@ def prepare_message(
     if rejection is not None:
         return Rejection(rejection[0], rejection[1], message, message_id)
 
-    size = len(orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS))
+    encoded = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+    size = len(encoded)
     if size > max_bytes:
         return Rejection(
             "message_too_large", f"message is {size} bytes, over the {max_bytes // 1024} KB limit", message, message_id
@@ -58,6 +59,7 @@ def prepare_message(
     if not message_id:
         message_id = _generated_message_id(message, has_client_time=timestamp is not None or original is not None)
         message["messageId"] = message_id
+        encoded = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
 
     kind = message["type"]
     return {
@@ -73,6 +75,7 @@ def prepare_message(
         "sent_at": sent_at,
         "received_at": envelope.received_at,
         "payload": message,
+        "payload_json": encoded.decode(),  # stored as is: serialized once
     }
 
 

@@ -31,6 +31,7 @@ def enforce(plan: ActivePlan, row: dict[str, Any], found: list[dict[str, Any]] |
     if plan.mode == "flag":
         # A new context dict: the message's own may be shared with the request's batch envelope.
         payload["context"] = {**(payload.get("context") or {}), "violationErrors": [v.as_context() for v in broken]}
+        row.pop("payload_json", None)  # serialized before the flags: stored from the payload again
     return row
 
 

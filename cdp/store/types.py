@@ -49,9 +49,9 @@ def sqlite_datetime(value: datetime | None) -> str | None:
     """The text SQLAlchemy stores for a ``UTCDateTime`` on SQLite, for driver-level bulk inserts."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def loads_json(value: str | bytes | float) -> Any:

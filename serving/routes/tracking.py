@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from cdp.auth.service import Source
 from cdp.errors import CdpError, InvalidInput, PayloadTooLarge, Unauthorized
-from cdp.events.ingest import ingest
+from cdp.events.ingest import prepare_batch, store_prepared
 from cdp.events.schemas import BatchRequest, Envelope, IngestResult, SpecMessage
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 from cdp.governance.enforce import PLAN_VIOLATION
@@ -56,16 +56,13 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
     else:
         messages, envelope = [body], Envelope(received_at=received_at)
 
+    config = request.app.state.ingest_config
+    # Checked here, in this worker, so that the store's single writer only inserts and commits.
+    prepared = prepare_batch(messages, envelope, config=config, implied_type=implied_type)
+
     def store(conn: Connection) -> IngestResult:
-        return ingest(
-            conn,
-            source_id=source.id,
-            messages=messages,
-            envelope=envelope,
-            config=request.app.state.ingest_config,
-            implied_type=implied_type,
-            defer_attribution=True,
-        )
+        return store_prepared(conn, source_id=source.id, prepared=prepared, envelope=envelope, config=config,
+                              defer_attribution=True)
 
     try:
         # Committed together with the requests that arrived alongside it; answered after the commit.
