@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -129,28 +130,37 @@ async def hammer(url: str, count: int, *, seconds: float, concurrency: int) -> t
     return len(latencies), latencies, errors
 
 
-def profile_api(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
-    home = OUT / "runs" / f"{os.getpid()}-profiles-{store}"
+@contextmanager
+def scratch_store(store: str, name: str, args: argparse.Namespace) -> Iterator[tuple[Path, str | None]]:
+    """A CDP_HOME and, on PostgreSQL, a database of their own (``None``: SQLite under the home); removed after."""
+    home = OUT / "runs" / f"{os.getpid()}-{name}-{store}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    database = None
+    database = f"cdp_bench_{name}_{os.getpid()}" if store == "postgresql" else None
     try:
+        if database:
+            create_database(args.pg, database)
+        yield home, to_sqlalchemy_url(psycopg.conninfo.make_conninfo(args.pg, dbname=database)) if database else None
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        if database:
+            drop_database(args.pg, database)
+
+
+def profile_api(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
+    with scratch_store(store, "profiles", args) as (home, url):
         started = time.perf_counter()
-        if store == "sqlite":
+        if url is None:
             cached = OUT / "cache" / f"profiles-{args.profiles}-{schema_revision()}.sqlite"
             cached.parent.mkdir(parents=True, exist_ok=True)
             if not cached.exists():
                 build_sqlite(cached, args.profiles)
             shutil.copyfile(cached, home / "cdp.sqlite")
-            url = None
         else:
-            database = f"cdp_bench_profiles_{os.getpid()}"
-            create_database(args.pg, database)
-            url = to_sqlalchemy_url(psycopg.conninfo.make_conninfo(args.pg, dbname=database))
             fill_postgres(url, args.profiles)
         log(f"  {store}: store of {args.profiles:,} people ready in {time.perf_counter() - started:.0f} s")
-        settings = Settings(home=home, database_url=url)
-        server = start_server(settings, workers=2, log=home / "server.log", admin_token=ADMIN_TOKEN)
+        server = start_server(Settings(home=home, database_url=url), workers=2, log=home / "server.log",
+                              admin_token=ADMIN_TOKEN)
         try:
             asyncio.run(hammer(server.url, args.profiles, seconds=2, concurrency=args.concurrency))  # warm-up
             answers, latencies, errors = asyncio.run(
@@ -159,43 +169,26 @@ def profile_api(store: str, args: argparse.Namespace, log) -> None:  # type: ign
             server.stop()
         log(f"  {store} Profile API traits: {answers / args.seconds:,.0f} req/s, p50 {percentile(latencies, 50):.1f} ms, "
             f"p99 {percentile(latencies, 99):.1f} ms, errors {errors} ({args.concurrency} clients)")
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-        if database:
-            drop_database(args.pg, database)
 
 
 def ingestion_with_identity(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
     bodies = make_bodies(int((args.warmup + args.seconds) * 15_000 / BATCH_SIZE), write_key=WRITE_KEY)
     rates = {}
     for label, idle_ms in (("as shipped", None), ("attribution during the load", 0)):
-        home = OUT / "runs" / f"{os.getpid()}-identity-{store}-{idle_ms}"
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir(parents=True)
-        database = None
-        try:
-            if store == "sqlite":
-                url = f"sqlite:///{home / 'cdp.sqlite'}"
-            else:
-                database = f"cdp_bench_identity_{os.getpid()}"
-                create_database(args.pg, database)
-                url = to_sqlalchemy_url(psycopg.conninfo.make_conninfo(args.pg, dbname=database))
+        with scratch_store(store, f"identity{idle_ms}", args) as (home, url):
             env = {} if idle_ms is None else {"CDP_ATTRIBUTION_IDLE_MS": str(idle_ms)}
             os.environ.update(env)
             try:
-                result, _, _, attribution = run_one(Target("ours", home, url, 0), bodies, args, log)
+                result, _, _, attribution = run_one(
+                    Target("ours", home, url or f"sqlite:///{home / 'cdp.sqlite'}", 0), bodies, args, log)
             finally:
                 for key in env:
                     os.environ.pop(key)
-            assert attribution is not None
-            rates[label] = (result.events_per_s, attribution.per_s(result))
-            log(f"  {store} ingest, {label}: {summary(result)}")
-            log(f"    {attribution.backlog:,} pending when the load stopped, drained in {attribution.drain_s:.1f} s: "
-                f"{attribution.per_s(result):,.0f} events/s acknowledged and attributed")
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-            if database:
-                drop_database(args.pg, database)
+        assert attribution is not None
+        rates[label] = (result.events_per_s, attribution.per_s(result))
+        log(f"  {store} ingest, {label}: {summary(result)}")
+        log(f"    {attribution.backlog:,} pending when the load stopped, drained in {attribution.drain_s:.1f} s: "
+            f"{attribution.per_s(result):,.0f} events/s acknowledged and attributed")
     foundation = rates["as shipped"][0]
     with_identity = rates["attribution during the load"][1]
     log(f"  {store}: ingestion with identity resolution {with_identity:,.0f} events/s = "

@@ -8,9 +8,9 @@ from prefect import flow
 
 from cdp.config import Settings, get_settings
 from cdp.errors import CdpError
-from cdp.predictions.service import list_predictions
 from cdp.store.db import create_store_engine
 from flows.runtime import store_task
+from flows.train import stored_predictions
 from models.predict import score_prediction
 from models.recommend.writeback import write_back_champion
 
@@ -39,11 +39,5 @@ def write_recommendations(settings: Settings) -> str:
 def score_and_write_back(as_of: datetime | None = None) -> dict[str, str]:
     """Score every prediction with its champion and write recommended items, as of a moment (default: now)."""
     settings, as_of = get_settings(), as_of or datetime.now(UTC)
-    engine = create_store_engine(settings, pool=False)
-    try:
-        with engine.connect() as conn:
-            keys = [stored.definition.key for stored in list_predictions(conn)]
-    finally:
-        engine.dispose()
-    return {**{key: score_one(settings, key, as_of) for key in keys},
+    return {**{d.key: score_one(settings, d.key, as_of) for d in stored_predictions(settings)},
             "recommendations": write_recommendations(settings)}

@@ -21,6 +21,16 @@ from models.recommend.train import train_recommender
 from models.train import train_prediction
 
 
+def stored_predictions(settings: Settings) -> list[PredictionDefinition]:
+    """The newest version of every prediction definition in the store."""
+    engine = create_store_engine(settings, pool=False)
+    try:
+        with engine.connect() as conn:
+            return [stored.definition for stored in list_predictions(conn)]
+    finally:
+        engine.dispose()
+
+
 @store_task
 def train_one(settings: Settings, definition: PredictionDefinition, as_of: datetime) -> str:
     started = time.perf_counter()
@@ -50,11 +60,5 @@ def train_recommendations(settings: Settings, as_of: datetime) -> str:
 def train(as_of: datetime | None = None) -> dict[str, str]:
     """Train every stored prediction definition and the recommender as of a moment (default: now)."""
     settings, as_of = get_settings(), as_of or datetime.now(UTC)
-    engine = create_store_engine(settings, pool=False)
-    try:
-        with engine.connect() as conn:
-            definitions = [stored.definition for stored in list_predictions(conn)]
-    finally:
-        engine.dispose()
-    results = {d.key: train_one(settings, d, as_of) for d in definitions}
+    results = {d.key: train_one(settings, d, as_of) for d in stored_predictions(settings)}
     return {**results, "recommender": train_recommendations(settings, as_of)}
