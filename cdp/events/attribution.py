@@ -2,10 +2,11 @@
 
 A 200 from the Tracking API means the message is durably stored (contract.md); resolving who sent
 it costs several times the insert, so the API stores events ``pending`` and a follower in every
-server process attributes them in batches of up to a thousand, in arrival order: one load of the
-identity graph, one bulk write of links, traits and attributions per batch instead of per request.
-Profiles lag ingestion by the follower's backlog (milliseconds when it keeps up), as Segment
-Unify's do. Pending events survive a crash with the rest of the store and are taken up again.
+server process attributes them in batches (``CDP_ATTRIBUTION_BATCH``), in arrival order: one load
+of the identity graph, one bulk write of links, traits and attributions per batch instead of per
+request. Profiles lag ingestion by the follower's backlog (a fraction of a second once requests
+pause), as Segment Unify's do. Pending events survive a crash with the rest of the store and are
+taken up again.
 """
 
 from __future__ import annotations
