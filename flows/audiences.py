@@ -12,17 +12,15 @@ from prefect import flow, get_run_logger
 
 from cdp.audiences.membership import recompute
 from cdp.config import Settings, get_settings
-from cdp.store.db import create_store_engine, write_transaction
+from cdp.store.db import write_transaction
+from features.read import opened
 from flows.runtime import store_task
 
 
 @store_task
 def recompute_all(settings: Settings, as_of: datetime) -> dict[str, str]:
-    engine = create_store_engine(settings, pool=False)
-    try:
+    with opened(settings) as engine:
         changes = write_transaction(engine, lambda conn: recompute(conn, as_of=as_of))
-    finally:
-        engine.dispose()
     get_run_logger().info("%d audiences recomputed", len(changes))
     return {change.key: f"{change.entered:,} entered, {change.exited:,} exited" for change in changes}
 

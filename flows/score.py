@@ -8,7 +8,7 @@ from prefect import flow
 
 from cdp.config import Settings, get_settings
 from cdp.errors import CdpError
-from cdp.store.db import create_store_engine
+from features.read import opened
 from flows.runtime import store_task
 from flows.train import stored_predictions
 from models.predict import score_prediction
@@ -17,22 +17,17 @@ from models.recommend.writeback import write_back_champion
 
 @store_task
 def score_one(settings: Settings, key: str, as_of: datetime) -> str:
-    engine = create_store_engine(settings, pool=False)
-    try:
-        return str(score_prediction(engine, key, as_of=as_of, settings=settings))
-    except CdpError as error:  # no champion yet: said in the run; the others are scored
-        return f"{key}: not scored: {error.message}"
-    finally:
-        engine.dispose()
+    with opened(settings) as engine:
+        try:
+            return str(score_prediction(engine, key, as_of=as_of, settings=settings))
+        except CdpError as error:  # no champion yet: said in the run; the others are scored
+            return f"{key}: not scored: {error.message}"
 
 
 @store_task
 def write_recommendations(settings: Settings) -> str:
-    engine = create_store_engine(settings, pool=False)
-    try:
+    with opened(settings) as engine:
         return str(write_back_champion(engine, settings, now=datetime.now(UTC)))
-    finally:
-        engine.dispose()
 
 
 @flow(name="score_and_write_back")

@@ -15,7 +15,7 @@ from cdp.config import Settings, get_settings
 from cdp.errors import CdpError
 from cdp.predictions.schemas import PredictionDefinition
 from cdp.predictions.service import list_predictions
-from cdp.store.db import create_store_engine
+from features.read import opened
 from flows.runtime import store_task
 from models.recommend.train import train_recommender
 from models.train import train_prediction
@@ -23,37 +23,29 @@ from models.train import train_prediction
 
 def stored_predictions(settings: Settings) -> list[PredictionDefinition]:
     """The newest version of every prediction definition in the store."""
-    engine = create_store_engine(settings, pool=False)
-    try:
-        with engine.connect() as conn:
-            return [stored.definition for stored in list_predictions(conn)]
-    finally:
-        engine.dispose()
+    with opened(settings) as engine, engine.connect() as conn:
+        return [stored.definition for stored in list_predictions(conn)]
 
 
 @store_task
 def train_one(settings: Settings, definition: PredictionDefinition, as_of: datetime) -> str:
     started = time.perf_counter()
-    engine = create_store_engine(settings, pool=False)
-    try:
-        result = train_prediction(engine, definition, as_of=as_of, settings=settings)
-    except CdpError as error:  # not ready: said in the run; the other predictions go on
-        return f"{definition.key}: not trained: {error.message}"
-    finally:
-        engine.dispose()
+    with opened(settings) as engine:
+        try:
+            result = train_prediction(engine, definition, as_of=as_of, settings=settings)
+        except CdpError as error:  # not ready: said in the run; the other predictions go on
+            return f"{definition.key}: not trained: {error.message}"
     get_run_logger().info("%s trained in %.1f s", definition.key, time.perf_counter() - started)
     return str(result)
 
 
 @store_task
 def train_recommendations(settings: Settings, as_of: datetime) -> str:
-    engine = create_store_engine(settings, pool=False)
-    try:
-        return str(train_recommender(engine, settings, as_of=as_of))
-    except ValueError as error:  # no interactions yet
-        return f"recommender: not trained: {error}"
-    finally:
-        engine.dispose()
+    with opened(settings) as engine:
+        try:
+            return str(train_recommender(engine, settings, as_of=as_of))
+        except ValueError as error:  # no interactions yet
+            return f"recommender: not trained: {error}"
 
 
 @flow(name="train")
