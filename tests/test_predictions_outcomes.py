@@ -83,7 +83,7 @@ def test_outcomes_through_the_cli_the_model_card_and_the_api(scored: tuple[Shop,
         assert body["as_of"] == past.isoformat() and [b["decile"] for b in body["bands"]] == list(range(1, 11))
         assert body["bands"][0]["realized"] > body["bands"][-1]["realized"]
         naive = httpx.get(url, headers=admin, params={"as_of": "2026-07-30T00:00:00"})
-        assert naive.status_code == 400 and naive.json()["code"] == "invalid_request", naive.text
+        assert naive.status_code == 400 and naive.json()["error"]["code"] == "invalid_request", naive.text
         assert httpx.get(url, headers=admin, params={"as_of": "2026-01-01T00:00:00Z"}).status_code == 404
     finally:
         server.kill()
