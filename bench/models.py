@@ -30,22 +30,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.features import _memory_gb, _peak_mb
+from bench.report import OUT, ROOT, Report, peak_mb
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
 TASKS = ("churn", "purchase", "value")
 HEADLINE = {"churn": ("roc_auc", "log_loss", "ece"), "purchase": ("roc_auc", "log_loss", "ece"),
             "value": ("normalized_gini", "aggregate_error", "top_decile_share")}
@@ -57,15 +52,9 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.profiles, frames_dir(args.base_profiles, args.seed))))
         return
-    started = datetime.now(UTC)
-    report: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
-
-    say(f"models benchmark {started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs, "
-        f"{_memory_gb():.0f} GB RAM, load average {os.getloadavg()[0]:.1f}")
+    report = Report("models")
+    say = report.say
+    say(report.machine())
     built = build_frames(args.base_profiles, args.seed)
     if built:
         say(f"simulated and featurized a shop of {args.base_profiles:,} profiles (seed {args.seed}): {built:.0f} s")
@@ -82,10 +71,7 @@ def main() -> None:
                 f"{result['score_seconds']:6.1f} s, peak {result['peak_mb']:6.0f} MB (data {result['data_mb']:.0f} MB)")
     say()
     say(timing_table(results))
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"models-{started:%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(report) + "\n")
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    report.write()
 
 
 def parse_args() -> argparse.Namespace:
@@ -162,7 +148,7 @@ def measure(task: str, profiles: int, folder: Path) -> dict:
         return {"task": task, "rows": len(frame), "held_out": int(metrics.at["n", "model"]),
                 "seconds": time.perf_counter() - started, "metrics": metrics.to_dict(orient="index")}
     frame = resampled(frame, profiles)
-    data_mb = _peak_mb()
+    data_mb = peak_mb()
     started = time.perf_counter()
     model = make_model(task, 30.0).fit(feature_frame(frame), frame["label"], frame["cutoff"])
     train_seconds = time.perf_counter() - started
@@ -170,7 +156,7 @@ def measure(task: str, profiles: int, folder: Path) -> dict:
     started = time.perf_counter()
     score_frame(model, latest, task=task)
     return {"task": task, "profiles": profiles, "rows": len(frame), "scored": len(latest), "data_mb": data_mb,
-            "train_seconds": train_seconds, "score_seconds": time.perf_counter() - started, "peak_mb": _peak_mb()}
+            "train_seconds": train_seconds, "score_seconds": time.perf_counter() - started, "peak_mb": peak_mb()}
 
 
 # -- report ----------------------------------------------------------------------------------------
