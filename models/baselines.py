@@ -1,4 +1,4 @@
-"""The answers a model must beat: recency only, the naive repeat rate, BTYD and a single-cutoff GBM.
+"""What a model is compared with: recency only, the naive repeat rate, BTYD and a tuned single-cutoff GBM.
 
 Each baseline predicts, for the rows of the same feature frame as the model, what the model
 predicts: the probability of the label (``churn``, ``purchase``, ``goal``) or the expected
