@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
 
 from cdp.errors import InvalidInput
 from cdp.store.tables import delivery_attempts, destinations, outbox
@@ -59,11 +59,19 @@ def enqueue(
     return len(rows)
 
 
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now)
+
+
+def any_due(conn: Connection, *, now: datetime) -> bool:
+    """Whether a message is due: a read, so that an idle worker never takes the store's writer."""
+    return conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first() is not None
+
+
 def claim_due(conn: Connection, *, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
     """Take up to ``limit`` due messages, oldest first, for ``lease``; concurrent workers skip each other's."""
     query = (select(outbox.c.id, outbox.c.destination_id, outbox.c.idempotency_key, outbox.c.payload, outbox.c.attempts)
-             .where(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now)
-             .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit))
+             .where(_due(now)).order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = [Claimed(**row._mapping) for row in conn.execute(query)]
