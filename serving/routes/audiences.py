@@ -1,4 +1,4 @@
-"""Audiences over HTTP (admin): define (computed at once), preview before saving, read, members."""
+"""Audiences over HTTP (``audiences:write`` saves, ``audiences:read`` reads and previews): define (computed at once), preview before saving, read, members."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cdp.audiences.schemas import parse_audience, parse_condition
 from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience
 from cdp.errors import InvalidInput
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import AudiencesReader, AudiencesWriter, EngineDep
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
 
@@ -26,7 +26,7 @@ EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",
 
 @router.post("")
 def define_audience(
-    engine: EngineDep, _token: Admin,
+    engine: EngineDep, _token: AudiencesWriter,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": EXAMPLE}})],
 ) -> ORJSONResponse:
     """Create an audience or save a new version of it, and compute its members now (their destinations
@@ -48,7 +48,7 @@ def define_audience(
 
 @router.post("/preview")
 def preview_audience(
-    engine: EngineDep, _token: Admin,
+    engine: EngineDep, _token: AudiencesReader,
     body: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": {"condition": EXAMPLE["condition"]}}})],
 ) -> ORJSONResponse:
     """Size and a sample of the profiles a condition holds for now; nothing is saved."""
@@ -61,7 +61,7 @@ def preview_audience(
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
+def list_all(engine: EngineDep, _token: AudiencesReader) -> ORJSONResponse:
     """Every audience with its size now."""
     with reader(engine).connect() as conn:
         sizes = audience_sizes(conn)
@@ -69,7 +69,7 @@ def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
 
 
 @router.get("/{key}")
-def read_audience(engine: EngineDep, _token: Admin, key: str) -> ORJSONResponse:
+def read_audience(engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
     """One audience with its size now."""
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
@@ -78,7 +78,7 @@ def read_audience(engine: EngineDep, _token: Admin, key: str) -> ORJSONResponse:
 
 @router.get("/{key}/members")
 def list_members(
-    engine: EngineDep, _token: Admin, key: str,
+    engine: EngineDep, _token: AudiencesReader, key: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100, next: Annotated[int, Query(ge=0)] = 0,
 ) -> ORJSONResponse:
     """Members by profile id; ``next`` is the last profile id of the previous page."""

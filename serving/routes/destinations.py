@@ -1,4 +1,4 @@
-"""Destinations over HTTP (admin): register a webhook or Segment-compatible endpoint, read, delete,
+"""Destinations over HTTP (``destinations:write`` changes, ``destinations:read`` reads): register a webhook or Segment-compatible endpoint, read, delete,
 the delivery log, replay."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from cdp.destinations.outbox import attempts_of, messages_page, replay
 from cdp.destinations.schemas import parse_destination
 from cdp.destinations.service import create_destination, delete_destination, get_destination, list_destinations
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import DestinationsReader, DestinationsWriter, EngineDep
 
 router = APIRouter(prefix="/v1/destinations", tags=["destinations"])
 
@@ -23,7 +23,7 @@ EXAMPLE = {"type": "webhook", "name": "crm", "url": "https://hooks.example.com/c
 
 @router.post("", status_code=201)
 def register(
-    request: Request, engine: EngineDep, _token: Admin,
+    request: Request, engine: EngineDep, _token: DestinationsWriter,
     body: Annotated[dict[str, Any], Body(openapi_examples={"webhook": {"value": EXAMPLE}})],
 ) -> ORJSONResponse:
     """Register a destination. URLs reaching loopback, private, link-local, reserved or multicast
@@ -36,21 +36,21 @@ def register(
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
+def list_all(engine: EngineDep, _token: DestinationsReader) -> ORJSONResponse:
     """Every destination (secrets are not shown)."""
     with reader(engine).connect() as conn:
         return ORJSONResponse({"data": [d.as_json() for d in list_destinations(conn)]})
 
 
 @router.get("/{destination_id}")
-def read(engine: EngineDep, _token: Admin, destination_id: int) -> ORJSONResponse:
+def read(engine: EngineDep, _token: DestinationsReader, destination_id: int) -> ORJSONResponse:
     """One destination."""
     with reader(engine).connect() as conn:
         return ORJSONResponse({"data": get_destination(conn, destination_id=destination_id).as_json()})
 
 
 @router.delete("/{destination_id}")
-def remove(engine: EngineDep, _token: Admin, destination_id: int) -> ORJSONResponse:
+def remove(engine: EngineDep, _token: DestinationsWriter, destination_id: int) -> ORJSONResponse:
     """Delete a destination with its queued messages and delivery log."""
     write_transaction(engine, lambda conn: delete_destination(conn, destination_id=destination_id))
     return ORJSONResponse({"data": {"id": destination_id, "deleted": True}})
@@ -58,7 +58,7 @@ def remove(engine: EngineDep, _token: Admin, destination_id: int) -> ORJSONRespo
 
 @router.get("/{destination_id}/deliveries")
 def deliveries(
-    engine: EngineDep, _token: Admin, destination_id: int,
+    engine: EngineDep, _token: DestinationsReader, destination_id: int,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, next: int | None = None,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
 ) -> ORJSONResponse:
@@ -79,7 +79,7 @@ def deliveries(
 
 @router.post("/{destination_id}/replay")
 def replay_messages(
-    engine: EngineDep, _token: Admin, destination_id: int,
+    engine: EngineDep, _token: DestinationsWriter, destination_id: int,
     body: Annotated[dict[str, Any] | None, Body(openapi_examples={"dead": {"value": {"status": "dead"}}})] = None,
 ) -> ORJSONResponse:
     """Send dead messages (or ``status: delivered`` ones, or the given ``ids``) again from a first attempt."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from cdp.governance.schemas import WINDOWS, Mode, TrackingPlan, Window
 from cdp.governance.service import add_version, assign_plan, count_violations, create_plan, get_plan, unassign_plan
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import Admin, EngineDep, GovernanceReader
 
 router = APIRouter(tags=["tracking plans"])
 
@@ -84,7 +84,7 @@ def create(body: NewPlan, engine: EngineDep, _: Admin) -> PlanOut:
 
 
 @router.get("/v1/tracking-plans/{name}")
-def show(name: str, engine: EngineDep, _: Admin, version: int | None = None) -> PlanOut:
+def show(name: str, engine: EngineDep, _: GovernanceReader, version: int | None = None) -> PlanOut:
     """A tracking plan at a version (default: the newest), with the sources enforcing it."""
     with reader(engine).connect() as conn:
         return _plan_out(get_plan(conn, name=name, version=version))
@@ -115,7 +115,7 @@ def unassign(source: str, engine: EngineDep, _: Admin) -> Response:
 
 @router.get("/v1/violations")
 def violations(
-    engine: EngineDep, _: Admin, source: str | None = None, window: Window = "24h"
+    engine: EngineDep, _: GovernanceReader, source: str | None = None, window: Window = "24h"
 ) -> ViolationsOut:
     """Violations per source, event and kind received in the last hour, day or week, most frequent first."""
     now = datetime.now(UTC)
