@@ -10,6 +10,7 @@ from fastapi.responses import ORJSONResponse
 
 from cdp.audiences.membership import members_of, preview, recompute
 from cdp.audiences.schemas import parse_audience, parse_condition
+from cdp.audiences.sync import profile_identifiers
 from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience
 from cdp.errors import InvalidInput
 from cdp.store.db import reader, write_transaction
@@ -81,9 +82,11 @@ def list_members(
     engine: EngineDep, _token: AudiencesReader, key: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100, next: Annotated[int, Query(ge=0)] = 0,
 ) -> ORJSONResponse:
-    """Members by profile id; ``next`` is the last profile id of the previous page."""
+    """Members by profile id, with their first user id, anonymous id and email; ``next`` is the last profile id
+    of the previous page."""
     with reader(engine).connect() as conn:
         rows = members_of(conn, audience_id=get_audience(conn, key=key).id, limit=limit, after=next)
-    data = [{"profile_id": r.profile_id, "entered_at": r.entered_at} for r in rows]
+        known = profile_identifiers(conn, [r.profile_id for r in rows])
+    data = [{"profile_id": r.profile_id, "entered_at": r.entered_at, **known.get(r.profile_id, {})} for r in rows]
     return ORJSONResponse({"data": data, "cursor": {"has_more": len(rows) == limit,
                                                     "next": rows[-1].profile_id if rows else None}})

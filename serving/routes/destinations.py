@@ -3,6 +3,7 @@ the delivery log, replay."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import ORJSONResponse
 
 from cdp.destinations.addresses import Allowlist
-from cdp.destinations.outbox import attempts_of, messages_page, replay
+from cdp.destinations.outbox import attempts_of, enqueue, messages_page, replay
 from cdp.destinations.schemas import parse_destination
 from cdp.destinations.service import create_destination, delete_destination, get_destination, list_destinations
 from cdp.store.db import reader, write_transaction
@@ -92,3 +93,20 @@ def replay_messages(
                       status=body.get("status", "dead"))
 
     return ORJSONResponse({"data": {"replayed": write_transaction(engine, run)}})
+
+
+@router.post("/{destination_id}/test", status_code=202)
+def test_send(engine: EngineDep, _token: DestinationsWriter, destination_id: int) -> ORJSONResponse:
+    """Queue a test message (a track event "CDP Test Message"); it shows in the delivery log like any other."""
+    now = datetime.now(UTC)
+    key = f"test-{uuid.uuid4().hex}"
+    message = {"type": "track", "event": "CDP Test Message", "messageId": key, "timestamp": now.isoformat(),
+               "userId": "cdp-test-user", "properties": {"test": True}}
+
+    def queue(conn):  # type: ignore[no-untyped-def]
+        get_destination(conn, destination_id=destination_id)
+        enqueue(conn, destination_ids=[destination_id], messages=[(key, message)], now=now)
+
+    write_transaction(engine, queue)
+    return ORJSONResponse({"data": {"idempotency_key": key, "queued": True}}, status_code=202)
+

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from cdp.governance.schemas import WINDOWS, Mode, TrackingPlan, Window
-from cdp.governance.service import add_version, assign_plan, count_violations, create_plan, get_plan, unassign_plan
+from cdp.governance.service import (
+    add_version, assign_plan, count_violations, create_plan, get_plan, plan_names, unassign_plan,
+)
 from cdp.store.db import reader, write_transaction
 from serving.deps import Admin, EngineDep, GovernanceReader
 
@@ -81,6 +83,13 @@ def create(body: NewPlan, engine: EngineDep, _: Admin) -> PlanOut:
     """Create a tracking plan; its rules are version 1."""
     plan = write_transaction(engine, lambda conn: create_plan(conn, name=body.name, rules=body.rules, now=datetime.now(UTC)))
     return _plan_out(plan)
+
+
+@router.get("/v1/tracking-plans")
+def list_all(engine: EngineDep, _: GovernanceReader) -> list[PlanOut]:
+    """Every tracking plan at its newest version, with the sources enforcing it."""
+    with reader(engine).connect() as conn:
+        return [_plan_out(get_plan(conn, name=name)) for name in plan_names(conn)]
 
 
 @router.get("/v1/tracking-plans/{name}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
-from fastapi.responses import ORJSONResponse
+from fastapi import APIRouter, Body, Path
+from fastapi.responses import ORJSONResponse, Response
 
 from cdp.predictions.schemas import parse_definition
+from cdp.errors import NotFound
 from cdp.predictions.service import create_prediction, get_prediction, list_predictions
+from cdp.predictions.traits import score_sample
 from cdp.store.db import reader, write_transaction
-from models.tracking import model_card
+from models.tracking import model_card, plot_artifact
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -47,3 +49,32 @@ def read(engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, ke
         stored = get_prediction(conn, key=key)
     card = model_card(settings.resolved_mlflow_tracking_uri, key)
     return ORJSONResponse({"data": {**stored.as_json(), "model_card": card}})
+
+
+@router.get("/{key}/plots/{name}", response_class=Response)
+def plot(settings: SettingsDep, _token: PredictionsReader, key: str,
+         name: Annotated[str, Path(pattern=r"^[a-z_]+\.png$")]) -> Response:
+    """A plot of the champion's model card (``roc.png``, ``calibration.png``, ``gains.png``,
+    ``value_by_decile.png``, ``feature_importance.png``, as its ``artifacts`` list), as PNG."""
+    found = plot_artifact(settings.resolved_mlflow_tracking_uri, key, name)
+    if found is None:
+        raise NotFound(f"prediction {key!r} has no plot {name!r}: train it first, or see the model card's artifacts")
+    return Response(found, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/{key}/scores")
+def scores(engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+    """The distribution of the scores written back to profiles: 20 bins over a sample of up to 20,000."""
+    with reader(engine).connect() as conn:
+        stored = get_prediction(conn, key=key)
+        values = score_sample(conn, key=key, task=stored.definition.task)
+    if not values:
+        return ORJSONResponse({"data": {"sampled": 0, "bins": []}})
+    low, high = min(values), max(values)
+    width = (high - low) / 20 or 1.0
+    counts = [0] * 20
+    for value in values:
+        counts[min(int((value - low) / width), 19)] += 1
+    bins = [{"from": low + i * width, "to": low + (i + 1) * width, "profiles": n} for i, n in enumerate(counts)]
+    return ORJSONResponse({"data": {"sampled": len(values), "bins": bins}})
+
