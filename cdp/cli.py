@@ -457,9 +457,30 @@ def demo(
     backfilled = settings.model_copy(update={"backfilled_until": sent_at})
     _demo_predictions(engine, backfilled, as_of=summary.end)
     _demo_recommendations(engine, settings)
+    _demo_console_user(engine)
     out.print(f"next: `cdp serve`, then the Profile API shows the predicted traits; `cdp predictions show churn`, "
               f"`cdp recs show USER`; later trainings: set CDP_BACKFILLED_UNTIL={sent_at.isoformat()}",
               highlight=False, soft_wrap=True)
+
+
+DEMO_MARKETER = "marketer@demo.example"
+
+
+def _demo_console_user(engine: Any) -> None:
+    """A marketer for the console, with a fresh password each run (printed: this is a demo store)."""
+    import secrets
+
+    from cdp.auth.users import create_user, set_password
+    from cdp.errors import Conflict
+
+    password = secrets.token_urlsafe(12)
+    with engine.begin() as conn:
+        try:
+            create_user(conn, email=DEMO_MARKETER, role="marketer", password=password, now=datetime.now(UTC))
+        except Conflict:
+            set_password(conn, email=DEMO_MARKETER, password=password)
+    out.print(f"console: `cdp serve`, open http://127.0.0.1:8080/ui and sign in as [bold]{DEMO_MARKETER}[/bold] "
+              f"with password [bold]{password}[/bold]", highlight=False, soft_wrap=True)
 
 
 def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> None:

@@ -90,6 +90,17 @@ def create_user(conn: Connection, *, email: str, role: str, password: str, now: 
     return User(id=user_id, email=email, role=role)
 
 
+def set_password(conn: Connection, *, email: str, password: str) -> None:
+    """Give an existing user a new password (their sessions end)."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"the password needs at least {MIN_PASSWORD} characters")
+    row = conn.execute(select(users.c.id).where(users.c.email == email.strip().lower())).first()
+    if row is None:
+        raise NotFound(f"no user {email!r}")
+    conn.execute(update(users).where(users.c.id == row.id).values(password_hash=hash_password(password)))
+    conn.execute(delete(user_sessions).where(user_sessions.c.user_id == row.id))
+
+
 def list_users(conn: Connection) -> list[User]:
     query = select(users.c.id, users.c.email, users.c.role).where(users.c.disabled_at.is_(None)).order_by(users.c.id)
     return [User(id=r.id, email=r.email, role=r.role) for r in conn.execute(query)]

@@ -91,12 +91,11 @@ async def _profile(api: Any, identifier: str) -> dict[str, Any]:
     predicted: dict[str, dict[str, Any]] = {}
     plain = {}
     for name, trait in traits["traits"].items():
-        if trait["class"] == "predicted":
-            key, _, part = name.rpartition("_")
-            if part in PREDICTED_PARTS and key:
-                predicted.setdefault(key, {})[part] = trait["value"]
-                continue
-        plain[name] = trait
+        part = next((p for p in PREDICTED_PARTS if name.endswith(f"_{p}")), None) if trait["class"] == "predicted" else None
+        if part is None:
+            plain[name] = trait
+        else:
+            predicted.setdefault(name.removesuffix(f"_{part}"), {})[part] = trait["value"]
     return {"identifier": identifier, "metadata": metadata["metadata"], "traits": plain, "predicted": predicted,
             "events": events["data"], "events_more": events["cursor"]["has_more"], "ids": ids["data"],
             "audiences": member_of["data"], "merges": merges["data"], "profile_id": merges["profile_id"]}
