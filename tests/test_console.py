@@ -136,6 +136,10 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     saved = marketer.post("/v1/audiences", json=body, headers={"X-CSRF-Token": token})
     assert saved.status_code == 201 and saved.json()["data"]["size"] == 2
     assert marketer.post("/v1/quarantine/replay", headers={"X-CSRF-Token": token}).status_code == 403  # admin only
+    ready = marketer.post("/v1/predictions/readiness", json={"key": "churn2", "kind": "churn", "window_days": 30},
+                          headers={"X-CSRF-Token": token})
+    assert ready.status_code == 200 and ready.json()["data"]["ok"] is False  # ten customers and a day of history
+    assert ready.json()["data"]["message"].startswith(("not enough data", "no eligible profile"))
 
     analyst = signed_in(shop, *ANALYST)
     refused = analyst.post("/v1/audiences", json={**body, "key": "nope"}, headers={"X-CSRF-Token": csrf_of(analyst)})
@@ -226,7 +230,7 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
 
     for path, name, expected in (("/ui", "overview", "Profiles"), ("/ui/audiences", "audiences", "churn_value_pricing"),
                                  ("/ui/profiles?id=c9", "profile", "no order in 40 days"),
-                                 ("/ui/predictions", "predictions", "ltv"), ("/ui/predictions/churn", "model-card",
+                                 ("/ui/predictions/churn", "model-card",
                                                                              "Score distribution"),
                                  ("/ui/destinations", "destinations", "New webhook"),
                                  ("/ui/governance", "governance", "Quarantine"),
@@ -237,6 +241,14 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
         assert expected in page.content(), path
         page.screenshot(path=artifacts / f"{name}.png", full_page=True)
     assert "churn_value_pricing" in page.goto(f"{shop.url}/ui/profiles?id=c9").text()  # its audiences
+
+    page.goto(f"{shop.url}/ui/predictions")
+    page.fill("#new-prediction input[name=key]", "churn_60d")
+    page.fill("#new-prediction input[name=window_days]", "60")
+    page.click("#check-readiness")
+    assert page.locator("#readiness p").inner_text().startswith(("not enough data", "no eligible profile"))
+    assert page.locator("#new-prediction button[type=submit]").is_disabled()  # creating predictions is an admin's
+    page.screenshot(path=artifacts / "predictions.png", full_page=True)
     page.close()
 
 

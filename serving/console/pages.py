@@ -33,11 +33,19 @@ async def overview(request: Request, session: ConsoleSession) -> HTMLResponse:
                   identified_chart=share(data["identified"], data["profiles"], title="Identified profiles"))
 
 
-@router.get("/ui/audiences")
-async def audiences(request: Request, session: ConsoleSession) -> HTMLResponse:
-    async with api_for(request) as api:
-        found = (await api.get("/v1/audiences"))["data"]
-    return render(request, "audiences.html", session, audiences=found)
+def _list_page(name: str) -> Any:
+    """``/ui/NAME``: the list ``/v1/NAME`` answers, in the template ``NAME.html``."""
+
+    async def page(request: Request, session: ConsoleSession) -> HTMLResponse:
+        async with api_for(request) as api:
+            found = (await api.get(f"/v1/{name}"))["data"]
+        return render(request, f"{name}.html", session, **{name: found})
+
+    return page
+
+
+for _name in ("audiences", "predictions", "destinations"):
+    router.add_api_route(f"/ui/{_name}", _list_page(_name), methods=["GET"], response_class=HTMLResponse)
 
 
 @router.get("/ui/audiences/new")
@@ -101,13 +109,6 @@ async def _profile(api: Any, identifier: str) -> dict[str, Any]:
             "audiences": member_of["data"], "merges": merges["data"], "profile_id": merges["profile_id"]}
 
 
-@router.get("/ui/predictions")
-async def predictions(request: Request, session: ConsoleSession) -> HTMLResponse:
-    async with api_for(request) as api:
-        found = (await api.get("/v1/predictions"))["data"]
-    return render(request, "predictions.html", session, predictions=found)
-
-
 @router.get("/ui/predictions/{key}")
 async def prediction(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
     async with api_for(request) as api:
@@ -122,15 +123,12 @@ async def prediction(request: Request, session: ConsoleSession, key: str) -> HTM
     histogram = bars([b["profiles"] for b in distribution["bins"]],
                      labels=[f"{b['from']:.3g}–{b['to']:.3g}" for b in distribution["bins"]],
                      title=f"Scores of {distribution['sampled']:,} profiles")
+    scoring = (card or {}).get("last_scoring") or {}
+    drift = sorted(((name.removeprefix("psi."), value) for name, value in scoring.get("metrics", {}).items()
+                    if name.startswith("psi.")), key=lambda item: -item[1])[:5]
     return render(request, "prediction.html", session, prediction=stored, card=card, predictors=predictors,
-                  metric_names=names, metrics=metrics, plots=plots, histogram=histogram, sampled=distribution["sampled"])
-
-
-@router.get("/ui/destinations")
-async def destinations(request: Request, session: ConsoleSession) -> HTMLResponse:
-    async with api_for(request) as api:
-        found = (await api.get("/v1/destinations"))["data"]
-    return render(request, "destinations.html", session, destinations=found)
+                  metric_names=names, metrics=metrics, plots=plots, histogram=histogram, sampled=distribution["sampled"],
+                  scoring=scoring, drift=drift)
 
 
 @router.get("/ui/destinations/{destination_id}")

@@ -13,7 +13,9 @@ from cdp.errors import NotFound
 from cdp.predictions.service import create_prediction, get_prediction, list_predictions
 from cdp.predictions.traits import score_sample
 from cdp.store.db import reader, write_transaction
+from features import NotReady
 from models.tracking import model_card, plot_artifact
+from models.train import training_readiness
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -32,6 +34,25 @@ def create(
     stored, status = write_transaction(engine, lambda conn: create_prediction(conn, definition=parsed, now=datetime.now(UTC)))
     return ORJSONResponse({"data": {**stored.as_json(), "status": status}},
                           status_code=201 if status == "created" else 200)
+
+
+@router.post("/readiness")
+def readiness(
+    engine: EngineDep, settings: SettingsDep, _token: PredictionsReader,
+    definition: Annotated[dict[str, Any], Body(openapi_examples={"churn": {"value": EXAMPLE}})],
+) -> ORJSONResponse:
+    """Whether the store's data can train this definition now: every readiness check with what it observed
+    and what it needs (nothing is saved; it builds the training frame, seconds on a large store)."""
+    parsed = parse_definition(definition)
+    try:
+        _, frame, report = training_readiness(engine, parsed, as_of=datetime.now(UTC), settings=settings)
+    except NotReady as error:
+        return ORJSONResponse({"data": {"ok": False, "rows": 0, "message": error.message, "checks": []}})
+    checks = [{"name": c.name, "passed": c.passed, "observed": c.observed, "required": c.required,
+               "message": c.message} for c in report.checks]
+    message = "ready to train" if report.ok else "not enough data to train: " + "; ".join(
+        c.message for c in report.failures)
+    return ORJSONResponse({"data": {"ok": report.ok, "rows": len(frame), "message": message, "checks": checks}})
 
 
 @router.get("")

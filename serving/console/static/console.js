@@ -287,7 +287,47 @@ function builder(root, data) {
   });
 }
 
+// ---- New prediction: the readiness check runs before anything is saved ---------------------------
+function predictionForm(form) {
+  const out = form.querySelector(".error");
+  const report = document.getElementById("readiness");
+  let checked = null;  // the body last checked, and its answer
+
+  async function check() {
+    const body = formBody(form);
+    cdp.show(out, "");
+    report.textContent = "Checking the data (this builds the training frame)…";
+    const answer = (await cdp.api("POST", "/v1/predictions/readiness", body)).data;
+    report.replaceChildren(el("p", { class: answer.ok ? "ok" : "warn", textContent: answer.message }),
+      el("table", {}, ...answer.checks.map((c) => el("tr", {},
+        el("td", { class: c.passed ? "ok" : "bad", textContent: c.passed ? "ok" : "fails" }),
+        el("td", { textContent: c.name }), el("td", { textContent: `${c.observed} (needs ${c.required})` }),
+        el("td", { class: "muted", textContent: c.message })))));
+    checked = { text: JSON.stringify(body), ok: answer.ok };
+    form.querySelector("button[type=submit]").textContent = answer.ok ? "Create" : "Create anyway (scores by the fallback)";
+    return body;
+  }
+
+  document.getElementById("check-readiness").addEventListener("click", () => check().catch((e) => cdp.show(out, e.message)));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const body = formBody(form);
+      if (!checked || checked.text !== JSON.stringify(body)) {
+        await check();
+        if (!checked.ok) return;  // the report is on screen; a second click creates it anyway
+      }
+      await cdp.api("POST", "/v1/predictions", body);
+      location.href = `/ui/predictions/${encodeURIComponent(body.key)}`;
+    } catch (error) {
+      cdp.show(out, error.message);
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const data = document.getElementById("builder-data");
   if (data) builder(document.getElementById("tree"), JSON.parse(data.textContent));
+  const form = document.getElementById("new-prediction");
+  if (form) predictionForm(form);
 });
