@@ -141,7 +141,14 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     assert ready.status_code == 200 and ready.json()["data"]["ok"] is False  # ten customers and a day of history
     assert ready.json()["data"]["message"].startswith(("not enough data", "no eligible profile"))
 
+    overview = marketer.get("/v1/overview").json()["data"]
+    assert overview["profiles"] == 10 and overview["identified_share"] == 1.0
+    assert sum(overview["events_per_minute"]) >= 11 and overview["trainings"] == []
+    assert {w["prediction"] for w in overview["readiness_warnings"]} == {"churn", "ltv"}  # nothing trained
+
     analyst = signed_in(shop, *ANALYST)
+    assert analyst.get("/v1/quarantine").json() == {"counts": {}, "data": []}
+    assert analyst.get("/v1/tracking-plans").json() == []
     refused = analyst.post("/v1/audiences", json={**body, "key": "nope"}, headers={"X-CSRF-Token": csrf_of(analyst)})
     assert refused.status_code == 403
     assert refused.json()["error"] == {"code": "forbidden",

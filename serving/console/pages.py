@@ -170,7 +170,17 @@ async def recommendations(request: Request, session: ConsoleSession, user: str |
 
 @router.get("/ui/journeys")
 async def journeys(request: Request, session: ConsoleSession) -> HTMLResponse:
-    return render(request, "journeys.html", session)
+    """Journeys from ``GET /v1/journeys`` once that API is served (a plain table of each journey's scalar
+    fields until a journey screen is built); until then, a page that says so."""
+    async with api_for(request) as api:
+        try:
+            found = (await api.get("/v1/journeys"))["data"]
+        except ApiProblem as problem:
+            if problem.status != 404:
+                raise
+            found = None
+    columns = [k for k, v in found[0].items() if isinstance(v, str | int | float | bool | None)] if found else []
+    return render(request, "journeys.html", session, journeys=found, columns=columns)
 
 
 @router.get("/ui/")

@@ -10,8 +10,8 @@ from fastapi.responses import ORJSONResponse
 
 from cdp.audiences.membership import members_of, preview, recompute
 from cdp.audiences.schemas import parse_audience, parse_condition
-from cdp.audiences.sync import profile_identifiers
 from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience
+from cdp.audiences.sync import profile_identifiers
 from cdp.errors import InvalidInput
 from cdp.store.db import reader, write_transaction
 from serving.deps import AudiencesReader, AudiencesWriter, EngineDep

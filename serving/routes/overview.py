@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi.responses import ORJSONResponse
 from fastapi import APIRouter
+from fastapi.responses import ORJSONResponse
 
 from cdp.destinations.outbox import failing
 from cdp.events.stats import recent_rate
