@@ -25,6 +25,8 @@ tokens_app = typer.Typer(help="Scoped API tokens.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Messages that failed validation.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
+users_app = typer.Typer(help="Console users (admin, marketer, analyst).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 profiles_app = typer.Typer(help="Profiles: look one up, explain its merges, undo a bad merge.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 regulations_app = typer.Typer(help="GDPR / CCPA: delete or suppress people across the identity graph.",
@@ -172,6 +174,40 @@ def tokens_create(
         token, secret = create_token(conn, name=name, scopes=scopes, now=datetime.now(UTC))
     out.print(f"token {token.name!r} (id {token.id}) scopes {' '.join(sorted(token.scopes))}:")
     print(secret)
+
+
+@users_app.command("create")
+@user_errors
+def users_create(
+    email: Annotated[str, typer.Argument(help="The user's email, their sign-in name.")],
+    role: Annotated[str, typer.Option(help="admin, marketer (profiles read, audiences and journeys write) or analyst (read only).")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Create a console user; the password is prompted for unless --password-stdin."""
+    import sys
+
+    from cdp.auth.users import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with _store().begin() as conn:
+        user = create_user(conn, email=email, role=role, password=password, now=datetime.now(UTC))
+    out.print(f"user {user.email} ({user.role}) created; sign in at /ui of `cdp serve`", highlight=False)
+
+
+@users_app.command("list")
+@user_errors
+def users_list() -> None:
+    """List console users and their roles."""
+    from cdp.auth.users import list_users
+
+    with _store().connect() as conn:
+        table = Table("id", "email", "role")
+        for user in list_users(conn):
+            table.add_row(str(user.id), user.email, user.role)
+    out.print(table)
 
 
 @app.command("import")
@@ -421,9 +457,30 @@ def demo(
     backfilled = settings.model_copy(update={"backfilled_until": sent_at})
     _demo_predictions(engine, backfilled, as_of=summary.end)
     _demo_recommendations(engine, settings)
+    _demo_console_user(engine)
     out.print(f"next: `cdp serve`, then the Profile API shows the predicted traits; `cdp predictions show churn`, "
               f"`cdp recs show USER`; later trainings: set CDP_BACKFILLED_UNTIL={sent_at.isoformat()}",
               highlight=False, soft_wrap=True)
+
+
+DEMO_MARKETER = "marketer@demo.example"
+
+
+def _demo_console_user(engine: Any) -> None:
+    """A marketer for the console, with a fresh password each run (printed: this is a demo store)."""
+    import secrets
+
+    from cdp.auth.users import create_user, set_password
+    from cdp.errors import Conflict
+
+    password = secrets.token_urlsafe(12)
+    with engine.begin() as conn:
+        try:
+            create_user(conn, email=DEMO_MARKETER, role="marketer", password=password, now=datetime.now(UTC))
+        except Conflict:
+            set_password(conn, email=DEMO_MARKETER, password=password)
+    out.print(f"console: `cdp serve`, open http://127.0.0.1:8080/ui and sign in as [bold]{DEMO_MARKETER}[/bold] "
+              f"with password [bold]{password}[/bold]", highlight=False, soft_wrap=True)
 
 
 def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> None:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # training frames, instead of from the day of the import (see features.sql.known_by).
     backfilled_until: datetime | None = None
 
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
+                                         description="How long a console sign-in lasts.")
+
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024
     max_batch_messages: int = 2500

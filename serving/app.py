@@ -20,9 +20,11 @@ from cdp.store.group_commit import GroupCommitter
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
 from serving.champion import ChampionHolder
+from serving.console import pages as console_pages
+from serving.console import session as console_session
 from serving.routes import (
-    audiences, computed_traits, destinations, health, plans, predictions, profiles, recommendations, regulations,
-    tracking,
+    audiences, computed_traits, destinations, health, overview, plans, predictions, profiles, quarantine,
+    recommendations, regulations, tracking,
 )
 
 
@@ -72,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(audiences.router)
     app.include_router(destinations.router)
+    app.include_router(overview.router)
+    app.include_router(quarantine.router)
+    console_session.install(app)
+    app.include_router(console_session.router)
+    app.include_router(console_pages.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

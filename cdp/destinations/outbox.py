@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, update
 
 from cdp.errors import InvalidInput
 from cdp.store.tables import delivery_attempts, destinations, outbox
@@ -136,3 +136,13 @@ def attempts_of(conn: Connection, *, outbox_ids: Sequence[int]) -> dict[int, lis
     for row in conn.execute(query):
         found.setdefault(row.outbox_id, []).append(row)
     return found
+
+
+def failing(conn: Connection) -> list[Any]:
+    """Per destination: dead messages, and pending ones that failed at least once (retrying)."""
+    query = (select(destinations.c.id, destinations.c.name, outbox.c.status, func.count().label("n"))
+             .join(destinations, destinations.c.id == outbox.c.destination_id)
+             .where((outbox.c.status == DEAD) | ((outbox.c.status == PENDING) & (outbox.c.attempts > 0)))
+             .group_by(destinations.c.id, destinations.c.name, outbox.c.status).order_by(destinations.c.name))
+    return conn.execute(query).all()
+

@@ -117,3 +117,10 @@ def read_scores(conn: Connection, *, key: str, task: str) -> list[dict[str, Any]
     for row in rows:
         by_profile.setdefault(row.profile_id, {"profile_id": row.profile_id})[row.name] = row.value
     return list(by_profile.values())
+
+
+def score_sample(conn: Connection, *, key: str, task: str, limit: int = 20_000) -> list[float]:
+    """Scores of up to ``limit`` scored profiles (any ones: a bounded read for a distribution chart)."""
+    query = select(profile_traits.c.value).where(profile_traits.c.name == score_trait(key, task),
+                                                 profile_traits.c["class"] == PREDICTED).limit(limit)
+    return [float(value) for value in conn.execute(query).scalars() if isinstance(value, int | float)]

@@ -400,3 +400,27 @@ delivery_attempts = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_delivery_attempts_destination_id", "destination_id", "id"),
 )
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # stored lower-cased
+    Column("role", String(16), nullable=False),  # admin | marketer | analyst
+    Column("password_hash", Text, nullable=False),  # scrypt$n$r$p$salt$hash (cdp.auth.users)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime, nullable=True),
+)
+
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # sha256 of the cookie's random token: a leaked table does not sign anyone in.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_user_sessions_user_id", "user_id"),
+)
