@@ -1293,6 +1293,133 @@ def destinations_replay(
         count = replay(conn, destination_id=destination_id, now=datetime.now(UTC), ids=id_ or [], status=status)
     out.print(f"{count:,} messages queued again")
 
+# -- journeys and the contact policy --------------------------------------------------------------
+
+journeys_app = typer.Typer(help="Event-triggered journeys: steps, holdouts and lift reports.", no_args_is_help=True)
+app.add_typer(journeys_app, name="journeys")
+policy_app = typer.Typer(help="The global contact policy: frequency caps, quiet hours, journey priority.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="contact-policy")
+
+
+@journeys_app.command("create")
+@user_errors
+def journeys_create(
+    file: Annotated[Path, typer.Option("--file", help="JSON: {\"key\", \"entry\", \"steps\", \"holdout\", \"goal\", ...}.")],
+) -> None:
+    """Create a journey (or a new version of it); live events enter it from now on."""
+    from cdp.journeys.schemas import parse_journey
+    from cdp.journeys.service import save_journey
+    from cdp.store.db import write_transaction
+
+    definition = parse_journey(_read_json(file))
+    stored, status = write_transaction(_store(), lambda conn: save_journey(
+        conn, definition=definition, now=datetime.now(UTC)))
+    out.print(f"journey {stored.key!r} v{stored.version} ({status})", highlight=False)
+
+
+@journeys_app.command("list")
+@user_errors
+def journeys_list() -> None:
+    """Show the journeys and how many profiles are on their way."""
+    from cdp.journeys.service import active_counts, list_journeys
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        stored, active = list_journeys(conn), active_counts(conn)
+    if not stored:
+        out.print("No journeys; create one with `cdp journeys create --file FILE`.")
+        return
+    table = Table("key", "name", "version", "entry event", "holdout", "on their way")
+    for j in stored:
+        table.add_row(j.key, j.definition.title, str(j.version), j.definition.entry.event,
+                      f"{j.definition.holdout:.0%}", f"{active.get(j.id, 0):,}")
+    out.print(table)
+
+
+@journeys_app.command("show")
+@user_errors
+def journeys_show(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Show a journey's definition."""
+    from cdp.journeys.service import get_journey
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        stored = get_journey(conn, key=key)
+    out.print(f"journey {stored.key!r} v{stored.version}", highlight=False)
+    out.print_json(data=stored.definition.model_dump(mode="json", exclude_none=True))
+
+
+@journeys_app.command("report")
+@user_errors
+def journeys_report(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Lift: goal conversions of the treated profiles against the holdout, and sends by outcome."""
+    from cdp.journeys.report import lift_report
+    from cdp.journeys.service import get_journey
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        report = lift_report(conn, journey=get_journey(conn, key=key))
+    treated, holdout = report.treated, report.holdout
+    out.print(f"journey {report.journey!r} v{report.version}: {treated.entries + holdout.entries:,} entries "
+              f"({treated.entries:,} treated, {holdout.entries:,} holdout); goal: {report.goal or 'none set'}",
+              highlight=False)
+    table = Table("group", "entries", "sends", "conversions", "conversion rate")
+    for name, arm in (("treated", treated), ("holdout", holdout)):
+        table.add_row(name, f"{arm.entries:,}", f"{arm.sends:,}", f"{arm.conversions:,}",
+                      "-" if arm.rate is None else f"{arm.rate:.2%}")
+    out.print(table)
+    if report.absolute_lift is not None and report.absolute_ci is not None:
+        low, high = report.absolute_ci
+        out.print(f"absolute lift {report.absolute_lift:+.2%} (95% CI {low:+.2%} to {high:+.2%})", highlight=False)
+    if report.relative_lift is not None:
+        interval = (f" (95% CI {report.relative_ci[0]:+.1%} to {report.relative_ci[1]:+.1%})"
+                    if report.relative_ci else "")
+        out.print(f"relative lift {report.relative_lift:+.1%}{interval}", highlight=False)
+    sends = ", ".join(f"{status} {n:,}" for status, n in sorted(report.sends.items())) or "none"
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report.reasons.items()))
+    out.print(f"sends: {sends}" + (f" (suppressed / deferred: {reasons})" if reasons else ""), highlight=False)
+
+
+@journeys_app.command("delete")
+@user_errors
+def journeys_delete(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Delete a journey with its instances and send log."""
+    from cdp.journeys.service import delete_journey
+    from cdp.store.db import write_transaction
+
+    write_transaction(_store(), lambda conn: delete_journey(conn, key=key))
+    out.print(f"journey {key!r} deleted", highlight=False)
+
+
+@policy_app.command("show")
+@user_errors
+def contact_policy_show() -> None:
+    """Show the contact policy."""
+    from cdp.journeys.service import get_policy
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        policy, updated_at = get_policy(conn)
+    out.print(f"contact policy, set {updated_at.isoformat(timespec='seconds') if updated_at else 'never'}")
+    out.print_json(data=policy.model_dump(mode="json"))
+
+
+@policy_app.command("set")
+@user_errors
+def contact_policy_set(
+    file: Annotated[Path, typer.Option("--file", help="JSON: {\"frequency_caps\", \"quiet_hours\", \"priority\"}.")],
+) -> None:
+    """Replace the contact policy; every journey send follows it from now on."""
+    from cdp.journeys.schemas import parse_policy
+    from cdp.journeys.service import set_policy
+    from cdp.store.db import write_transaction
+
+    policy = parse_policy(_read_json(file))
+    write_transaction(_store(), lambda conn: set_policy(conn, policy=policy, now=datetime.now(UTC)))
+    out.print(f"contact policy set: {len(policy.frequency_caps)} frequency cap(s), "
+              f"quiet hours {'on' if policy.quiet_hours else 'off'}, {len(policy.priority)} journey(s) ranked")
+
 
 def main() -> None:
     app(prog_name="cdp")

@@ -38,7 +38,7 @@ def save_audience(conn: Connection, *, definition: AudienceDefinition, now: date
     """
     known = {stored.key: stored for stored in list_audiences(conn)}
     _check_references(definition, known)
-    _check_destinations(conn, definition.destinations)
+    check_destinations(conn, definition.destinations)
     document = definition.model_dump(mode="json", by_alias=True)
     previous = known.get(definition.key)
     if previous is not None and previous.definition == definition:
@@ -99,7 +99,7 @@ def _check_references(definition: AudienceDefinition, known: dict[str, StoredAud
         raise InvalidInput(f"audience {definition.key!r}: its conditions would refer back to itself") from None
 
 
-def _check_destinations(conn: Connection, ids: Sequence[int]) -> None:
+def check_destinations(conn: Connection, ids: Sequence[int]) -> None:
     found = set(conn.execute(select(destinations.c.id).where(destinations.c.id.in_(list(ids)))).scalars())
     missing = sorted(set(ids) - found)
     if missing:
