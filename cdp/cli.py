@@ -379,13 +379,13 @@ def demo(
 
     settings = _settings()
     engine = _store()
-    out.print(f"[bold]1/6[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
+    out.print(f"[bold]1/7[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
     summary = generate(settings.home / "demo-data", SimulationConfig(profiles=profiles, days=days, seed=seed))
     out.print(f"     {summary.events:,} messages -> {summary.events_path}")
 
     write_key = secrets.token_urlsafe(24)
     server = start_server(settings, workers=2, log=settings.home / "demo-serve.log", write_keys=write_key)
-    out.print(f"[bold]2/6[/bold] sending them to {server.url}/v1/batch in batches of 100")
+    out.print(f"[bold]2/7[/bold] sending them to {server.url}/v1/batch in batches of 100")
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as progress:
@@ -402,7 +402,7 @@ def demo(
 
     with reader(engine).connect() as conn:
         landed = summarize(conn)
-    out.print(f"[bold]3/6[/bold] the store at {_where(settings)} now holds")
+    out.print(f"[bold]3/7[/bold] the store at {_where(settings)} now holds")
     table = Table("what", "count")
     table.add_row("events (a re-sent messageId is kept once)", f"{landed.events:,}")
     for kind, n in sorted(landed.by_type.items()):
@@ -421,6 +421,7 @@ def demo(
     backfilled = settings.model_copy(update={"backfilled_until": sent_at})
     _demo_predictions(engine, backfilled, as_of=summary.end)
     _demo_recommendations(engine, settings)
+    _demo_journey(engine, settings)
     out.print(f"next: `cdp serve`, then the Profile API shows the predicted traits; `cdp predictions show churn`, "
               f"`cdp recs show USER`; later trainings: set CDP_BACKFILLED_UNTIL={sent_at.isoformat()}",
               highlight=False, soft_wrap=True)
@@ -432,7 +433,7 @@ def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> Non
 
     # The simulated history all arrived just now: as a backfill, each snapshot sees what had
     # happened by its cutoff (otherwise nothing was known before today).
-    out.print(f"[bold]4/6[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
+    out.print(f"[bold]4/7[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
               f"the history received until {sent:%Y-%m-%d %H:%M} counting as a backfill", soft_wrap=True)
     try:
         frame, report = training_readiness(engine, as_of=as_of, backfilled_until=sent)
@@ -457,7 +458,7 @@ def _demo_predictions(engine: Any, settings: Settings, *, as_of: datetime) -> No
     from models.train import train_prediction
 
     _quiet_mlflow()
-    out.print(f"[bold]5/6[/bold] predictions (30 days ahead) trained as of {as_of:%Y-%m-%d}, tracked in MLflow "
+    out.print(f"[bold]5/7[/bold] predictions (30 days ahead) trained as of {as_of:%Y-%m-%d}, tracked in MLflow "
               f"({settings.resolved_mlflow_tracking_uri}), scored back onto profiles", soft_wrap=True)
     for key, kind in DEMO_PREDICTIONS:
         definition = PredictionDefinition(key=key, kind=kind, window_days=30)
@@ -481,7 +482,7 @@ def _demo_recommendations(engine: Any, settings: Settings) -> None:
     from models.recommend.train import train_recommender
     from models.recommend.writeback import write_back_champion
 
-    out.print("[bold]6/6[/bold] recommenders tuned on a temporal split, side by side with popularity")
+    out.print("[bold]6/7[/bold] recommenders tuned on a temporal split, side by side with popularity")
     with err.status("training recommenders"):
         training = train_recommender(engine, settings, as_of=datetime.now(UTC))
     _print_selection(training)
@@ -492,6 +493,56 @@ def _demo_recommendations(engine: Any, settings: Settings) -> None:
                              .order_by(identities.c.id).limit(1)).scalar()
     for user in (f"user_id:{known}", "anonymous_id:demo-visitor-never-seen"):
         _show_recommendations(engine, settings, user, limit=5)
+
+
+def _demo_journey(engine: Any, settings: Settings) -> None:
+    import secrets
+
+    from cdp.audiences.membership import members_of
+    from cdp.audiences.service import get_audience
+    from cdp.audiences.sync import profile_identifiers
+    from cdp.demo.journey import run_journey_demo
+    from cdp.demo.receiver import WebhookReceiver
+    from cdp.demo.server import start_server
+    from cdp.store.db import reader
+
+    def pick_members(key: str) -> list[str]:
+        with reader(engine).connect() as conn:
+            members = members_of(conn, audience_id=get_audience(conn, key=key).id, limit=200)
+            known = profile_identifiers(conn, [m.profile_id for m in members])
+        return [ids["user_id"] for ids in known.values() if "user_id" in ids][:12]
+
+    out.print("[bold]7/7[/bold] a predicted-churn audience (churn top 20%) and a journey: members who view a product "
+              "get a win-back offer by webhook after 1 s, 20% held out; a receiver on loopback gets them", soft_wrap=True)
+    receiver = WebhookReceiver().start()
+    write_key, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    server = start_server(settings, workers=1, log=settings.home / "demo-serve.log", write_keys=write_key,
+                          admin_token=token, env={"CDP_DESTINATIONS_ALLOWLIST": "127.0.0.1",
+                                                  "CDP_JOURNEYS_POLL_S": "0.2", "CDP_ATTRIBUTION_IDLE_MS": "20"})
+    try:
+        with err.status("running the journey"):
+            result = run_journey_demo(server.url, admin_token=token, write_key=write_key, receiver=receiver,
+                                      pick_members=pick_members)
+    finally:
+        server.stop()
+        receiver.stop()
+    report = result.report
+    out.print(f"     audience churn_risk: {result.audience_size:,} members; {result.triggered} of them viewed a product: "
+              f"{report['treated']['entries']} treated, {report['holdout']['entries']} held out", highlight=False,
+              soft_wrap=True)
+    table = Table("webhook received", "userId", "churn_percentile", "triggering event")
+    for delivery in result.deliveries:
+        properties = delivery.body["properties"]
+        trigger = properties["journey_context"]["triggering_event"]
+        table.add_row(delivery.body["event"], delivery.body.get("userId") or "", f"{properties.get('churn_percentile')}",
+                      f"{trigger['event']} ({trigger['properties'].get('product_id', '')})")
+    out.print(table)
+    if result.deliveries:
+        out.print("     the first one's properties (Segment Journeys' journey_context and journey_metadata):",
+                  soft_wrap=True)
+        out.print_json(data=result.deliveries[0].body["properties"])
+    out.print(f"     {len(result.deliveries)} webhook deliveries, each signed (CDP-Signature) with an Idempotency-Key; "
+              "`cdp journeys report churn_winback` compares treated and holdout", highlight=False, soft_wrap=True)
 
 
 @demo_app.command("generate")

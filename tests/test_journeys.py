@@ -5,7 +5,6 @@ trigger nothing, and a live server from an HTTP event to a webhook receiver."""
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -330,14 +329,8 @@ def test_audience_filter_on_entry(shop) -> None:  # type: ignore[no-untyped-def]
 def journey_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("serve")
     url = request.getfixturevalue("postgres_databases")() if request.param == "postgresql" else None
-    extra = {"CDP_DESTINATIONS_ALLOWLIST": "127.0.0.1", "CDP_JOURNEYS_POLL_S": "0.1", "CDP_ATTRIBUTION_IDLE_MS": "20"}
-    saved = {key: os.environ.get(key) for key in extra}
-    os.environ.update(extra)
-    try:
-        server = start_server(Settings(home=home / "home", database_url=url), workers=2, log=home / "serve.log")
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    env = {"CDP_DESTINATIONS_ALLOWLIST": "127.0.0.1", "CDP_JOURNEYS_POLL_S": "0.1", "CDP_ATTRIBUTION_IDLE_MS": "20"}
+    server = start_server(Settings(home=home / "home", database_url=url), workers=2, log=home / "serve.log", env=env)
     yield server
     server.kill()
 
@@ -398,7 +391,6 @@ def test_cli_journeys_contact_policy_and_backfill(settings: Settings, tmp_path: 
                                                    "timestamp": "2026-01-01T00:00:00Z"}).decode() for n in range(3)))
     assert cdp(settings, "import", str(events_file), "--backfill").returncode == 0
     assert "welcome" in cdp(settings, "journeys", "list").stdout
-    assert '"Signed Up"' in cdp(settings, "journeys", "show", "welcome").stdout
     report = cdp(settings, "journeys", "report", "welcome")
     assert report.returncode == 0 and "entries" in report.stdout and "0 entries" in report.stdout, report.stdout
     policy_file = tmp_path / "policy.json"
@@ -407,6 +399,5 @@ def test_cli_journeys_contact_policy_and_backfill(settings: Settings, tmp_path: 
     assert '"max": 2' in cdp(settings, "contact-policy", "show").stdout
     policy_file.write_text('{"frequency_caps": [{"max": -1, "window": {"hours": 24}}]}')
     assert_user_error(cdp(settings, "contact-policy", "set", "--file", str(policy_file)), "greater than or equal to 0")
-    assert_user_error(cdp(settings, "journeys", "report", "nope"), "no journey with key 'nope'")
     assert "deleted" in cdp(settings, "journeys", "delete", "welcome").stdout
     assert_user_error(cdp(settings, "journeys", "show", "welcome"), "no journey with key 'welcome'")
