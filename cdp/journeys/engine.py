@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from cdp.audiences.compile import ConditionSql
 from cdp.audiences.service import list_audiences
@@ -42,6 +41,7 @@ from cdp.journeys.schemas import (
 )
 from cdp.journeys.service import StoredJourney, definition_of, get_policy, list_journeys
 from cdp.store.tables import audience_members, audiences, journey_instances, journey_sends, profiles
+from cdp.store.types import dumps_json, sqlite_datetime
 
 ACTIVE, COMPLETED, EXITED = "active", "completed", "exited"
 
@@ -172,13 +172,7 @@ def _enter(run: Run, journey: StoredJourney, row: dict[str, Any], active: list[I
     holdout = stable_fraction(journey.key, "holdout", row["profile_id"]) < definition.holdout
     context = {"triggering_event": {"event": row["event"], "messageId": row["message_id"],
                                     "timestamp": row["timestamp"].isoformat(), "properties": properties or {}}}
-    dialect = postgresql if run.conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(journey_instances).values(
-        journey_id=journey.id, version=journey.version, profile_id=row["profile_id"], reentry_value=value,
-        holdout=holdout, status=ACTIVE, step_id=None, due_at=None, context=context, entered_at=run.now,
-    ).on_conflict_do_nothing(index_elements=["journey_id", "profile_id", "reentry_value"],
-                             index_where=text(f"status = '{ACTIVE}'")).returning(journey_instances.c.id)
-    instance_id = run.conn.execute(statement).scalar()
+    instance_id = _insert_instance(run.conn, journey, row["profile_id"], value, holdout, context, run.now)
     if instance_id is None:  # another server process entered it first
         return
     instance = Instance(instance_id, journey, definition, journey.version, row["profile_id"], value, holdout, None,
@@ -312,6 +306,28 @@ def _load(conn: Connection, live: list[StoredJourney], where: Any, *, lock: str,
                                   row.version, row.profile_id, row.reentry_value, row.holdout, row.step_id,
                                   row.due_at, row.context, row.entered_at))
     return found
+
+
+# At the driver level: SQLAlchemy compiles an ON CONFLICT statement anew on every call (it has no
+# cache key), which cost more than the insert. Another server process may have entered the same
+# profile and value meanwhile (PostgreSQL): the partial unique index makes that insert do nothing.
+_INSERT_INSTANCE = (
+    "INSERT INTO journey_instances (journey_id, version, profile_id, reentry_value, holdout, status, context, "
+    "entered_at) VALUES ({values}) ON CONFLICT (journey_id, profile_id, reentry_value) WHERE status = 'active' "
+    "DO NOTHING RETURNING id"
+)
+_SQLITE_INSERT_INSTANCE = _INSERT_INSTANCE.format(values="?, ?, ?, ?, ?, 'active', ?, ?")
+_PG_INSERT_INSTANCE = _INSERT_INSTANCE.format(values="%s, %s, %s, %s, %s, 'active', %s::jsonb, %s")
+
+
+def _insert_instance(conn: Connection, journey: StoredJourney, profile_id: int, value: str, holdout: bool,
+                     context: dict[str, Any], now: datetime) -> int | None:
+    """The new instance's id, or None when an active one with this value exists already."""
+    if conn.dialect.name == "postgresql":
+        params: tuple[Any, ...] = (journey.id, journey.version, profile_id, value, holdout, dumps_json(context), now)
+        return conn.exec_driver_sql(_PG_INSERT_INSTANCE, params).scalar()
+    params = (journey.id, journey.version, profile_id, value, holdout, dumps_json(context), sqlite_datetime(now))
+    return conn.exec_driver_sql(_SQLITE_INSERT_INSTANCE, params).scalar()
 
 
 def _audience_members(conn: Connection, keys: set[str], profile_ids: list[int]) -> set[tuple[str, int]]:
