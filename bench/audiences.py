@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -36,8 +35,7 @@ import httpx
 
 from bench.ingest import OUT
 from bench.load import headers_for, percentile
-from bench.preload import schema_revision
-from bench.profiles import build_sqlite, fill_postgres, scratch_store
+from bench.profiles import fill_people, scratch_store
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
@@ -217,16 +215,7 @@ def event_to_webhook(store: str, args: argparse.Namespace, log) -> None:  # type
 
 def batch_recompute(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
     with scratch_store(store, "recompute", args) as (home, database_url):
-        started = time.perf_counter()
-        if database_url is None:
-            cached = OUT / "cache" / f"profiles-{args.profiles}-{schema_revision()}.sqlite"
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            if not cached.exists():
-                build_sqlite(cached, args.profiles)
-            shutil.copyfile(cached, home / "cdp.sqlite")
-        else:
-            fill_postgres(database_url, args.profiles)
-        log(f"  {store}: store of {args.profiles:,} people ready in {time.perf_counter() - started:.0f} s")
+        fill_people(home, database_url, args.profiles, log=lambda line: log(f"  {store}: {line}"))
         engine = prepare_store(Settings(home=home, database_url=database_url))
         try:
             now = datetime.now(UTC)
