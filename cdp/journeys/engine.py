@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from cdp.audiences.compile import ConditionSql
-from cdp.audiences.service import list_audiences
 from cdp.computed.schemas import value_at
 from cdp.destinations.outbox import enqueue
 from cdp.journeys.messages import journey_messages
@@ -166,7 +165,7 @@ def _enter(run: Run, journey: StoredJourney, row: dict[str, Any], active: list[I
     value = "" if definition.reentry_key is None else value_at(properties, definition.reentry_key)
     if value is None:  # keyed journeys need the key: an event without it enters no instance
         return
-    value = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    value = value if isinstance(value, str) else dumps_json(value)  # 7 and "7" are one cart; true is "true"
     if any(i.journey.id == journey.id and i.status == ACTIVE and i.reentry_value == value for i in active):
         return
     holdout = stable_fraction(journey.key, "holdout", row["profile_id"]) < definition.holdout
@@ -273,7 +272,7 @@ def _send(run: Run, instance: Instance, step: Send) -> bool:
 
 
 def _holds(conn: Connection, condition: Any, profile_id: int, now: datetime) -> bool:
-    ids = {audience.key: audience.id for audience in list_audiences(conn)}
+    ids = dict(conn.execute(select(audiences.c.key, audiences.c.id)).all())
     compile_ = ConditionSql(conn.dialect.name, as_of=now, audience_ids=ids)
     return conn.execute(select(profiles.c.id).where(profiles.c.id == profile_id,
                                                     compile_(condition, profiles.c.id))).first() is not None
