@@ -11,6 +11,8 @@
    HTTP 200 of its request to the receiver reading the journey's send. Beside it, measured in the
    same run: the batch requests' own round trip (what the client waits for), and a POST from this
    process straight to the receiver (loopback delivery with no CDP in between).
+   Then, to see where the server's time goes, the attribution follower alone in this process
+   (events/s over ``--follower-events`` pending events): bare, with the 20 audiences, with the journeys too.
 2. **Batch recomputation**: the same 20 audiences computed over a store of N people (the
    bench-profiles store: 3 identifiers and 6 traits each), first when everyone who qualifies enters,
    then again when nothing changed.
@@ -39,9 +41,18 @@ from bench.profiles import fill_people, scratch_store
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
+from cdp.auth.service import create_source
 from cdp.config import Settings
 from cdp.demo.receiver import WebhookReceiver
 from cdp.demo.server import start_server
+from cdp.destinations.addresses import Allowlist
+from cdp.destinations.schemas import parse_destination
+from cdp.destinations.service import create_destination
+from cdp.events.attribution import attribute_pending
+from cdp.events.ingest import IngestConfig, ingest
+from cdp.events.schemas import Envelope
+from cdp.journeys.schemas import parse_journey
+from cdp.journeys.service import save_journey
 from cdp.setup import prepare_store
 from cdp.store.db import write_transaction
 
@@ -210,6 +221,43 @@ def event_to_webhook(store: str, args: argparse.Namespace, log) -> None:  # type
             f"p50 {percentile(floor, 50):.1f} ms, p99 {percentile(floor, 99):.1f} ms")
 
 
+def follower_throughput(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
+    """Where the follower's time goes: events attributed per second in this process (no server, no
+    requests), on an empty store, bare, with the 20 audiences, and with the 5 journeys too."""
+    import orjson
+
+    messages = [m for body, _ in event_batches(int(args.follower_events / BATCH)) for m in orjson.loads(body)["batch"]]
+    rates = {}
+    for label, audiences, journeys in (("bare", False, False), ("20 audiences", True, False),
+                                       ("20 audiences + 5 journeys", True, True)):
+        with scratch_store(store, "follower", args) as (home, database_url):
+            settings = Settings(home=home, database_url=database_url, destinations_allowlist="127.0.0.1")
+            engine = prepare_store(settings)
+            config = IngestConfig.from_settings(settings)
+            now = datetime.now(UTC)
+            try:
+                with engine.begin() as conn:
+                    source_id = create_source(conn, name="bench", now=now)[0].id
+                    destination_id = create_destination(conn, spec=parse_destination(
+                        {"name": "bench", "url": "http://127.0.0.1:9/hook"}), allowlist=Allowlist.parse("127.0.0.1"),
+                        now=now).id
+                    for key, condition in AUDIENCES if audiences else ():
+                        save_audience(conn, definition=parse_audience({"key": key, "condition": condition}), now=now)
+                    for n in range(JOURNEYS if journeys else 0):
+                        save_journey(conn, definition=parse_journey(journey(n, destination_id)), now=now)
+                    ingest(conn, source_id=source_id, messages=messages, envelope=Envelope(received_at=now),
+                           config=config, defer_attribution=True)
+                started = time.perf_counter()
+                while write_transaction(engine, lambda conn: attribute_pending(
+                        conn, config=config, now=datetime.now(UTC), limit=500)):
+                    pass
+                rates[label] = len(messages) / (time.perf_counter() - started)
+            finally:
+                engine.dispose()
+    log(f"  {store} attribution follower alone, events/s: " + ", ".join(f"{label} {rate:,.0f}"
+                                                                         for label, rate in rates.items()))
+
+
 # -- 2. batch recomputation -------------------------------------------------------------------------
 
 
@@ -242,7 +290,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--stores", help="comma-separated: sqlite, postgresql [sqlite]")
-    parser.add_argument("--parts", default="live,batch", help="comma-separated: live, batch")
+    parser.add_argument("--parts", default="live,follower,batch", help="comma-separated: live, follower, batch")
+    parser.add_argument("--follower-events", type=int, default=10_000, help="events attributed per follower run")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
@@ -262,6 +311,8 @@ def main() -> None:
     for store in [s.strip() for s in stores.split(",") if s.strip()]:
         if "live" in args.parts:
             event_to_webhook(store, args, log)
+        if "follower" in args.parts:
+            follower_throughput(store, args, log)
         if "batch" in args.parts:
             batch_recompute(store, args, log)
     path = OUT / f"audiences-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"

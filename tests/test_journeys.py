@@ -28,6 +28,7 @@ from cdp.journeys.engine import advance_due, process_events, stable_fraction
 from cdp.journeys.report import lift_report
 from cdp.journeys.schemas import parse_journey, parse_policy
 from cdp.journeys.service import get_journey, save_journey, set_policy
+from cdp.journeys.worker import JourneyWorker
 from cdp.store.tables import events, journey_instances, journey_sends, outbox
 from tests.conftest import start_server
 from tests.test_destinations import Receiver, receiver  # noqa: F401 (the fixture)
@@ -132,6 +133,25 @@ def test_delay_then_wait_for_event_on_an_injected_clock(shop) -> None:  # type: 
     by_user = {i.profile_id: (i.status, i.exit_reason) for i in instances(engine)}
     assert sorted(by_user.values()) == [("completed", None), ("completed", None), ("exited", "exit event Account Closed")]
     assert tick(engine, minutes(10_000)) == 0
+
+
+def test_the_worker_fires_timers_on_its_injected_clock(shop) -> None:  # type: ignore[no-untyped-def]
+    engine, _, hook = shop
+    define(engine, key="later", entry={"event": "Viewed"},
+           steps=[{"id": "pause", "type": "delay", "duration": {"days": 2}}, send_step("nudge", hook)])
+    track(shop, "ann", "Viewed", T0)
+    clock = [minutes(60)]
+    worker = JourneyWorker(engine, poll_s=0.01, clock=lambda: clock[0]).start()
+    try:
+        time.sleep(0.3)
+        assert sent(engine) == [], "two days have not passed on the worker's clock"
+        clock[0] = T0 + timedelta(days=2)
+        deadline = time.monotonic() + 20
+        while not sent(engine) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+    assert [m["event"] for m in sent(engine)] == ["later"]
 
 
 def test_splits_by_data_and_sticky_random(shop) -> None:  # type: ignore[no-untyped-def]

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cdp.audiences.service import check_destinations, list_audiences
 from cdp.errors import InvalidInput, NotFound
 from cdp.journeys.schemas import ContactPolicy, JourneyDefinition
 from cdp.store.tables import contact_policy, journey_instances, journey_versions, journeys
+from cdp.store.versioned import save_version
 
 POLICY_ID = 1
 
@@ -46,17 +47,9 @@ def save_journey(conn: Connection, *, definition: JourneyDefinition, now: dateti
     row = conn.execute(select(journeys).where(journeys.c.key == definition.key)).first()
     if row is not None and _stored(row).definition == definition:
         return _stored(row), "unchanged"
-    if row is None:
-        journey_id = conn.execute(insert(journeys).values(
-            key=definition.key, name=definition.title, version=1, definition=document, created_at=now, updated_at=now,
-        ).returning(journeys.c.id)).scalar_one()
-        version = 1
-    else:
-        journey_id, version = row.id, row.version + 1
-        conn.execute(update(journeys).where(journeys.c.id == journey_id).values(
-            name=definition.title, version=version, definition=document, updated_at=now))
-    conn.execute(insert(journey_versions).values(journey_id=journey_id, version=version, definition=document,
-                                                 created_at=now))
+    save_version(conn, table=journeys, versions=journey_versions, owner="journey_id", key=definition.key,
+                 name=definition.title, document=document, now=now,
+                 previous=None if row is None else (row.id, row.version))
     return get_journey(conn, key=definition.key), "created" if row is None else "changed"
 
 
