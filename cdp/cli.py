@@ -497,6 +497,7 @@ def _demo_recommendations(engine: Any, settings: Settings) -> None:
 
 def _demo_journey(engine: Any, settings: Settings) -> None:
     import secrets
+    import time
 
     from cdp.audiences.membership import members_of
     from cdp.audiences.service import get_audience
@@ -514,6 +515,7 @@ def _demo_journey(engine: Any, settings: Settings) -> None:
 
     out.print("[bold]7/7[/bold] a predicted-churn audience (churn top 20%) and a journey: members who view a product "
               "get a win-back offer by webhook after 1 s, 20% held out; a receiver on loopback gets them", soft_wrap=True)
+    started = time.perf_counter()
     receiver = WebhookReceiver().start()
     write_key, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     server = start_server(settings, workers=1, log=settings.home / "demo-serve.log", write_keys=write_key,
@@ -527,6 +529,10 @@ def _demo_journey(engine: Any, settings: Settings) -> None:
         server.stop()
         receiver.stop()
     report = result.report
+    if not result.audience_size:
+        out.print("     audience churn_risk: no members (churn was not scored above), so nobody enters the journey; "
+                  "it is defined and waits for them", highlight=False, soft_wrap=True)
+        return
     out.print(f"     audience churn_risk: {result.audience_size:,} members; {result.triggered} of them viewed a product: "
               f"{report['treated']['entries']} treated, {report['holdout']['entries']} held out", highlight=False,
               soft_wrap=True)
@@ -541,8 +547,9 @@ def _demo_journey(engine: Any, settings: Settings) -> None:
         out.print("     the first one's properties (Segment Journeys' journey_context and journey_metadata):",
                   soft_wrap=True)
         out.print_json(data=result.deliveries[0].body["properties"])
-    out.print(f"     {len(result.deliveries)} webhook deliveries, each signed (CDP-Signature) with an Idempotency-Key; "
-              "`cdp journeys report churn_winback` compares treated and holdout", highlight=False, soft_wrap=True)
+    out.print(f"     {len(result.deliveries)} webhook deliveries, each signed (CDP-Signature) with an Idempotency-Key, "
+              f"in {time.perf_counter() - started:.1f} s with the server's start; `cdp journeys report churn_winback` "
+              "compares treated and holdout", highlight=False, soft_wrap=True)
 
 
 @demo_app.command("generate")
