@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     delivery_poll_s: float = Field(default=0.2, gt=0, description="How often the worker looks for due messages.")
     # A claimed message is taken up again after this long: a worker killed mid-delivery loses nothing.
     delivery_lease_s: float = Field(default=60.0, gt=0)
+    journeys_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the journey worker fires due timers (delays, waits, quiet hours).")
 
     serve_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     sqlite_cache_mb: int = Field(default=256, ge=2, description="SQLite page cache per connection.")

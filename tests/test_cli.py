@@ -145,6 +145,7 @@ def test_demo_sends_simulated_events_through_the_http_api(settings: Settings) ->
     assert len(rows) > 500
     assert {"identify", "track", "page"} <= {r.type for r in rows}
     assert f"{len(rows):,}" in result.stdout  # what it reports is what landed
+    assert "audience churn_risk:" in result.stdout, "it ends with the churn audience and its journey"
     assert all(r.received_at >= r.timestamp for r in rows if r.type == "track")
     # A marketer for the console, whose printed password signs in.
     password = result.stdout.split("with password ", 1)[1].split()[0]

@@ -11,8 +11,7 @@ from alembic import op
 from cdp.store.types import UTCDateTime
 
 revision = "0012"
-# LEAD: rechain to 0011 after merging journeys
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
