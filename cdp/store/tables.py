@@ -423,6 +423,8 @@ user_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_user_sessions_user_id", "user_id"),
+)
+
 # -- journeys and the contact policy (cdp.journeys) -----------------------------------------------
 
 journeys = Table(
