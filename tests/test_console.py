@@ -242,7 +242,7 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
                                  ("/ui/destinations", "destinations", "New webhook"),
                                  ("/ui/governance", "governance", "Quarantine"),
                                  ("/ui/recommendations?user=user_id:c9", "recommendations", "recommender"),
-                                 ("/ui/journeys", "journeys", "once the journeys API is available")):
+                                 ("/ui/journeys", "journeys", "No journey yet.")):
         answer = page.goto(f"{shop.url}{path}")
         assert answer is not None and answer.status == 200, path
         assert expected in page.content(), path
