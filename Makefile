@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-models — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-audiences | make bench-models — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-profiles bench-features bench-models clean
+.PHONY: install demo test bench-ingest bench-profiles bench-features bench-audiences bench-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-profiles: $(STAMP)
 
 bench-features: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.features $(ARGS)
+
+bench-audiences: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.audiences $(ARGS)
 
 bench-models: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.models $(ARGS)

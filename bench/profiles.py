@@ -130,6 +130,20 @@ async def hammer(url: str, count: int, *, seconds: float, concurrency: int) -> t
     return len(latencies), latencies, errors
 
 
+def fill_people(home: Path, url: str | None, count: int, *, log) -> None:  # type: ignore[no-untyped-def]
+    """Put the store of ``count`` people in ``home`` (SQLite, copied from the cache) or at ``url``."""
+    started = time.perf_counter()
+    if url is None:
+        cached = OUT / "cache" / f"profiles-{count}-{schema_revision()}.sqlite"
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        if not cached.exists():
+            build_sqlite(cached, count)
+        shutil.copyfile(cached, home / "cdp.sqlite")
+    else:
+        fill_postgres(url, count)
+    log(f"store of {count:,} people ready in {time.perf_counter() - started:.0f} s")
+
+
 @contextmanager
 def scratch_store(store: str, name: str, args: argparse.Namespace) -> Iterator[tuple[Path, str | None]]:
     """A CDP_HOME and, on PostgreSQL, a database of their own (``None``: SQLite under the home); removed after."""
@@ -149,16 +163,7 @@ def scratch_store(store: str, name: str, args: argparse.Namespace) -> Iterator[t
 
 def profile_api(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
     with scratch_store(store, "profiles", args) as (home, url):
-        started = time.perf_counter()
-        if url is None:
-            cached = OUT / "cache" / f"profiles-{args.profiles}-{schema_revision()}.sqlite"
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            if not cached.exists():
-                build_sqlite(cached, args.profiles)
-            shutil.copyfile(cached, home / "cdp.sqlite")
-        else:
-            fill_postgres(url, args.profiles)
-        log(f"  {store}: store of {args.profiles:,} people ready in {time.perf_counter() - started:.0f} s")
+        fill_people(home, url, args.profiles, log=lambda line: log(f"  {store}: {line}"))
         server = start_server(Settings(home=home, database_url=url), workers=2, log=home / "server.log",
                               admin_token=ADMIN_TOKEN)
         try:

@@ -25,6 +25,8 @@ tokens_app = typer.Typer(help="Scoped API tokens.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Messages that failed validation.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
+users_app = typer.Typer(help="Console users (admin, marketer, analyst).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 profiles_app = typer.Typer(help="Profiles: look one up, explain its merges, undo a bad merge.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 regulations_app = typer.Typer(help="GDPR / CCPA: delete or suppress people across the identity graph.",
@@ -172,6 +174,40 @@ def tokens_create(
         token, secret = create_token(conn, name=name, scopes=scopes, now=datetime.now(UTC))
     out.print(f"token {token.name!r} (id {token.id}) scopes {' '.join(sorted(token.scopes))}:")
     print(secret)
+
+
+@users_app.command("create")
+@user_errors
+def users_create(
+    email: Annotated[str, typer.Argument(help="The user's email, their sign-in name.")],
+    role: Annotated[str, typer.Option(help="admin, marketer (profiles read, audiences and journeys write) or analyst (read only).")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Create a console user; the password is prompted for unless --password-stdin."""
+    import sys
+
+    from cdp.auth.users import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with _store().begin() as conn:
+        user = create_user(conn, email=email, role=role, password=password, now=datetime.now(UTC))
+    out.print(f"user {user.email} ({user.role}) created; sign in at /ui of `cdp serve`", highlight=False)
+
+
+@users_app.command("list")
+@user_errors
+def users_list() -> None:
+    """List console users and their roles."""
+    from cdp.auth.users import list_users
+
+    with _store().connect() as conn:
+        table = Table("id", "email", "role")
+        for user in list_users(conn):
+            table.add_row(str(user.id), user.email, user.role)
+    out.print(table)
 
 
 @app.command("import")
@@ -379,13 +415,13 @@ def demo(
 
     settings = _settings()
     engine = _store()
-    out.print(f"[bold]1/6[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
+    out.print(f"[bold]1/7[/bold] simulating {profiles:,} customers over {days} days (seed {seed})")
     summary = generate(settings.home / "demo-data", SimulationConfig(profiles=profiles, days=days, seed=seed))
     out.print(f"     {summary.events:,} messages -> {summary.events_path}")
 
     write_key = secrets.token_urlsafe(24)
     server = start_server(settings, workers=2, log=settings.home / "demo-serve.log", write_keys=write_key)
-    out.print(f"[bold]2/6[/bold] sending them to {server.url}/v1/batch in batches of 100")
+    out.print(f"[bold]2/7[/bold] sending them to {server.url}/v1/batch in batches of 100")
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as progress:
@@ -402,7 +438,7 @@ def demo(
 
     with reader(engine).connect() as conn:
         landed = summarize(conn)
-    out.print(f"[bold]3/6[/bold] the store at {_where(settings)} now holds")
+    out.print(f"[bold]3/7[/bold] the store at {_where(settings)} now holds")
     table = Table("what", "count")
     table.add_row("events (a re-sent messageId is kept once)", f"{landed.events:,}")
     for kind, n in sorted(landed.by_type.items()):
@@ -421,9 +457,31 @@ def demo(
     backfilled = settings.model_copy(update={"backfilled_until": sent_at})
     _demo_predictions(engine, backfilled, as_of=summary.end)
     _demo_recommendations(engine, settings)
+    _demo_console_user(engine)
+    _demo_journey(engine, settings)
     out.print(f"next: `cdp serve`, then the Profile API shows the predicted traits; `cdp predictions show churn`, "
               f"`cdp recs show USER`; later trainings: set CDP_BACKFILLED_UNTIL={sent_at.isoformat()}",
               highlight=False, soft_wrap=True)
+
+
+DEMO_MARKETER = "marketer@demo.example"
+
+
+def _demo_console_user(engine: Any) -> None:
+    """A marketer for the console, with a fresh password each run (printed: this is a demo store)."""
+    import secrets
+
+    from cdp.auth.users import create_user, set_password
+    from cdp.errors import Conflict
+
+    password = secrets.token_urlsafe(12)
+    with engine.begin() as conn:
+        try:
+            create_user(conn, email=DEMO_MARKETER, role="marketer", password=password, now=datetime.now(UTC))
+        except Conflict:
+            set_password(conn, email=DEMO_MARKETER, password=password)
+    out.print(f"console: `cdp serve`, open http://127.0.0.1:8080/ui and sign in as [bold]{DEMO_MARKETER}[/bold] "
+              f"with password [bold]{password}[/bold]", highlight=False, soft_wrap=True)
 
 
 def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> None:
@@ -432,7 +490,7 @@ def _demo_training_frame(engine: Any, *, as_of: datetime, sent: datetime) -> Non
 
     # The simulated history all arrived just now: as a backfill, each snapshot sees what had
     # happened by its cutoff (otherwise nothing was known before today).
-    out.print(f"[bold]4/6[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
+    out.print(f"[bold]4/7[/bold] a churn training frame (30-day horizon, 3 cutoffs before {as_of:%Y-%m-%d}), "
               f"the history received until {sent:%Y-%m-%d %H:%M} counting as a backfill", soft_wrap=True)
     try:
         frame, report = training_readiness(engine, as_of=as_of, backfilled_until=sent)
@@ -457,7 +515,7 @@ def _demo_predictions(engine: Any, settings: Settings, *, as_of: datetime) -> No
     from models.train import train_prediction
 
     _quiet_mlflow()
-    out.print(f"[bold]5/6[/bold] predictions (30 days ahead) trained as of {as_of:%Y-%m-%d}, tracked in MLflow "
+    out.print(f"[bold]5/7[/bold] predictions (30 days ahead) trained as of {as_of:%Y-%m-%d}, tracked in MLflow "
               f"({settings.resolved_mlflow_tracking_uri}), scored back onto profiles", soft_wrap=True)
     for key, kind in DEMO_PREDICTIONS:
         definition = PredictionDefinition(key=key, kind=kind, window_days=30)
@@ -481,7 +539,7 @@ def _demo_recommendations(engine: Any, settings: Settings) -> None:
     from models.recommend.train import train_recommender
     from models.recommend.writeback import write_back_champion
 
-    out.print("[bold]6/6[/bold] recommenders tuned on a temporal split, side by side with popularity")
+    out.print("[bold]6/7[/bold] recommenders tuned on a temporal split, side by side with popularity")
     with err.status("training recommenders"):
         training = train_recommender(engine, settings, as_of=datetime.now(UTC))
     _print_selection(training)
@@ -492,6 +550,63 @@ def _demo_recommendations(engine: Any, settings: Settings) -> None:
                              .order_by(identities.c.id).limit(1)).scalar()
     for user in (f"user_id:{known}", "anonymous_id:demo-visitor-never-seen"):
         _show_recommendations(engine, settings, user, limit=5)
+
+
+def _demo_journey(engine: Any, settings: Settings) -> None:
+    import secrets
+    import time
+
+    from cdp.audiences.membership import members_of
+    from cdp.audiences.service import get_audience
+    from cdp.audiences.sync import profile_identifiers
+    from cdp.demo.journey import run_journey_demo
+    from cdp.demo.receiver import WebhookReceiver
+    from cdp.demo.server import start_server
+    from cdp.store.db import reader
+
+    def pick_members(key: str) -> list[str]:
+        with reader(engine).connect() as conn:
+            members = members_of(conn, audience_id=get_audience(conn, key=key).id, limit=200)
+            known = profile_identifiers(conn, [m.profile_id for m in members])
+        return [ids["user_id"] for ids in known.values() if "user_id" in ids][:12]
+
+    out.print("[bold]7/7[/bold] a predicted-churn audience (churn top 20%) and a journey: members who view a product "
+              "get a win-back offer by webhook after 1 s, 20% held out; a receiver on loopback gets them", soft_wrap=True)
+    started = time.perf_counter()
+    receiver = WebhookReceiver().start()
+    write_key, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    server = start_server(settings, workers=1, log=settings.home / "demo-serve.log", write_keys=write_key,
+                          admin_token=token, env={"CDP_DESTINATIONS_ALLOWLIST": "127.0.0.1",
+                                                  "CDP_JOURNEYS_POLL_S": "0.2", "CDP_ATTRIBUTION_IDLE_MS": "20"})
+    try:
+        with err.status("running the journey"):
+            result = run_journey_demo(server.url, admin_token=token, write_key=write_key, receiver=receiver,
+                                      pick_members=pick_members)
+    finally:
+        server.stop()
+        receiver.stop()
+    report = result.report
+    if not result.audience_size:
+        out.print("     audience churn_risk: no members (churn was not scored above), so nobody enters the journey; "
+                  "it is defined and waits for them", highlight=False, soft_wrap=True)
+        return
+    out.print(f"     audience churn_risk: {result.audience_size:,} members; {result.triggered} of them viewed a product: "
+              f"{report['treated']['entries']} treated, {report['holdout']['entries']} held out", highlight=False,
+              soft_wrap=True)
+    table = Table("webhook received", "userId", "churn_percentile", "triggering event")
+    for delivery in result.deliveries:
+        properties = delivery.body["properties"]
+        trigger = properties["journey_context"]["triggering_event"]
+        table.add_row(delivery.body["event"], delivery.body.get("userId") or "", f"{properties.get('churn_percentile')}",
+                      f"{trigger['event']} ({trigger['properties'].get('product_id', '')})")
+    out.print(table)
+    if result.deliveries:
+        out.print("     the first one's properties (Segment Journeys' journey_context and journey_metadata):",
+                  soft_wrap=True)
+        out.print_json(data=result.deliveries[0].body["properties"])
+    out.print(f"     {len(result.deliveries)} webhook deliveries, each signed (CDP-Signature) with an Idempotency-Key, "
+              f"in {time.perf_counter() - started:.1f} s with the server's start; `cdp journeys report churn_winback` "
+              "compares treated and holdout", highlight=False, soft_wrap=True)
 
 
 @demo_app.command("generate")
@@ -1314,6 +1429,133 @@ def destinations_replay(
         get_destination(conn, destination_id=destination_id)
         count = replay(conn, destination_id=destination_id, now=datetime.now(UTC), ids=id_ or [], status=status)
     out.print(f"{count:,} messages queued again")
+
+# -- journeys and the contact policy --------------------------------------------------------------
+
+journeys_app = typer.Typer(help="Event-triggered journeys: steps, holdouts and lift reports.", no_args_is_help=True)
+app.add_typer(journeys_app, name="journeys")
+policy_app = typer.Typer(help="The global contact policy: frequency caps, quiet hours, journey priority.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="contact-policy")
+
+
+@journeys_app.command("create")
+@user_errors
+def journeys_create(
+    file: Annotated[Path, typer.Option("--file", help="JSON: {\"key\", \"entry\", \"steps\", \"holdout\", \"goal\", ...}.")],
+) -> None:
+    """Create a journey (or a new version of it); live events enter it from now on."""
+    from cdp.journeys.schemas import parse_journey
+    from cdp.journeys.service import save_journey
+    from cdp.store.db import write_transaction
+
+    definition = parse_journey(_read_json(file))
+    stored, status = write_transaction(_store(), lambda conn: save_journey(
+        conn, definition=definition, now=datetime.now(UTC)))
+    out.print(f"journey {stored.key!r} v{stored.version} ({status})", highlight=False)
+
+
+@journeys_app.command("list")
+@user_errors
+def journeys_list() -> None:
+    """Show the journeys and how many profiles are on their way."""
+    from cdp.journeys.service import active_counts, list_journeys
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        stored, active = list_journeys(conn), active_counts(conn)
+    if not stored:
+        out.print("No journeys; create one with `cdp journeys create --file FILE`.")
+        return
+    table = Table("key", "name", "version", "entry event", "holdout", "on their way")
+    for j in stored:
+        table.add_row(j.key, j.definition.title, str(j.version), j.definition.entry.event,
+                      f"{j.definition.holdout:.0%}", f"{active.get(j.id, 0):,}")
+    out.print(table)
+
+
+@journeys_app.command("show")
+@user_errors
+def journeys_show(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Show a journey's definition."""
+    from cdp.journeys.service import get_journey
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        stored = get_journey(conn, key=key)
+    out.print(f"journey {stored.key!r} v{stored.version}", highlight=False)
+    out.print_json(data=stored.definition.model_dump(mode="json", exclude_none=True))
+
+
+@journeys_app.command("report")
+@user_errors
+def journeys_report(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Lift: goal conversions of the treated profiles against the holdout, and sends by outcome."""
+    from cdp.journeys.report import lift_report
+    from cdp.journeys.service import get_journey
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        report = lift_report(conn, journey=get_journey(conn, key=key))
+    treated, holdout = report.treated, report.holdout
+    out.print(f"journey {report.journey!r} v{report.version}: {treated.entries + holdout.entries:,} entries "
+              f"({treated.entries:,} treated, {holdout.entries:,} holdout); goal: {report.goal or 'none set'}",
+              highlight=False)
+    table = Table("group", "entries", "sends", "conversions", "conversion rate")
+    for name, arm in (("treated", treated), ("holdout", holdout)):
+        table.add_row(name, f"{arm.entries:,}", f"{arm.sends:,}", f"{arm.conversions:,}",
+                      "-" if arm.rate is None else f"{arm.rate:.2%}")
+    out.print(table)
+    if report.absolute_lift is not None and report.absolute_ci is not None:
+        low, high = report.absolute_ci
+        out.print(f"absolute lift {report.absolute_lift:+.2%} (95% CI {low:+.2%} to {high:+.2%})", highlight=False)
+    if report.relative_lift is not None:
+        interval = (f" (95% CI {report.relative_ci[0]:+.1%} to {report.relative_ci[1]:+.1%})"
+                    if report.relative_ci else "")
+        out.print(f"relative lift {report.relative_lift:+.1%}{interval}", highlight=False)
+    sends = ", ".join(f"{status} {n:,}" for status, n in sorted(report.sends.items())) or "none"
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report.reasons.items()))
+    out.print(f"sends: {sends}" + (f" (suppressed / deferred: {reasons})" if reasons else ""), highlight=False)
+
+
+@journeys_app.command("delete")
+@user_errors
+def journeys_delete(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Delete a journey with its instances and send log."""
+    from cdp.journeys.service import delete_journey
+    from cdp.store.db import write_transaction
+
+    write_transaction(_store(), lambda conn: delete_journey(conn, key=key))
+    out.print(f"journey {key!r} deleted", highlight=False)
+
+
+@policy_app.command("show")
+@user_errors
+def contact_policy_show() -> None:
+    """Show the contact policy."""
+    from cdp.journeys.service import get_policy
+    from cdp.store.db import reader
+
+    with reader(_store()).connect() as conn:
+        policy, updated_at = get_policy(conn)
+    out.print(f"contact policy, set {updated_at.isoformat(timespec='seconds') if updated_at else 'never'}")
+    out.print_json(data=policy.model_dump(mode="json"))
+
+
+@policy_app.command("set")
+@user_errors
+def contact_policy_set(
+    file: Annotated[Path, typer.Option("--file", help="JSON: {\"frequency_caps\", \"quiet_hours\", \"priority\"}.")],
+) -> None:
+    """Replace the contact policy; every journey send follows it from now on."""
+    from cdp.journeys.schemas import parse_policy
+    from cdp.journeys.service import set_policy
+    from cdp.store.db import write_transaction
+
+    policy = parse_policy(_read_json(file))
+    write_transaction(_store(), lambda conn: set_policy(conn, policy=policy, now=datetime.now(UTC)))
+    out.print(f"contact policy set: {len(policy.frequency_caps)} frequency cap(s), "
+              f"quiet hours {'on' if policy.quiet_hours else 'off'}, {len(policy.priority)} journey(s) ranked")
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     delivery_poll_s: float = Field(default=0.2, gt=0, description="How often the worker looks for due messages.")
     # A claimed message is taken up again after this long: a worker killed mid-delivery loses nothing.
     delivery_lease_s: float = Field(default=60.0, gt=0)
+    journeys_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the journey worker fires due timers (delays, waits, quiet hours).")
 
     serve_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     sqlite_cache_mb: int = Field(default=256, ge=2, description="SQLite page cache per connection.")
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     # History imported in bulk (received by then) counts from its event time in features and
     # training frames, instead of from the day of the import (see features.sql.known_by).
     backfilled_until: datetime | None = None
+
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
+                                         description="How long a console sign-in lasts.")
 
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024

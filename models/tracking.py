@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import tempfile
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -309,6 +310,8 @@ def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
     """The champion's card: version, gate decision, held-out metrics per predictor (the model beside the
     baselines), artifact paths, the last scoring's drift and the last realized outcomes logged (by decile);
     ``None`` without a champion."""
+    if not _store_exists(tracking_uri):
+        return None
     client = _client(tracking_uri)
     version = _champion(client, registered_name(key))
     if version is None:
@@ -344,6 +347,43 @@ def _latest_run(client: MlflowClient, experiment_id: str, kind: str) -> Run | No
     return runs[0] if runs else None
 
 
+def latest_trainings(tracking_uri: str, *, limit: int = 5) -> list[dict[str, Any]]:
+    """The newest training runs of every prediction, newest first, with the gate's decision."""
+    if not _store_exists(tracking_uri):
+        return []
+    client = _client(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=200)]
+    if not experiments:
+        return []
+    runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_KIND}` = 'training'",
+                              order_by=["attributes.start_time DESC"], max_results=limit)
+    names = {e: client.get_experiment(e).name for e in {run.info.experiment_id for run in runs}}
+    return [{"model": names[run.info.experiment_id], "run_id": run.info.run_id, "status": run.info.status,
+             "started_at": datetime.fromtimestamp(run.info.start_time / 1000).astimezone().isoformat(),
+             "gate": run.data.tags.get("gate.decision"), "gate_reason": run.data.tags.get("gate.reason")}
+            for run in runs]
+
+
+def champions(tracking_uri: str) -> dict[str, str]:
+    """Registered model name -> the version holding ``champion``, for every model that has one (one query)."""
+    if not _store_exists(tracking_uri):
+        return {}
+    found = _client(tracking_uri).search_registered_models(max_results=1000)
+    return {model.name: str(model.aliases[CHAMPION]) for model in found if CHAMPION in (model.aliases or {})}
+
+
+def plot_artifact(tracking_uri: str, key: str, name: str) -> bytes | None:
+    """A model card plot (``plots/NAME`` of the champion's training run) as PNG bytes; ``None`` when absent."""
+    if not _store_exists(tracking_uri):
+        return None
+    client = _client(tracking_uri)
+    version = _champion(client, registered_name(key))
+    if version is None or f"plots/{name}" not in {a.path for a in client.list_artifacts(version.run_id, "plots")}:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(client.download_artifacts(version.run_id, f"plots/{name}", folder)).read_bytes()
+
+
 def recommender_champion_version(tracking_uri: str) -> str | None:
     """The recommender version holding ``champion``, if any (what servers poll).
 
@@ -364,6 +404,11 @@ def recommender_champion_version(tracking_uri: str) -> str | None:
     except sqlite3.OperationalError:  # no such table yet: the first training is still creating the registry
         return None
     return None if row is None else str(row[0])
+
+
+def _store_exists(tracking_uri: str) -> bool:
+    """False for a SQLite tracking store not created yet: reading one would create it (seconds), to find nothing."""
+    return not tracking_uri.startswith("sqlite:///") or Path(tracking_uri.removeprefix("sqlite:///")).exists()
 
 
 def _client(tracking_uri: str) -> MlflowClient:

@@ -70,6 +70,27 @@ class TrainingResult:
         return "\n".join(lines)
 
 
+def training_readiness(
+    engine: Engine, definition: PredictionDefinition, *, as_of: datetime, settings: Settings,
+    requirements: Requirements = Requirements(),
+) -> tuple[list[datetime], pd.DataFrame, ReadinessReport]:
+    """The cutoffs, training frame and readiness report a training as of ``as_of`` would use (the check a
+    new definition gets before it is saved, and the first step of :func:`train_prediction`).
+
+    Raises ``features.NotReady`` when no profile is eligible at any cutoff.
+    """
+    cutoffs = definition.cutoffs(as_of)
+    label = label_of(definition)
+    frame = build_training_frame(
+        engine, cutoffs=cutoffs, horizon=definition.horizon, label=label, feature_set=definition.feature_set,
+        eligibility=eligibility_of(definition), purchases=purchases_of(definition),
+        backfilled_until=settings.backfilled_until,
+    )
+    report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements,
+                              backfilled_until=settings.backfilled_until)
+    return cutoffs, frame, report
+
+
 def train_prediction(
     engine: Engine,
     definition: PredictionDefinition,
@@ -109,15 +130,8 @@ def train_prediction(
     features.NotReady
         The readiness report failed and the definition's ``fallback`` is ``refuse``.
     """
-    cutoffs = definition.cutoffs(as_of)
-    label = label_of(definition)
-    frame = build_training_frame(
-        engine, cutoffs=cutoffs, horizon=definition.horizon, label=label, feature_set=definition.feature_set,
-        eligibility=eligibility_of(definition), purchases=purchases_of(definition),
-        backfilled_until=settings.backfilled_until,
-    )
-    report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements,
-                              backfilled_until=settings.backfilled_until)
+    cutoffs, frame, report = training_readiness(engine, definition, as_of=as_of, settings=settings,
+                                                requirements=requirements)
     training_set = describe_training_set(definition, frame, cutoffs)
     common = {"definition": definition, "as_of": as_of, "cutoffs": tuple(cutoffs), "readiness": report,
               "training_set": training_set}

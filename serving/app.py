@@ -14,15 +14,18 @@ from cdp.config import Settings, get_settings
 from cdp.destinations.deliver import DeliveryConfig, DeliveryWorker
 from cdp.events.attribution import AttributionFollower
 from cdp.events.ingest import IngestConfig
+from cdp.journeys.worker import JourneyWorker
 from cdp.privacy.regulations import run_pending
 from cdp.setup import prepare_store
 from cdp.store.group_commit import GroupCommitter
 from serving.deps import token_cache, write_key_cache
 from serving.errors import install_error_handlers
 from serving.champion import ChampionHolder
+from serving.console import pages as console_pages
+from serving.console import session as console_session
 from serving.routes import (
-    audiences, computed_traits, destinations, health, plans, predictions, profiles, recommendations, regulations,
-    tracking,
+    audiences, computed_traits, destinations, health, journeys, overview, plans, predictions, profiles,
+    quarantine, recommendations, regulations, tracking,
 )
 
 
@@ -47,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.recommender = ChampionHolder(
             engine, settings.resolved_mlflow_tracking_uri, poll_seconds=settings.recs_poll_seconds).start()
         app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
+        app.state.journeys = JourneyWorker(engine, poll_s=settings.journeys_poll_s).start()
         yield
+        app.state.journeys.stop()
         app.state.delivery.stop()
         app.state.recommender.stop()
         app.state.attribution.stop()
@@ -72,6 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(audiences.router)
     app.include_router(destinations.router)
+    app.include_router(journeys.router)
+    app.include_router(journeys.policy_router)
+    app.include_router(overview.router)
+    app.include_router(quarantine.router)
+    console_session.install(app)
+    app.include_router(console_session.router)
+    app.include_router(console_pages.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine
 
 from cdp.auth.service import Source, Token, hash_secret, source_for_write_key, token_for_secret
+from cdp.auth.users import Session, User, session_for_token
 from cdp.config import Settings
 from cdp.errors import Forbidden, Unauthorized
 from cdp.store.db import reader
@@ -81,25 +84,60 @@ def token_cache(engine: Engine) -> CredentialCache[Token]:
     return CredentialCache(engine, lambda conn, secret: token_for_secret(conn, token=secret))
 
 
-def require_scope(scope: str) -> Any:
-    """A dependency admitting API tokens that carry ``scope`` (admin carries every scope)."""
+SESSION_COOKIE = "cdp_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-    def authorize(request: Request) -> Token:
+
+def session_of(request: Request) -> Session | None:
+    """The console session the request's cookie opens, if any (looked up each time: sign-out is immediate)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    with reader(request.app.state.engine).connect() as conn:
+        return session_for_token(conn, token=token, now=datetime.now(UTC))
+
+
+def csrf_matches(session: Session, sent: str | None) -> bool:
+    return bool(sent) and hmac.compare_digest(session.csrf_token.encode(), sent.encode())  # type: ignore[union-attr]
+
+
+def require_scope(scope: str) -> Any:
+    """A dependency admitting API tokens, or a console user's session cookie, that carry ``scope`` (admin
+    carries every scope). A cookie only authorizes a change with the session's CSRF token in ``X-CSRF-Token``:
+    the browser sends cookies on requests other sites make it send, but only our pages know that token."""
+
+    def authorize(request: Request) -> Token | User:
         secret = bearer_or_basic(request.headers.get("authorization"))
-        if not secret:
+        if secret:
+            token = request.app.state.tokens.lookup(secret)
+            if token is None:
+                raise Unauthorized("unknown or revoked API token (write keys can't read)")
+            if not token.allows(scope):
+                raise Forbidden(f"this token lacks the {scope!r} scope")
+            return token
+        session = session_of(request)
+        if session is None:
             raise Unauthorized("missing API token: send Authorization: Bearer TOKEN")
-        token = request.app.state.tokens.lookup(secret)
-        if token is None:
-            raise Unauthorized("unknown or revoked API token (write keys can't read)")
-        if not token.allows(scope):
-            raise Forbidden(f"this token lacks the {scope!r} scope")
-        return token
+        if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get(CSRF_HEADER)):
+            raise Forbidden("missing or wrong CSRF token: reload the page and try again", code="csrf_failed")
+        if not session.user.allows(scope):
+            raise Forbidden(f"a {session.user.role} can't do this (needs the {scope!r} scope)")
+        return session.user
 
     return Depends(authorize)
 
 
-ProfilesReader = Annotated[Token, require_scope("profiles:read")]
-PredictionsReader = Annotated[Token, require_scope("predictions:read")]
-Admin = Annotated[Token, require_scope("admin")]
-RegulationsWriter = Annotated[Token, require_scope("regulations:write")]
-RecommendationsReader = Annotated[Token, require_scope("recommendations:read")]
+Caller = Token | User
+ProfilesReader = Annotated[Caller, require_scope("profiles:read")]
+PredictionsReader = Annotated[Caller, require_scope("predictions:read")]
+Admin = Annotated[Caller, require_scope("admin")]
+RegulationsWriter = Annotated[Caller, require_scope("regulations:write")]
+RecommendationsReader = Annotated[Caller, require_scope("recommendations:read")]
+AudiencesReader = Annotated[Caller, require_scope("audiences:read")]
+AudiencesWriter = Annotated[Caller, require_scope("audiences:write")]
+DestinationsReader = Annotated[Caller, require_scope("destinations:read")]
+DestinationsWriter = Annotated[Caller, require_scope("destinations:write")]
+GovernanceReader = Annotated[Caller, require_scope("governance:read")]
+JourneysReader = Annotated[Caller, require_scope("journeys:read")]
+JourneysWriter = Annotated[Caller, require_scope("journeys:write")]

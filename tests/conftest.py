@@ -112,9 +112,10 @@ class LiveServer:
         self.local.wait_attributed(timeout_s=60)
 
 
-def start_server(settings: Settings, *, workers: int = 1, log: Path) -> LiveServer:
+def start_server(settings: Settings, *, workers: int = 1, log: Path, env: dict[str, str] | None = None) -> LiveServer:
     write_key, admin_token = f"wk-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
-    local = start_local_server(settings, workers=workers, log=log, write_keys=write_key, admin_token=admin_token)
+    local = start_local_server(settings, workers=workers, log=log, write_keys=write_key, admin_token=admin_token,
+                               env=env)
     return LiveServer(local.url, write_key, admin_token, settings, local)
 
 

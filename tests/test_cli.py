@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -12,17 +13,19 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from cdp.auth.users import sign_in
 from cdp.config import Settings
 from cdp.setup import prepare_store
 from cdp.store.tables import events
 
 
-def cdp(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def cdp(settings: Settings, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CDP_HOME": str(settings.home), "COLUMNS": "200"}
     env.pop("CDP_DATABASE_URL", None)
     if settings.database_url:
         env["CDP_DATABASE_URL"] = settings.database_url
-    return subprocess.run([sys.executable, "-m", "cdp", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "cdp", *args], env=env, capture_output=True, text=True, timeout=120,
+                          input=input)
 
 
 def stored(settings: Settings):  # type: ignore[no-untyped-def]
@@ -142,7 +145,30 @@ def test_demo_sends_simulated_events_through_the_http_api(settings: Settings) ->
     assert len(rows) > 500
     assert {"identify", "track", "page"} <= {r.type for r in rows}
     assert f"{len(rows):,}" in result.stdout  # what it reports is what landed
+    assert "audience churn_risk:" in result.stdout, "it ends with the churn audience and its journey"
     assert all(r.received_at >= r.timestamp for r in rows if r.type == "track")
+    # A marketer for the console, whose printed password signs in.
+    password = result.stdout.split("with password ", 1)[1].split()[0]
+    engine = prepare_store(settings, pool=False)
+    with engine.begin() as conn:
+        session, _ = sign_in(conn, email="marketer@demo.example", password=password, now=datetime.now(UTC),
+                             lifetime=timedelta(hours=1))
+    engine.dispose()
+    assert session.user.role == "marketer" and "http://127.0.0.1:8080/ui" in result.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_users_create_and_list(settings: Settings) -> None:
+    made = cdp(settings, "users", "create", "Ann@Shop.Example", "--role", "analyst", "--password-stdin",
+               input="a long password\n")
+    assert made.returncode == 0, made.stderr
+    assert "ann@shop.example (analyst)" in made.stdout
+    for email, role, password, text in (("b@x.io", "boss", "a long password", "unknown role 'boss'"),
+                                        ("b@x.io", "admin", "short", "at least 10 characters"),
+                                        ("ann@shop.example", "admin", "a long password", "already exists")):
+        assert_user_error(cdp(settings, "users", "create", email, "--role", role, "--password-stdin",
+                              input=password + "\n"), text)
+    assert "ann@shop.example" in cdp(settings, "users", "list").stdout
 
 
 def test_profiles_show_and_split(settings: Settings, tmp_path: Path) -> None:

@@ -342,7 +342,9 @@ def test_api_defines_computes_and_the_profile_api_shows_the_trait(live_server: L
         from cdp.auth.service import create_token
 
         _, reader = create_token(conn, name="bi", scopes=["profiles:read"], now=T0)
-    assert httpx.get(url, headers={"authorization": f"Bearer {reader}"}).status_code == 403
+    # Reading definitions is reading profiles (the console's audience builder lists them); changing them is an admin's.
+    assert httpx.get(url, headers={"authorization": f"Bearer {reader}"}).status_code == 200
+    assert httpx.post(url, json=definition, headers={"authorization": f"Bearer {reader}"}).status_code == 403
 
 
 def test_cli_defines_lists_computes_and_deletes(settings: Settings, tmp_path: Path, send) -> None:  # type: ignore[no-untyped-def]

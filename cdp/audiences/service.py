@@ -8,11 +8,12 @@ from datetime import datetime
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, select, update
 
 from cdp.audiences.schemas import AudienceDefinition, referenced_audiences
 from cdp.errors import InvalidInput, NotFound
 from cdp.store.tables import audience_members, audience_versions, audiences, destinations
+from cdp.store.versioned import save_version
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,14 @@ def save_audience(conn: Connection, *, definition: AudienceDefinition, now: date
     """
     known = {stored.key: stored for stored in list_audiences(conn)}
     _check_references(definition, known)
-    _check_destinations(conn, definition.destinations)
+    check_destinations(conn, definition.destinations)
     document = definition.model_dump(mode="json", by_alias=True)
     previous = known.get(definition.key)
     if previous is not None and previous.definition == definition:
         return previous, "unchanged"
-    if previous is None:
-        audience_id = conn.execute(insert(audiences).values(
-            key=definition.key, name=definition.title, version=1, definition=document, created_at=now, updated_at=now,
-        ).returning(audiences.c.id)).scalar_one()
-        version = 1
-    else:
-        audience_id, version = previous.id, previous.version + 1
-        conn.execute(update(audiences).where(audiences.c.id == audience_id).values(
-            name=definition.title, version=version, definition=document, updated_at=now))
-    conn.execute(insert(audience_versions).values(audience_id=audience_id, version=version, definition=document,
-                                                  created_at=now))
+    save_version(conn, table=audiences, versions=audience_versions, owner="audience_id", key=definition.key,
+                 name=definition.title, document=document, now=now,
+                 previous=None if previous is None else (previous.id, previous.version))
     return get_audience(conn, key=definition.key), "created" if previous is None else "changed"
 
 
@@ -99,7 +92,7 @@ def _check_references(definition: AudienceDefinition, known: dict[str, StoredAud
         raise InvalidInput(f"audience {definition.key!r}: its conditions would refer back to itself") from None
 
 
-def _check_destinations(conn: Connection, ids: Sequence[int]) -> None:
+def check_destinations(conn: Connection, ids: Sequence[int]) -> None:
     found = set(conn.execute(select(destinations.c.id).where(destinations.c.id.in_(list(ids)))).scalars())
     missing = sorted(set(ids) - found)
     if missing:

@@ -14,8 +14,9 @@ from cdp.store.tables import api_tokens, sources
 
 # "admin" implies every other scope.
 SCOPES = frozenset(
-    {"admin", "profiles:read", "recommendations:read", "audiences:read", "predictions:read", "regulations:write",
-     "destinations:write"}
+    {"admin", "profiles:read", "recommendations:read", "audiences:read", "audiences:write", "journeys:read",
+     "journeys:write", "predictions:read", "regulations:write", "destinations:read", "destinations:write",
+     "governance:read"}
 )
 
 

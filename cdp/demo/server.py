@@ -55,9 +55,13 @@ class LocalServer:
             self.process.wait(10)
 
 
-def start_server(settings: Settings, *, workers: int, log: Path, write_keys: str = "", admin_token: str = "") -> LocalServer:
-    """Start ``cdp serve`` on ``settings``' store and wait until it answers ``/health``."""
-    env = {**os.environ, "CDP_HOME": str(settings.home), "CDP_WRITE_KEYS": write_keys, "CDP_ADMIN_TOKEN": admin_token}
+def start_server(
+    settings: Settings, *, workers: int, log: Path, write_keys: str = "", admin_token: str = "",
+    env: dict[str, str] | None = None,
+) -> LocalServer:
+    """Start ``cdp serve`` on ``settings``' store and wait until it answers ``/health``; ``env`` adds settings."""
+    env = {**os.environ, **(env or {}), "CDP_HOME": str(settings.home), "CDP_WRITE_KEYS": write_keys,
+           "CDP_ADMIN_TOKEN": admin_token}
     env.pop("CDP_DATABASE_URL", None)
     if settings.database_url:
         env["CDP_DATABASE_URL"] = settings.database_url

@@ -79,6 +79,9 @@ def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *,
     def clock() -> datetime:
         return now or datetime.now(UTC)
 
+    with reader(engine).connect() as conn:
+        if not outbox.any_due(conn, now=clock()):
+            return 0
     claimed = write_transaction(engine, lambda conn: outbox.claim_due(
         conn, now=clock(), lease=config.lease, limit=CLAIM_BATCH))
     cache: dict[int, Destination | None] = {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, update
 
 from cdp.errors import InvalidInput
 from cdp.store.tables import delivery_attempts, destinations, outbox
@@ -59,11 +59,19 @@ def enqueue(
     return len(rows)
 
 
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now)
+
+
+def any_due(conn: Connection, *, now: datetime) -> bool:
+    """Whether a message is due: a read, so that an idle worker never takes the store's writer."""
+    return conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first() is not None
+
+
 def claim_due(conn: Connection, *, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
     """Take up to ``limit`` due messages, oldest first, for ``lease``; concurrent workers skip each other's."""
     query = (select(outbox.c.id, outbox.c.destination_id, outbox.c.idempotency_key, outbox.c.payload, outbox.c.attempts)
-             .where(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now)
-             .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit))
+             .where(_due(now)).order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = [Claimed(**row._mapping) for row in conn.execute(query)]
@@ -128,3 +136,13 @@ def attempts_of(conn: Connection, *, outbox_ids: Sequence[int]) -> dict[int, lis
     for row in conn.execute(query):
         found.setdefault(row.outbox_id, []).append(row)
     return found
+
+
+def failing(conn: Connection) -> list[Any]:
+    """Per destination: dead messages, and pending ones that failed at least once (retrying)."""
+    query = (select(destinations.c.id, destinations.c.name, outbox.c.status, func.count().label("n"))
+             .join(destinations, destinations.c.id == outbox.c.destination_id)
+             .where((outbox.c.status == DEAD) | ((outbox.c.status == PENDING) & (outbox.c.attempts > 0)))
+             .group_by(destinations.c.id, destinations.c.name, outbox.c.status).order_by(destinations.c.name))
+    return conn.execute(query).all()
+

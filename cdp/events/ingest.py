@@ -22,6 +22,7 @@ from cdp.governance.service import active_plan
 from cdp.identity.extract import identifiers_of
 from cdp.identity.resolve import IdentityBatch, Profile, message_context
 from cdp.identity.schemas import ACCOUNTS, IdentityRules
+from cdp.journeys.engine import on_live_events as journeys_on_live_events
 from cdp.privacy.regulations import suppressed_among
 from cdp.profiles.traits import append_trait_changes, fold_into_current, identify_traits
 from cdp.store.tables import events, quarantine
@@ -29,7 +30,7 @@ from cdp.store.tables import events, quarantine
 # Real-time side effects of live traffic (event-triggered audiences, journeys). Imports run with
 # ``live=False`` so that replaying last year's history does not fire this morning's campaigns.
 LiveHook = Callable[[Connection, int, list[dict[str, Any]]], None]
-LIVE_HOOKS: list[LiveHook] = [on_live_events]
+LIVE_HOOKS: list[LiveHook] = [on_live_events, journeys_on_live_events]  # audiences first: entries read them
 
 
 @dataclass(frozen=True)

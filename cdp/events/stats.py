@@ -54,3 +54,16 @@ def summarize(conn: Connection, *, top: int = 8) -> StoreSummary:
         quarantined=count_pending(conn),
     )
 
+
+
+def recent_rate(conn: Connection, *, now: datetime, minutes: int = 30, newest: int = 5000) -> tuple[list[int], bool]:
+    """Events received per minute over the last ``minutes`` (oldest first), from the ``newest`` stored
+    events by id, so the cost stays bounded on any store; ``True`` when those did not reach back that far
+    (the counts are then lower bounds)."""
+    times = conn.execute(select(events.c.received_at).order_by(events.c.id.desc()).limit(newest)).scalars().all()
+    counts = [0] * minutes
+    for received in times:
+        ago = int((now - received).total_seconds() // 60)
+        if 0 <= ago < minutes:
+            counts[minutes - 1 - ago] += 1
+    return counts, len(times) == newest and (now - times[-1]).total_seconds() < minutes * 60

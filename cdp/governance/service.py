@@ -72,6 +72,11 @@ def get_plan(conn: Connection, *, name: str, version: int | None = None) -> Trac
     )
 
 
+def plan_names(conn: Connection) -> list[str]:
+    """Every tracking plan's name, alphabetically."""
+    return list(conn.execute(select(tracking_plans.c.name).order_by(tracking_plans.c.name)).scalars())
+
+
 def assign_plan(conn: Connection, *, source: str, plan: str, mode: str, now: datetime) -> SourcePlan:
     """Make ``source`` enforce ``plan`` (its newest version, always) in ``mode``."""
     if mode not in MODES:

@@ -119,6 +119,13 @@ def read_scores(conn: Connection, *, key: str, task: str) -> list[dict[str, Any]
     return list(by_profile.values())
 
 
+def score_sample(conn: Connection, *, key: str, task: str, limit: int = 20_000) -> list[float]:
+    """Scores of up to ``limit`` scored profiles (any ones: a bounded read for a distribution chart)."""
+    query = select(profile_traits.c.value).where(profile_traits.c.name == score_trait(key, task),
+                                                 profile_traits.c["class"] == PREDICTED).limit(limit)
+    return [float(value) for value in conn.execute(query).scalars() if isinstance(value, int | float)]
+
+
 def scoring_times(conn: Connection, *, key: str, task: str) -> list[datetime]:
     """The ``as_of`` of every scoring of a prediction kept in the trait log, oldest first."""
     rows = conn.execute(select(trait_changes.c.event_time).distinct().where(

@@ -181,3 +181,14 @@ def _time(value: str, field: str) -> datetime:
         raise InvalidInput(str(exc), code="invalid_request_error") from None
     assert parsed is not None
     return parsed
+
+
+def profile_counts(conn: Connection) -> tuple[int, int]:
+    """Live user profiles, and how many of them carry a user id (identified)."""
+    live = (profiles.c.entity == "users") & profiles.c.merged_into.is_(None)
+    total = conn.execute(select(func.count()).select_from(profiles).where(live)).scalar_one()
+    identified = conn.execute(
+        select(func.count(identities.c.profile_id.distinct()))
+        .where(identities.c.type == "user_id", identities.c.entity == "users")).scalar_one()
+    return total, identified
+

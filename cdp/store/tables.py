@@ -400,3 +400,103 @@ delivery_attempts = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_delivery_attempts_destination_id", "destination_id", "id"),
 )
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # stored lower-cased
+    Column("role", String(16), nullable=False),  # admin | marketer | analyst
+    Column("password_hash", Text, nullable=False),  # scrypt$n$r$p$salt$hash (cdp.auth.users)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime, nullable=True),
+)
+
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # sha256 of the cookie's random token: a leaked table does not sign anyone in.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_user_sessions_user_id", "user_id"),
+)
+
+# -- journeys and the contact policy (cdp.journeys) -----------------------------------------------
+
+journeys = Table(
+    "journeys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(128), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONDocument, nullable=False),  # cdp.journeys.schemas.JourneyDefinition
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every version ever saved: a profile finishes the journey on the version it entered.
+journey_versions = Table(
+    "journey_versions",
+    metadata,
+    Column("journey_id", Integer, ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", JSONDocument, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One profile's way through a journey. ``due_at`` is when its timer fires (a delay, a wait's
+# timeout, a send held by quiet hours); the journey worker advances those that are due.
+journey_instances = Table(
+    "journey_instances",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("journey_id", Integer, ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("profile_id", BigId, nullable=False),
+    Column("reentry_value", Text, nullable=False),  # the entry event's reentry_key property; '' without one
+    Column("holdout", Boolean, nullable=False),
+    Column("status", String(12), nullable=False),  # active | completed | exited
+    Column("step_id", String(64), nullable=True),  # where it is now; null once ended
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("context", JSONDocument, nullable=False),  # journey_context: triggering event, branches taken
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("exit_reason", Text, nullable=True),
+    # One active instance per profile and re-entry value (the insert does nothing on a conflict).
+    Index("ix_journey_instances_one_active", "journey_id", "profile_id", "reentry_value", unique=True,
+          sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
+    Index("ix_journey_instances_profile_id", "profile_id", "status"),
+    Index("ix_journey_instances_due", "status", "due_at"),
+    Index("ix_journey_instances_journey_id", "journey_id", "entered_at"),
+)
+
+# Every send step reached: sent (queued in the outbox), holdout (never sent), suppressed (a
+# frequency cap or a higher-priority journey) or deferred (quiet hours), with the reason.
+journey_sends = Table(
+    "journey_sends",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("journey_id", Integer, ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False),
+    Column("instance_id", BigId, ForeignKey("journey_instances.id", ondelete="CASCADE"), nullable=False),
+    Column("profile_id", BigId, nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("destination_id", Integer, nullable=False),
+    Column("status", String(12), nullable=False),  # sent | holdout | suppressed | deferred
+    Column("reason", Text, nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_journey_sends_caps", "profile_id", "destination_id", "at"),
+    Index("ix_journey_sends_journey_id", "journey_id", "status"),
+)
+
+contact_policy = Table(
+    "contact_policy",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one policy
+    Column("policy", JSONDocument, nullable=False),  # cdp.journeys.schemas.ContactPolicy
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,4 +1,4 @@
-"""Audiences over HTTP (admin): define (computed at once), preview before saving, read, members."""
+"""Audiences over HTTP (``audiences:write`` saves, ``audiences:read`` reads and previews): define (computed at once), preview before saving, read, members."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from fastapi.responses import ORJSONResponse
 from cdp.audiences.membership import members_of, preview, recompute
 from cdp.audiences.schemas import parse_audience, parse_condition
 from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience
+from cdp.audiences.sync import profile_identifiers
 from cdp.errors import InvalidInput
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import AudiencesReader, AudiencesWriter, EngineDep
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
 
@@ -26,7 +27,7 @@ EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",
 
 @router.post("")
 def define_audience(
-    engine: EngineDep, _token: Admin,
+    engine: EngineDep, _token: AudiencesWriter,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": EXAMPLE}})],
 ) -> ORJSONResponse:
     """Create an audience or save a new version of it, and compute its members now (their destinations
@@ -48,7 +49,7 @@ def define_audience(
 
 @router.post("/preview")
 def preview_audience(
-    engine: EngineDep, _token: Admin,
+    engine: EngineDep, _token: AudiencesReader,
     body: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": {"condition": EXAMPLE["condition"]}}})],
 ) -> ORJSONResponse:
     """Size and a sample of the profiles a condition holds for now; nothing is saved."""
@@ -61,7 +62,7 @@ def preview_audience(
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
+def list_all(engine: EngineDep, _token: AudiencesReader) -> ORJSONResponse:
     """Every audience with its size now."""
     with reader(engine).connect() as conn:
         sizes = audience_sizes(conn)
@@ -69,7 +70,7 @@ def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
 
 
 @router.get("/{key}")
-def read_audience(engine: EngineDep, _token: Admin, key: str) -> ORJSONResponse:
+def read_audience(engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
     """One audience with its size now."""
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
@@ -78,12 +79,14 @@ def read_audience(engine: EngineDep, _token: Admin, key: str) -> ORJSONResponse:
 
 @router.get("/{key}/members")
 def list_members(
-    engine: EngineDep, _token: Admin, key: str,
+    engine: EngineDep, _token: AudiencesReader, key: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100, next: Annotated[int, Query(ge=0)] = 0,
 ) -> ORJSONResponse:
-    """Members by profile id; ``next`` is the last profile id of the previous page."""
+    """Members by profile id, with their first user id, anonymous id and email; ``next`` is the last profile id
+    of the previous page."""
     with reader(engine).connect() as conn:
         rows = members_of(conn, audience_id=get_audience(conn, key=key).id, limit=limit, after=next)
-    data = [{"profile_id": r.profile_id, "entered_at": r.entered_at} for r in rows]
+        known = profile_identifiers(conn, [r.profile_id for r in rows])
+    data = [{"profile_id": r.profile_id, "entered_at": r.entered_at, **known.get(r.profile_id, {})} for r in rows]
     return ORJSONResponse({"data": data, "cursor": {"has_more": len(rows) == limit,
                                                     "next": rows[-1].profile_id if rows else None}})

@@ -1,4 +1,4 @@
-"""Computed traits over HTTP (admin): declare, read, delete, compute now."""
+"""Computed traits over HTTP: admin declares, deletes and computes; ``profiles:read`` reads the definitions."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cdp.computed.service import define, delete_definition, get_definition, list
 from cdp.errors import InvalidInput
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import Admin, EngineDep, ProfilesReader
 
 router = APIRouter(prefix="/v1/computed-traits", tags=["computed traits"])
 
@@ -36,14 +36,14 @@ def define_trait(
 
 
 @router.get("")
-def list_traits(engine: EngineDep, _token: Admin) -> ORJSONResponse:
+def list_traits(engine: EngineDep, _token: ProfilesReader) -> ORJSONResponse:
     """Every computed trait, with when it was last computed."""
     with reader(engine).connect() as conn:
         return ORJSONResponse({"data": [stored.as_json() for stored in list_definitions(conn)]})
 
 
 @router.get("/{name}")
-def read_trait(engine: EngineDep, _token: Admin, name: str) -> ORJSONResponse:
+def read_trait(engine: EngineDep, _token: ProfilesReader, name: str) -> ORJSONResponse:
     """One computed trait."""
     with reader(engine).connect() as conn:
         return ORJSONResponse({"data": get_definition(conn, name=name).as_json()})

@@ -1,8 +1,9 @@
-"""Destinations over HTTP (admin): register a webhook or Segment-compatible endpoint, read, delete,
+"""Destinations over HTTP (``destinations:write`` changes, ``destinations:read`` reads): register a webhook or Segment-compatible endpoint, read, delete,
 the delivery log, replay."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,11 +11,11 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import ORJSONResponse
 
 from cdp.destinations.addresses import Allowlist
-from cdp.destinations.outbox import attempts_of, messages_page, replay
+from cdp.destinations.outbox import attempts_of, enqueue, messages_page, replay
 from cdp.destinations.schemas import parse_destination
 from cdp.destinations.service import create_destination, delete_destination, get_destination, list_destinations
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import DestinationsReader, DestinationsWriter, EngineDep
 
 router = APIRouter(prefix="/v1/destinations", tags=["destinations"])
 
@@ -23,7 +24,7 @@ EXAMPLE = {"type": "webhook", "name": "crm", "url": "https://hooks.example.com/c
 
 @router.post("", status_code=201)
 def register(
-    request: Request, engine: EngineDep, _token: Admin,
+    request: Request, engine: EngineDep, _token: DestinationsWriter,
     body: Annotated[dict[str, Any], Body(openapi_examples={"webhook": {"value": EXAMPLE}})],
 ) -> ORJSONResponse:
     """Register a destination. URLs reaching loopback, private, link-local, reserved or multicast
@@ -36,21 +37,21 @@ def register(
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: Admin) -> ORJSONResponse:
+def list_all(engine: EngineDep, _token: DestinationsReader) -> ORJSONResponse:
     """Every destination (secrets are not shown)."""
     with reader(engine).connect() as conn:
         return ORJSONResponse({"data": [d.as_json() for d in list_destinations(conn)]})
 
 
 @router.get("/{destination_id}")
-def read(engine: EngineDep, _token: Admin, destination_id: int) -> ORJSONResponse:
+def read(engine: EngineDep, _token: DestinationsReader, destination_id: int) -> ORJSONResponse:
     """One destination."""
     with reader(engine).connect() as conn:
         return ORJSONResponse({"data": get_destination(conn, destination_id=destination_id).as_json()})
 
 
 @router.delete("/{destination_id}")
-def remove(engine: EngineDep, _token: Admin, destination_id: int) -> ORJSONResponse:
+def remove(engine: EngineDep, _token: DestinationsWriter, destination_id: int) -> ORJSONResponse:
     """Delete a destination with its queued messages and delivery log."""
     write_transaction(engine, lambda conn: delete_destination(conn, destination_id=destination_id))
     return ORJSONResponse({"data": {"id": destination_id, "deleted": True}})
@@ -58,7 +59,7 @@ def remove(engine: EngineDep, _token: Admin, destination_id: int) -> ORJSONRespo
 
 @router.get("/{destination_id}/deliveries")
 def deliveries(
-    engine: EngineDep, _token: Admin, destination_id: int,
+    engine: EngineDep, _token: DestinationsReader, destination_id: int,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, next: int | None = None,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
 ) -> ORJSONResponse:
@@ -79,7 +80,7 @@ def deliveries(
 
 @router.post("/{destination_id}/replay")
 def replay_messages(
-    engine: EngineDep, _token: Admin, destination_id: int,
+    engine: EngineDep, _token: DestinationsWriter, destination_id: int,
     body: Annotated[dict[str, Any] | None, Body(openapi_examples={"dead": {"value": {"status": "dead"}}})] = None,
 ) -> ORJSONResponse:
     """Send dead messages (or ``status: delivered`` ones, or the given ``ids``) again from a first attempt."""
@@ -92,3 +93,20 @@ def replay_messages(
                       status=body.get("status", "dead"))
 
     return ORJSONResponse({"data": {"replayed": write_transaction(engine, run)}})
+
+
+@router.post("/{destination_id}/test", status_code=202)
+def test_send(engine: EngineDep, _token: DestinationsWriter, destination_id: int) -> ORJSONResponse:
+    """Queue a test message (a track event "CDP Test Message"); it shows in the delivery log like any other."""
+    now = datetime.now(UTC)
+    key = f"test-{uuid.uuid4().hex}"
+    message = {"type": "track", "event": "CDP Test Message", "messageId": key, "timestamp": now.isoformat(),
+               "userId": "cdp-test-user", "properties": {"test": True}}
+
+    def queue(conn):  # type: ignore[no-untyped-def]
+        get_destination(conn, destination_id=destination_id)
+        enqueue(conn, destination_ids=[destination_id], messages=[(key, message)], now=now)
+
+    write_transaction(engine, queue)
+    return ORJSONResponse({"data": {"idempotency_key": key, "queued": True}}, status_code=202)
+

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from cdp.governance.schemas import WINDOWS, Mode, TrackingPlan, Window
-from cdp.governance.service import add_version, assign_plan, count_violations, create_plan, get_plan, unassign_plan
+from cdp.governance.service import (
+    add_version, assign_plan, count_violations, create_plan, get_plan, plan_names, unassign_plan,
+)
 from cdp.store.db import reader, write_transaction
-from serving.deps import Admin, EngineDep
+from serving.deps import Admin, EngineDep, GovernanceReader
 
 router = APIRouter(tags=["tracking plans"])
 
@@ -83,8 +85,15 @@ def create(body: NewPlan, engine: EngineDep, _: Admin) -> PlanOut:
     return _plan_out(plan)
 
 
+@router.get("/v1/tracking-plans")
+def list_all(engine: EngineDep, _: GovernanceReader) -> list[PlanOut]:
+    """Every tracking plan at its newest version, with the sources enforcing it."""
+    with reader(engine).connect() as conn:
+        return [_plan_out(get_plan(conn, name=name)) for name in plan_names(conn)]
+
+
 @router.get("/v1/tracking-plans/{name}")
-def show(name: str, engine: EngineDep, _: Admin, version: int | None = None) -> PlanOut:
+def show(name: str, engine: EngineDep, _: GovernanceReader, version: int | None = None) -> PlanOut:
     """A tracking plan at a version (default: the newest), with the sources enforcing it."""
     with reader(engine).connect() as conn:
         return _plan_out(get_plan(conn, name=name, version=version))
@@ -115,7 +124,7 @@ def unassign(source: str, engine: EngineDep, _: Admin) -> Response:
 
 @router.get("/v1/violations")
 def violations(
-    engine: EngineDep, _: Admin, source: str | None = None, window: Window = "24h"
+    engine: EngineDep, _: GovernanceReader, source: str | None = None, window: Window = "24h"
 ) -> ViolationsOut:
     """Violations per source, event and kind received in the last hour, day or week, most frequent first."""
     now = datetime.now(UTC)

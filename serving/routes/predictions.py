@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
-from fastapi.responses import ORJSONResponse
+from fastapi import APIRouter, Body, Path, Query
+from fastapi.responses import ORJSONResponse, Response
 
-from cdp.errors import InvalidInput
+from cdp.errors import InvalidInput, NotFound
 from cdp.predictions.schemas import parse_definition
 from cdp.predictions.service import create_prediction, get_prediction, list_predictions
+from cdp.predictions.traits import score_sample
 from cdp.store.db import reader, write_transaction
+from features import NotReady
 from models.outcomes import realized_outcomes
-from models.tracking import model_card
+from models.tracking import model_card, plot_artifact
+from models.train import training_readiness
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -34,6 +37,25 @@ def create(
                           status_code=201 if status == "created" else 200)
 
 
+@router.post("/readiness")
+def readiness(
+    engine: EngineDep, settings: SettingsDep, _token: PredictionsReader,
+    definition: Annotated[dict[str, Any], Body(openapi_examples={"churn": {"value": EXAMPLE}})],
+) -> ORJSONResponse:
+    """Whether the store's data can train this definition now: every readiness check with what it observed
+    and what it needs (nothing is saved; it builds the training frame, seconds on a large store)."""
+    parsed = parse_definition(definition)
+    try:
+        _, frame, report = training_readiness(engine, parsed, as_of=datetime.now(UTC), settings=settings)
+    except NotReady as error:
+        return ORJSONResponse({"data": {"ok": False, "rows": 0, "message": error.message, "checks": []}})
+    checks = [{"name": c.name, "passed": c.passed, "observed": c.observed, "required": c.required,
+               "message": c.message} for c in report.checks]
+    message = "ready to train" if report.ok else "not enough data to train: " + "; ".join(
+        c.message for c in report.failures)
+    return ORJSONResponse({"data": {"ok": report.ok, "rows": len(frame), "message": message, "checks": checks}})
+
+
 @router.get("")
 def list_all(engine: EngineDep, _token: PredictionsReader) -> ORJSONResponse:
     """Every prediction, at its newest version."""
@@ -49,6 +71,35 @@ def read(engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, ke
         stored = get_prediction(conn, key=key)
     card = model_card(settings.resolved_mlflow_tracking_uri, key)
     return ORJSONResponse({"data": {**stored.as_json(), "model_card": card}})
+
+
+@router.get("/{key}/plots/{name}", response_class=Response)
+def plot(settings: SettingsDep, _token: PredictionsReader, key: str,
+         name: Annotated[str, Path(pattern=r"^[a-z_]+\.png$")]) -> Response:
+    """A plot of the champion's model card (``roc.png``, ``calibration.png``, ``gains.png``,
+    ``value_by_decile.png``, ``feature_importance.png``, as its ``artifacts`` list), as PNG."""
+    found = plot_artifact(settings.resolved_mlflow_tracking_uri, key, name)
+    if found is None:
+        raise NotFound(f"prediction {key!r} has no plot {name!r}: train it first, or see the model card's artifacts")
+    return Response(found, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/{key}/scores")
+def scores(engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+    """The distribution of the scores written back to profiles: 20 bins over a sample of up to 20,000."""
+    with reader(engine).connect() as conn:
+        stored = get_prediction(conn, key=key)
+        values = score_sample(conn, key=key, task=stored.definition.task)
+    if not values:
+        return ORJSONResponse({"data": {"sampled": 0, "bins": []}})
+    low, high = min(values), max(values)
+    width = (high - low) / 20 or 1.0
+    counts = [0] * 20
+    for value in values:
+        counts[min(int((value - low) / width), 19)] += 1
+    bins = [{"from": low + i * width, "to": low + (i + 1) * width, "profiles": n} for i, n in enumerate(counts)]
+    return ORJSONResponse({"data": {"sampled": len(values), "bins": bins}})
+
 
 
 @router.get("/{key}/outcomes")

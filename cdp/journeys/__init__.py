@@ -1,0 +1,1 @@
+"""Event-triggered journeys, holdouts, lift reports and the global contact policy."""

@@ -1,0 +1,54 @@
+"""The journey worker: a thread of ``cdp serve`` (in every process, beside the delivery worker) that
+fires due timers. Its clock is a parameter, so tests can run it on a chosen time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from cdp.journeys.engine import advance_due, any_due
+from cdp.store.db import reader, write_transaction
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class JourneyWorker:
+    """Fires due timers every ``poll_s``, at once again while a round found a full batch."""
+
+    def __init__(self, engine: Engine, *, poll_s: float, clock: Callable[[], datetime] = wall_clock) -> None:
+        self._engine = engine
+        self._poll_s = poll_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journeys", daemon=True)
+
+    def start(self) -> JourneyWorker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with reader(self._engine).connect() as conn:
+                    due = any_due(conn, now=self._clock())
+                fired = write_transaction(self._engine, lambda conn: advance_due(
+                    conn, now=self._clock(), limit=BATCH)) if due else 0
+            except DBAPIError:  # the store is down or busy: the timers wait, stored, for the next round
+                log.exception("advancing journeys failed; retrying")
+                fired = 0
+            if fired < BATCH:
+                self._stop.wait(self._poll_s)

@@ -1,0 +1,192 @@
+"""The console's pages: each reads the ``/v1`` APIs as the signed-in user (see :mod:`serving.console`)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from serving.console.charts import bars, share
+from serving.console.session import ApiProblem, ConsoleSession, api_for, render
+
+router = APIRouter(include_in_schema=False)
+
+# Model card plots by task, as models.plots logs them.
+PLOTS = ("roc.png", "calibration.png", "gains.png", "value_by_decile.png", "feature_importance.png")
+# Predicted traits the Profiles page shows beside the score (cdp.predictions.traits.trait_names).
+PREDICTED_PARTS = ("probability", "value", "percentile", "decile", "reasons", "model_version", "scored_at")
+
+
+@router.get("/ui")
+async def overview(request: Request, session: ConsoleSession) -> HTMLResponse:
+    async with api_for(request) as api:
+        data = (await api.get("/v1/overview"))["data"]
+    now = datetime.now(UTC)
+    minutes = [f"{(now - timedelta(minutes=30 - i)):%H:%M}" for i in range(1, 31)]
+    rate = data["events_per_minute"]
+    return render(request, "overview.html", session, data=data, rate_now=sum(rate[-5:]) / 5,
+                  rate_chart=bars(rate, labels=minutes, title="Events received per minute, last 30 minutes"),
+                  identified_chart=share(data["identified"], data["profiles"], title="Identified profiles"))
+
+
+def _list_page(name: str) -> Any:
+    """``/ui/NAME``: the list ``/v1/NAME`` answers, in the template ``NAME.html``."""
+
+    async def page(request: Request, session: ConsoleSession) -> HTMLResponse:
+        async with api_for(request) as api:
+            found = (await api.get(f"/v1/{name}"))["data"]
+        return render(request, f"{name}.html", session, **{name: found})
+
+    return page
+
+
+for _name in ("audiences", "predictions", "destinations"):
+    router.add_api_route(f"/ui/{_name}", _list_page(_name), methods=["GET"], response_class=HTMLResponse)
+
+
+@router.get("/ui/audiences/new")
+async def audience_builder(request: Request, session: ConsoleSession, key: str | None = None) -> HTMLResponse:
+    async with api_for(request) as api:
+        predictions, known, computed, editing = await asyncio.gather(
+            api.get_or_none("/v1/predictions"), api.get("/v1/audiences"), api.get_or_none("/v1/computed-traits"),
+            api.get(f"/v1/audiences/{quote(key, safe='')}") if key else _none())
+    return render(request, "builder.html", session,
+                  predictions=[{"key": p["key"], "task": p["task"]} for p in (predictions or {"data": []})["data"]],
+                  audiences=[a["key"] for a in known["data"] if a["key"] != key],
+                  computed=[t["name"] for t in (computed or {"data": []})["data"]],
+                  editing=editing["data"] if editing else None)
+
+
+@router.get("/ui/audiences/{key}")
+async def audience(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
+    async with api_for(request) as api:
+        found, members = await asyncio.gather(api.get(f"/v1/audiences/{quote(key, safe='')}"),
+                                              api.get(f"/v1/audiences/{quote(key, safe='')}/members", limit=50))
+    return render(request, "audience.html", session, audience=found["data"], members=members)
+
+
+@router.get("/ui/profiles")
+async def profiles(request: Request, session: ConsoleSession, id: str | None = None) -> HTMLResponse:
+    """Search by any identifier (``type:value``; a bare value is tried as a user id, then an email)."""
+    if not id or not id.strip():
+        return render(request, "profiles.html", session, profile=None, query="")
+    query = id.strip()
+    candidates = [query] if ":" in query else [f"user_id:{query}", f"email:{query}", f"anonymous_id:{query}"]
+    async with api_for(request) as api:
+        for identifier in candidates:
+            try:
+                profile = await _profile(api, identifier)
+                break
+            except ApiProblem as problem:
+                if problem.status != 404 or identifier == candidates[-1]:
+                    if problem.status == 404:
+                        return render(request, "profiles.html", session, profile=None, query=query,
+                                      not_found=f"No profile has the identifier {query!r}.", status_code=404)
+                    raise
+    return render(request, "profiles.html", session, profile=profile, query=query)
+
+
+async def _profile(api: Any, identifier: str) -> dict[str, Any]:
+    base = f"/v1/profiles/{quote(identifier, safe=':')}"
+    metadata = await api.get(f"{base}/metadata")  # a 404 here: no such profile
+    traits, events, ids, member_of, merges = await asyncio.gather(
+        api.get(f"{base}/traits", verbose="true", limit=200), api.get(f"{base}/events", limit=25),
+        api.get(f"{base}/external_ids", limit=50), api.get(f"{base}/audiences"), api.get(f"{base}/merges"))
+    predicted: dict[str, dict[str, Any]] = {}
+    plain = {}
+    for name, trait in traits["traits"].items():
+        part = next((p for p in PREDICTED_PARTS if name.endswith(f"_{p}")), None) if trait["class"] == "predicted" else None
+        if part is None:
+            plain[name] = trait
+        else:
+            predicted.setdefault(name.removesuffix(f"_{part}"), {})[part] = trait["value"]
+    return {"identifier": identifier, "metadata": metadata["metadata"], "traits": plain, "predicted": predicted,
+            "events": events["data"], "events_more": events["cursor"]["has_more"], "ids": ids["data"],
+            "audiences": member_of["data"], "merges": merges["data"], "profile_id": merges["profile_id"]}
+
+
+@router.get("/ui/predictions/{key}")
+async def prediction(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
+    async with api_for(request) as api:
+        found, scores = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
+                                             api.get(f"/v1/predictions/{quote(key, safe='')}/scores"))
+    stored, distribution = found["data"], scores["data"]
+    card = stored["model_card"]
+    metrics = card["metrics"] if card else {}
+    predictors = (["model"] if "model" in metrics else []) + sorted(p for p in metrics if p != "model")
+    names = sorted({m for values in metrics.values() for m in values})
+    plots = [p for p in PLOTS if card and f"plots/{p}" in card["artifacts"]]
+    histogram = bars([b["profiles"] for b in distribution["bins"]],
+                     labels=[f"{b['from']:.3g}–{b['to']:.3g}" for b in distribution["bins"]],
+                     title=f"Scores of {distribution['sampled']:,} profiles")
+    scoring = (card or {}).get("last_scoring") or {}
+    drift = sorted(((name.removeprefix("psi."), value) for name, value in scoring.get("metrics", {}).items()
+                    if name.startswith("psi.")), key=lambda item: -item[1])[:5]
+    return render(request, "prediction.html", session, prediction=stored, card=card, predictors=predictors,
+                  metric_names=names, metrics=metrics, plots=plots, histogram=histogram, sampled=distribution["sampled"],
+                  scoring=scoring, drift=drift)
+
+
+@router.get("/ui/destinations/{destination_id}")
+async def destination(request: Request, session: ConsoleSession, destination_id: int,
+                      status: str | None = None) -> HTMLResponse:
+    async with api_for(request) as api:
+        found, log = await asyncio.gather(api.get(f"/v1/destinations/{destination_id}"),
+                                          api.get(f"/v1/destinations/{destination_id}/deliveries", limit=50,
+                                                  status=status))
+    return render(request, "destination.html", session, destination=found["data"], log=log["data"], status=status)
+
+
+@router.get("/ui/governance")
+async def governance(request: Request, session: ConsoleSession, window: str = "24h") -> HTMLResponse:
+    async with api_for(request) as api:
+        plans, violations, held = await asyncio.gather(
+            api.get("/v1/tracking-plans"), api.get("/v1/violations", window=window), api.get("/v1/quarantine"))
+    return render(request, "governance.html", session, plans=plans, violations=violations, quarantine=held,
+                  window=window)
+
+
+@router.get("/ui/recommendations")
+async def recommendations(request: Request, session: ConsoleSession, user: str | None = None,
+                          item: str | None = None) -> HTMLResponse:
+    answer, error = None, None
+    if user or item:
+        path = (f"/v1/recommendations/{quote(user.strip(), safe=':')}" if user
+                else f"/v1/items/{quote((item or '').strip(), safe='')}/similar")
+        async with api_for(request) as api:
+            try:
+                answer = await api.get(path, limit=10)
+            except ApiProblem as problem:
+                if problem.status not in (404, 503):
+                    raise
+                error = problem.message
+    return render(request, "recommendations.html", session, answer=answer, error=error, user=user or "",
+                  item=item or "")
+
+
+@router.get("/ui/journeys")
+async def journeys(request: Request, session: ConsoleSession) -> HTMLResponse:
+    """Journeys from ``GET /v1/journeys`` once that API is served (a plain table of each journey's scalar
+    fields until a journey screen is built); until then, a page that says so."""
+    async with api_for(request) as api:
+        try:
+            found = (await api.get("/v1/journeys"))["data"]
+        except ApiProblem as problem:
+            if problem.status != 404:
+                raise
+            found = None
+    columns = [k for k, v in found[0].items() if isinstance(v, str | int | float | bool | None)] if found else []
+    return render(request, "journeys.html", session, journeys=found, columns=columns)
+
+
+@router.get("/ui/")
+def trailing_slash() -> RedirectResponse:
+    return RedirectResponse("/ui", status_code=308)
+
+
+async def _none() -> None:
+    return None

@@ -1,0 +1,41 @@
+"""The quarantine over HTTP: messages that failed validation, with the reason; replay after a fix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import ORJSONResponse
+
+from cdp.events.quarantine import count_pending, list_pending, replay
+from cdp.store.db import reader, write_transaction
+from serving.deps import Admin, EngineDep, GovernanceReader
+
+router = APIRouter(prefix="/v1/quarantine", tags=["tracking plans"])
+
+
+@router.get("")
+def pending(
+    engine: EngineDep, _: GovernanceReader, limit: Annotated[int, Query(ge=1, le=500)] = 50, code: str | None = None,
+) -> ORJSONResponse:
+    """Messages waiting for a replay, oldest first, and how many there are per reason code."""
+    with reader(engine).connect() as conn:
+        counts = count_pending(conn)
+        rows = list_pending(conn, limit=limit, code=code)
+    data = [{"id": r.id, "source": r.source, "message_id": r.message_id, "code": r.code, "reason": r.reason,
+             "received_at": r.received_at, "message": r.payload} for r in rows]
+    return ORJSONResponse({"counts": counts, "data": data})
+
+
+@router.post("/replay")
+def replay_pending(
+    request: Request, engine: EngineDep, _: Admin,
+    body: Annotated[dict[str, Any] | None, Body(openapi_examples={"some": {"value": {"ids": [1, 2]}}})] = None,
+) -> ORJSONResponse:
+    """Validate quarantined messages again (all, or the given ``ids``) and store those that now pass."""
+    ids = (body or {}).get("ids")
+    chosen = [int(i) for i in ids if isinstance(i, int)] if isinstance(ids, list) else None
+    config = request.app.state.ingest_config
+    result = write_transaction(engine, lambda conn: replay(conn, now=datetime.now(UTC), config=config, ids=chosen))
+    return ORJSONResponse({"data": {"replayed": result.replayed, "still_invalid": result.still_invalid}})
