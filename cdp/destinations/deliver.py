@@ -136,6 +136,7 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            outbox.enqueued.clear()  # before looking: a commit while we look makes the wait below return at once
             try:
                 attempted = deliver_due(self._engine, self._client, self._config)
             except DBAPIError:  # the store is down or busy: the messages wait, stored, for the next round
@@ -143,4 +144,3 @@ class DeliveryWorker:
                 attempted = 0
             if attempted < CLAIM_BATCH:
                 outbox.enqueued.wait(self._config.poll_s)
-                outbox.enqueued.clear()
