@@ -173,8 +173,9 @@ def _refresh(
     ids = {audience.key: audience.id for audience in stored}
     results: list[Changes] = []
     for level in _levels(stored):
+        reads = {audience.id: condition_reads(audience.definition.condition) for audience in level}
         affected = {audience.id: [pid for pid, marks in changed.items()
-                                  if EVERYTHING in marks or not marks.isdisjoint(condition_reads(audience.definition.condition))]
+                                  if EVERYTHING in marks or not marks.isdisjoint(reads[audience.id])]
                     for audience in level}
         due = [audience for audience in level if affected[audience.id]]
         if not due:
@@ -222,8 +223,9 @@ def _memberships(
                 if held:
                     now_in[audience.id].add(pid)
         # Members by profile id alone: one merged away since leaves, as in a batch over every profile.
-        for audience_id, pid in conn.execute(select(audience_members.c.audience_id, audience_members.c.profile_id).where(
-                audience_members.c.audience_id.in_(list(now_in)), audience_members.c.profile_id.in_(chunk))):
+        members = select(audience_members.c.audience_id, audience_members.c.profile_id).where(
+            audience_members.c.audience_id.in_(list(now_in)), audience_members.c.profile_id.in_(chunk))
+        for audience_id, pid in conn.execute(members):
             was_in[audience_id].add(pid)
     return now_in, was_in
 
