@@ -5,8 +5,8 @@ it costs several times the insert, so the API stores events ``pending`` and a fo
 server process attributes them in batches (``CDP_ATTRIBUTION_BATCH``), in arrival order: one load
 of the identity graph, one bulk write of links, traits and attributions per batch instead of per
 request. Profiles lag ingestion by ``CDP_ATTRIBUTION_LAG_MS`` while the follower keeps up, and by
-its backlog after a burst (a fraction of a second once requests pause), as Segment Unify's do. Pending events survive a crash with the rest of the store and are
-taken up again.
+its backlog after a burst (a fraction of a second once requests pause), as Segment Unify's do.
+Pending events survive a crash with the rest of the store and are taken up again.
 """
 
 from __future__ import annotations
