@@ -4,8 +4,8 @@
     python -m bench.audiences --quick       # 8 s; 100k profiles
     python -m bench.audiences --postgres    # PostgreSQL instead of SQLite (both: --stores sqlite,postgresql)
 
-1. **Event to webhook**: ``cdp serve --workers 2`` on an empty store with 20 audiences (evaluated on
-   every event, as live membership is) and 5 journeys, each sending at once to a webhook receiver on
+1. **Event to webhook**: ``cdp serve --workers 2`` on an empty store with 20 audiences (live, each
+   evaluated for the events and trait changes its conditions read) and 5 journeys, each sending at once to a webhook receiver on
    loopback. A paced client posts ``/v1/batch`` requests of 20 events every 20 ms (1,000 events/s by
    default); one event in ten is a journey's entry event. For each of those, the latency is from the
    HTTP 200 of its request to the receiver reading the journey's send. Beside it, measured in the
@@ -191,7 +191,7 @@ def event_to_webhook(store: str, args: argparse.Namespace, log) -> None:  # type
     count = int(args.seconds * args.rate / BATCH)
     warmup = int(args.warmup * args.rate / BATCH)
     bodies = event_batches(warmup + count)
-    for label, env in (("as shipped", {}), ("attribution at once (CDP_ATTRIBUTION_IDLE_MS=0)",
+    for label, env in (("as shipped", {}), ("behind a burst, attribution at once (CDP_ATTRIBUTION_IDLE_MS=0)",
                                              {"CDP_ATTRIBUTION_IDLE_MS": "0"})):
         receiver = WebhookReceiver().start()
         with scratch_store(store, "audiences", args) as (home, database_url):

@@ -47,9 +47,12 @@ class Settings(BaseSettings):
     attribution_batch: int = Field(
         default=500, ge=1, le=20_000,
         description="Events the server attributes to profiles per transaction, behind the Tracking API.")
+    attribution_lag_ms: int = Field(
+        default=50, ge=0,
+        description="While attribution keeps up, events are attributed at most this long after they are stored.")
     attribution_idle_ms: int = Field(
         default=200, ge=0,
-        description="Attribution waits for this long a pause in requests (or 10x as long at most).")
+        description="Behind a burst, attribution waits for this long a pause in requests (or 10x as long at most).")
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(
         default=[r"^[0-]*$", r"^-1$", r"(?i:^null$)", r"(?i:^none$)", r"(?i:^anonymous$)", r"(?i:^undefined$)",

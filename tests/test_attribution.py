@@ -128,7 +128,7 @@ def test_the_follower_attributes_in_the_background_and_gets_past_an_event_it_can
 
     LIVE_HOOKS.append(poisoned)
     committer = GroupCommitter.for_store(engine)
-    follower = AttributionFollower(committer, CONFIG, batch=50, idle_s=0.0, poll_s=0.02).start()
+    follower = AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02).start()
     try:
         with engine.begin() as conn:
             _store(conn, source_id, [{"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"m{n}"}

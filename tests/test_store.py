@@ -14,7 +14,7 @@ from cdp.events.ingest import LIVE_HOOKS, IngestConfig, ingest
 from cdp.events.quarantine import count_pending, list_pending, replay
 from cdp.events.schemas import Envelope
 from cdp.setup import prepare_store, register_configured_credentials
-from cdp.store.db import migrate
+from cdp.store.db import after_commit, migrate
 from cdp.store.tables import api_tokens, events, quarantine, sources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -173,3 +173,21 @@ def test_migrations_match_the_table_definitions(engine) -> None:  # type: ignore
         dialect = conn.dialect.name
         diff = compare_metadata(MigrationContext.configure(conn, opts={"include_object": on_this_store}), metadata)
     assert diff == []
+
+
+def test_after_commit_callbacks_run_once_committed_and_never_after_a_rollback(engine) -> None:  # type: ignore[no-untyped-def]
+    ran: list[str] = []
+    with engine.begin() as conn:
+        conn.execute(select(1))
+        after_commit(conn, lambda: ran.append("committed"))
+        assert ran == []  # the delivery worker woken here would not see the rows yet
+    assert ran == ["committed"]
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        after_commit(conn, lambda: ran.append("rolled back"))
+        raise RuntimeError
+    with engine.connect() as conn:
+        conn.execute(select(1))
+        after_commit(conn, lambda: ran.append("never committed"))
+    with engine.begin() as conn:
+        conn.execute(select(1))
+    assert ran == ["committed"]

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -29,6 +30,7 @@ from cdp.store.db import reader, write_transaction
 
 log = logging.getLogger(__name__)
 CLAIM_BATCH = 50
+RECORD_EVERY_S = 1.0
 ERROR_TEXT = 500  # characters of a failure kept in the log
 
 
@@ -75,7 +77,12 @@ def send(client: httpx.Client, destination: Destination, message: outbox.Claimed
 
 
 def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *, now: datetime | None = None) -> int:
-    """Claim the messages due at ``now`` (default: the wall clock) and attempt each once; returns how many."""
+    """Claim the messages due at ``now`` (default: the wall clock) and attempt each once; returns how many.
+
+    Attempts are recorded together, in one transaction per ``RECORD_EVERY_S`` of sending: one commit
+    per message would make the store's single writer (SQLite) the limit on deliveries per second. A
+    crash before the record sends those messages again after their lease: at least once, as always.
+    """
     def clock() -> datetime:
         return now or datetime.now(UTC)
 
@@ -85,6 +92,8 @@ def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *,
     claimed = write_transaction(engine, lambda conn: outbox.claim_due(
         conn, now=clock(), lease=config.lease, limit=CLAIM_BATCH))
     cache: dict[int, Destination | None] = {}
+    attempts: list[dict[str, Any]] = []
+    unrecorded_since = time.perf_counter()
     for message in claimed:
         if message.destination_id not in cache:
             cache[message.destination_id] = _destination(engine, message.destination_id)
@@ -100,10 +109,21 @@ def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *,
             error = refused.message
         except httpx.HTTPError as failure:
             error = f"{type(failure).__name__}: {failure}"[:ERROR_TEXT]
-        duration_ms = round((time.perf_counter() - started) * 1000)
-        write_transaction(engine, lambda conn, m=message, s=status_code, e=error, d=duration_ms: outbox.record_attempt(
-            conn, message=m, status_code=s, error=e, duration_ms=d, now=clock(), policy=config.policy))
+        if not attempts:
+            unrecorded_since = started
+        attempts.append({"message": message, "status_code": status_code, "error": error, "now": clock(),
+                         "duration_ms": round((time.perf_counter() - started) * 1000)})
+        if time.perf_counter() - unrecorded_since >= RECORD_EVERY_S:
+            _record(engine, attempts, config)
+            attempts = []
+    _record(engine, attempts, config)
     return len(claimed)
+
+
+def _record(engine: Engine, attempts: list[dict[str, Any]], config: DeliveryConfig) -> None:
+    if attempts:
+        write_transaction(engine, lambda conn: [
+            outbox.record_attempt(conn, **attempt, policy=config.policy) for attempt in attempts])
 
 
 def _destination(engine: Engine, destination_id: int) -> Destination | None:
@@ -136,6 +156,7 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            outbox.enqueued.clear()  # before looking: a commit while we look makes the wait below return at once
             try:
                 attempted = deliver_due(self._engine, self._client, self._config)
             except DBAPIError:  # the store is down or busy: the messages wait, stored, for the next round
@@ -143,4 +164,3 @@ class DeliveryWorker:
                 attempted = 0
             if attempted < CLAIM_BATCH:
                 outbox.enqueued.wait(self._config.poll_s)
-                outbox.enqueued.clear()

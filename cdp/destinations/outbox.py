@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, update
 
 from cdp.errors import InvalidInput
+from cdp.store.db import after_commit
 from cdp.store.tables import delivery_attempts, destinations, outbox
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
-# Set when this process enqueues, so its delivery worker looks at once instead of at its next poll.
+# Set when this process's enqueueing transaction commits, so that its delivery worker looks at once
+# instead of at its next poll (and not before the commit, when it would find nothing and sleep).
 enqueued = threading.Event()
 
 
@@ -55,7 +57,7 @@ def enqueue(
             for destination_id in live for key, payload in messages]
     if rows:
         conn.execute(insert(outbox), rows)
-        enqueued.set()
+        after_commit(conn, enqueued.set)
     return len(rows)
 
 
@@ -111,7 +113,7 @@ def replay(conn: Connection, *, destination_id: int, now: datetime, ids: Sequenc
     count = conn.execute(query.values(status=PENDING, attempts=0, next_attempt_at=now, last_error=None,
                                       delivered_at=None)).rowcount
     if count:
-        enqueued.set()
+        after_commit(conn, enqueued.set)
     return count
 
 

@@ -4,9 +4,9 @@ A 200 from the Tracking API means the message is durably stored (contract.md); r
 it costs several times the insert, so the API stores events ``pending`` and a follower in every
 server process attributes them in batches (``CDP_ATTRIBUTION_BATCH``), in arrival order: one load
 of the identity graph, one bulk write of links, traits and attributions per batch instead of per
-request. Profiles lag ingestion by the follower's backlog (a fraction of a second once requests
-pause), as Segment Unify's do. Pending events survive a crash with the rest of the store and are
-taken up again.
+request. Profiles lag ingestion by ``CDP_ATTRIBUTION_LAG_MS`` while the follower keeps up, and by
+its backlog after a burst (a fraction of a second once requests pause), as Segment Unify's do.
+Pending events survive a crash with the rest of the store and are taken up again.
 """
 
 from __future__ import annotations
@@ -57,23 +57,29 @@ def count_pending(conn: Connection) -> int:
 class AttributionFollower:
     """A thread that keeps attributing pending events through the process's group committer.
 
-    Requests come first: a batch starts once the API has had no request for ``idle_s``, or when
-    the last batch is ``10 * idle_s`` old (so that a steady stream is attributed too). A burst is
-    thus acknowledged at the API's full speed and attributed as it eases; with ``idle_s=0``,
-    attribution and requests share the process evenly. Without requests the follower looks every ``poll_s`` for events that other server
+    While it keeps up (its last batch was not full), events are attributed at most ``lag_s`` after
+    the first of them was stored: a steady stream reaches profiles, audiences and journeys within
+    that, in batches of what arrived meanwhile. Once it falls behind (a full batch: a burst),
+    requests come first: the next batch starts once the API has had no request for ``idle_s``, or
+    when the last batch is ``10 * idle_s`` old. A burst is thus acknowledged at the API's full speed
+    and attributed as it eases; with ``idle_s=0``, attribution and requests share the process
+    evenly. Without requests the follower looks every ``poll_s`` for events that other server
     processes stored.
     """
 
     def __init__(
-        self, committer: GroupCommitter, config: IngestConfig, *, batch: int, idle_s: float, poll_s: float = 0.25,
+        self, committer: GroupCommitter, config: IngestConfig, *, batch: int, lag_s: float, idle_s: float,
+        poll_s: float = 0.25,
     ) -> None:
         self._committer = committer
         self._config = config
         self._batch = batch
+        self._lag_s = lag_s
         self._idle_s = idle_s
         self._max_lag_s = 10 * idle_s
         self._poll_s = poll_s
         self._last_request = 0.0
+        self._first_unattributed: float | None = None  # when the first request since the last batch stored events
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="attribution", daemon=True)
@@ -83,43 +89,54 @@ class AttributionFollower:
         return self
 
     def notify(self) -> None:
-        """A request stored events: attribute them once the API is quiet."""
+        """A request stored events: attribute them soon, or once the API is quiet when behind."""
         self._last_request = time.monotonic()
-        self._wake.set()
+        if self._first_unattributed is None:
+            self._first_unattributed = self._last_request
+            self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join()
 
+    def _due(self, *, behind: bool, last_batch: float) -> float:
+        """When (``time.monotonic``) the next batch should start."""
+        if behind:
+            return min(self._last_request + self._idle_s, last_batch + self._max_lag_s)
+        if self._first_unattributed is not None:
+            return self._first_unattributed + self._lag_s
+        return last_batch + self._poll_s
+
     def _run(self) -> None:
         limit = self._batch
+        behind = False
         last_batch = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            quiet_for = now - self._last_request
-            if quiet_for < self._idle_s and now - last_batch < self._max_lag_s:
-                self._stop.wait(min(self._idle_s - quiet_for, self._max_lag_s - (now - last_batch)))
+            due = self._due(behind=behind, last_batch=last_batch)
+            if now < due:
+                self._wake.wait(due - now)
+                self._wake.clear()
                 continue
             last_batch = now
+            self._first_unattributed = None  # events stored from here on wait for the next batch
             try:
                 taken = self._committer.submit(lambda conn: self._attribute(conn, limit)).result()
+                behind = taken >= limit
                 limit = self._batch
             except DBAPIError:  # the store is down or busy: the events wait, stored, for the next try
                 log.exception("attributing pending events failed; retrying")
-                taken = 0
+                behind = False
             except Exception:
                 # A message our code cannot resolve must not hold up everyone after it: narrow the
                 # batch down to it, then leave it stored but unattributed, and say so.
                 if limit > 1:
                     limit = 1
-                    continue
-                self._committer.submit(_give_up_on_oldest).result()
-                log.exception("an event could not be attributed; it stays stored without a profile")
-                continue
-            if taken < limit:
-                self._wake.wait(self._poll_s)
-                self._wake.clear()
+                else:
+                    self._committer.submit(_give_up_on_oldest).result()
+                    log.exception("an event could not be attributed; it stays stored without a profile")
+                behind, last_batch = True, float("-inf")  # at once: the rest of the backlog waits behind it
 
     def _attribute(self, conn: Connection, limit: int) -> int:
         return attribute_pending(conn, config=self._config, now=datetime.now(UTC), limit=limit)

@@ -139,7 +139,8 @@ def fire_live_hooks(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def attribute(
     conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime
 ) -> tuple[list[dict[str, Any]], set[int]]:
-    """Resolve each row's profile (``row["profile_id"]``) and record identify / group traits.
+    """Resolve each row's profile (``row["profile_id"]``, ``row["merged"]`` when it absorbed another
+    one in this batch) and record identify / group traits.
 
     Returns the rows to store (those of suppressed people, under a regulation, are accepted but
     not kept) and the profiles that absorbed another one (their traits were rebuilt from the log).
@@ -173,6 +174,7 @@ def attribute(
     fold_into_current(conn, [change for change in current if change["profile_id"] not in rebuilt])
     for row, person in zip(ordered, people, strict=True):
         row["profile_id"] = person.root().key if person is not None else None
+        row["merged"] = row["profile_id"] in rebuilt  # live hooks: its events and traits changed wholesale
     return ordered, rebuilt
 
 

@@ -23,12 +23,38 @@ from cdp.store.types import dumps_json, loads_json
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "cdp_read_only"
+_AFTER_COMMIT, _COMMITTED = "cdp_after_commit", "cdp_committed"
 T = TypeVar("T")
 
 
 def reader(engine: Engine) -> Engine:
     """The same engine for read-only work: on SQLite it does not queue for the write lock."""
     return engine.execution_options(**{READ_ONLY: True})
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the transaction ``conn`` is in has committed and the connection is
+    released; not when it rolls back. For wake-ups: a thread woken before the commit reads too early.
+    """
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _run_after_commit(engine: Engine) -> None:
+    # SQLAlchemy Core has no "after commit" event ("commit" fires just before the DBAPI commit), but
+    # a transaction's connection goes back to the pool after it: callbacks committed by then run.
+    @event.listens_for(engine, "commit")
+    def _committing(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.info.setdefault(_COMMITTED, []).extend(connection.info.pop(_AFTER_COMMIT, ()))
+
+    @event.listens_for(engine, "rollback")
+    def _forget(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.info.pop(_AFTER_COMMIT, None)
+
+    @event.listens_for(engine, "checkin")
+    def _run(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info.pop(_AFTER_COMMIT, None)  # never committed
+        for callback in record.info.pop(_COMMITTED, ()):
+            callback()
 
 
 def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
@@ -52,6 +78,7 @@ def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
     # Bulk inserts as multi-row VALUES statements (as psycopg2's dialect does), not psycopg 3's
     # pipelined executemany of one statement per row, which costs several times the CPU.
     engine.dialect.use_insertmanyvalues_wo_returning = True
+    _run_after_commit(engine)
     return engine
 
 
@@ -92,6 +119,7 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    _run_after_commit(engine)
     return engine
 
 
