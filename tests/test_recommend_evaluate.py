@@ -94,7 +94,7 @@ def test_selection_prefers_the_personal_model_where_taste_decides() -> None:
         Candidate("ease", EASERecommender, {"l2": [1.0, 10.0]}),
         Candidate("item_knn", ItemKNNRecommender, {"k": [5]}),
     ]
-    selection = select_recommender(rows, candidates=candidates, blend=("ease", "popularity"), k=3)
+    selection = select_recommender(rows, candidates=candidates, blend=("ease", "popularity"), rerank=(), k=3)
     table = selection.table
     assert set(table.index) == {"popularity", "ease", "item_knn", BLEND}
     assert selection.name != "popularity" and selection.name == table.index[0]

@@ -24,6 +24,7 @@ from models.recommend import (
     ItemKNNRecommender,
     PopularityRecommender,
     Recommender,
+    RerankRecommender,
     SessionRecommender,
     item_mask,
 )
@@ -37,6 +38,10 @@ MODELS = {
     "ease": lambda: EASERecommender(l2=5.0),
     "session": lambda: SessionRecommender(steps=2, history=3),
     "popularity": lambda: PopularityRecommender(half_life_days=None),
+    "rerank": lambda: RerankRecommender(
+        {"ease": EASERecommender(l2=5.0), "session": SessionRecommender(), "popularity": PopularityRecommender()},
+        candidates=12, n_estimators=30, min_child_samples=5, objective="binary",
+    ),
     "blend": lambda: BlendRecommender(
         {"ease": EASERecommender(l2=5.0), "session": SessionRecommender(), "popularity": PopularityRecommender()},
         {"ease": 1.0, "session": 0.5, "popularity": 0.1},
@@ -161,6 +166,12 @@ def test_interactions_sum_decayed_weights_and_remember_every_seen_pair() -> None
     assert list(data.user_positions([8, 9])) == [1, -1]
 
 
-def test_ease_refuses_a_catalog_too_large_for_memory(data: Interactions) -> None:
-    with pytest.raises(ValueError, match="max_items"):
-        EASERecommender(max_items=10).fit(data)
+def test_ease_keeps_the_most_reached_items_of_a_catalog_too_large_for_memory(data: Interactions) -> None:
+    full = EASERecommender(l2=5.0).fit(data)
+    small = EASERecommender(l2=5.0, max_items=HALF).fit(data)
+    reach = np.asarray(data.seen.sum(axis=0)).ravel()
+    assert set(small.kept_) == set(np.argsort(-reach, kind="stable")[:HALF])
+    outside = np.setdiff1d(np.arange(ITEMS), small.kept_)
+    users = np.arange(data.n_users)
+    assert (small.user_scores(users)[:, outside] == 0).all() and (small.item_scores(outside) == 0).all()
+    assert not np.allclose(small.user_scores(users), full.user_scores(users))
