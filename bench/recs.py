@@ -161,7 +161,7 @@ def build_api_store(home: Path, shape: RecsShape, train_until: datetime) -> tupl
     """A SQLite store of ``shape``'s log as profiles with a user id and ``Product Viewed`` events; plus
     visitors (anonymous ids) whose few views all come after ``train_until``. Returns the identifiers
     (``user_id:...``) of the known users and (``anonymous_id:...``) of the visitors."""
-    settings = Settings(home=home, database_url=None, write_keys="bench")
+    settings = Settings(home=home, database_url=None)
     prepare_store(settings).dispose()
     log = cached_log(shape, CACHE)
     rng = np.random.default_rng(shape.seed)
@@ -177,7 +177,8 @@ def build_api_store(home: Path, shape: RecsShape, train_until: datetime) -> tupl
     con.execute("PRAGMA synchronous=OFF")
     con.execute("BEGIN")
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
-    con.execute("INSERT INTO sources (id, name, write_key_hash, created_at) VALUES (1, 'bench', 'x', ?)", (now,))
+    con.execute("INSERT INTO sources (id, name, write_key_hash, enabled, created_at) VALUES (1, 'bench', 'x', 1, ?)",
+                (now,))
     (profiles, profile_columns), (identities, identity_columns) = _TABLES[0], _TABLES[1]
     people = shape.users + visitors
     con.executemany(f"INSERT INTO {profiles} ({', '.join(profile_columns)}) VALUES (?, 'users', ?, ?)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 
 import numpy as np
@@ -113,7 +114,12 @@ class Interactions:
 
     def item_positions(self, item_ids: np.ndarray | list) -> np.ndarray:
         """Column of each item id; -1 for an unknown item."""
-        return pd.Index(self.item_ids).get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+        return self._item_index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+
+    @cached_property
+    def _item_index(self) -> pd.Index:
+        # Built once: serving looks up a request's recent items, and hashing a big catalog per call would dominate.
+        return pd.Index(self.item_ids)
 
 
 def _positions(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
