@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest | make bench-profiles | make bench-features — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-recs — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-profiles bench-features clean
+.PHONY: install demo test bench-ingest bench-profiles bench-features bench-recs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-profiles: $(STAMP)
 
 bench-features: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.features $(ARGS)
+
+bench-recs: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.recs $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cdp .pytest_cache

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = OUT / "cache"
 ADMIN_TOKEN = "bench-recs-admin-token-6b1f2c"
 TRAIN_SHAPES = {"full": RecsShape(1_000_000, 100_000, 20_000_000), "quick": RecsShape(100_000, 20_000, 2_000_000)}
-API_SHAPES = {"full": RecsShape(50_000, 10_000, 1_000_000, seed=5), "quick": RecsShape(10_000, 2_000, 200_000, seed=5)}
+API_SHAPES = {"full": RecsShape(50_000, 5_000, 1_000_000, seed=5), "quick": RecsShape(10_000, 2_000, 200_000, seed=5)}
 VISITORS = 0.1  # share of API requests for people the model doesn't know
 HALF_LIFE_DAYS = 60.0
 

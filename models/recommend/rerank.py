@@ -5,17 +5,21 @@ scores every item; a user's candidates are the items that rank best in any of th
 Stage 2, ranking: a LightGBM LambdaRank model orders the candidates from features no single
 retriever combines:
 
-* each retriever's score (standardised over the user's items) and rank;
-* the item's reach (share of users), its recent attention (share of the last
-  ``trend_half_life_days``' votes) and their ratio (rising or fading), and its age;
+* each retriever's score (standardised over the user's items) and rank, and the candidate's
+  similarity to the user's latest item (the first personalised retriever's item-to-item score):
+  what comes next follows what came last;
+* the item's reach (share of users), its recent attention at several time scales (share of the
+  votes decayed with each of ``trend_half_lives_days``) and their ratio to its reach (rising or
+  fading), and its age;
 * the user's history length and the days since their last interaction;
 * with a catalog (:attr:`Interactions.attributes`): the share of the user's items in the
   candidate's category and in its brand, and how far its price is from the user's usual price
   (log ratio) -- taste and spending level, which co-occurrence only approximates.
 
-The ranker learns on a temporal split of the training data itself (each user's last discovered
-items held out, :func:`models.recommend.split.leave_last_out`), with the retrievers fitted on
-the rest, then the retrievers are refitted on all of it: nothing outside ``fit``'s data is seen.
+The ranker learns on temporal splits of the training data itself (each user's last discovered
+items held out, :func:`models.recommend.split.leave_last_out`; with few users, the one before
+too), with the retrievers fitted on the rest, then the retrievers are refitted on all of it:
+nothing outside ``fit``'s data is seen.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from scipy import sparse, special
 from models.recommend.base import Recommender, batches, mask_seen, top_n
 from models.recommend.blend import standardize
 from models.recommend.data import Interactions
-from models.recommend.split import leave_last_out, relevant_items
+from models.recommend.split import Split, leave_last_out, relevant_items
 
 _CELLS = 4_000_000  # users x items of dense scores held at once per retriever (16 MB)
 MIN_HISTORY = 1  # users with no item before their held-out ones teach the ranker nothing
@@ -49,55 +53,56 @@ class RerankRecommender(Recommender):
         on all the data, as copies (the mapping's models stay unfitted).
     candidates : int
         Items per user the ranker orders.
-    trend_half_life_days : float
-        Half-life of the "recent attention" item feature.
+    trend_half_lives_days : tuple of float
+        Half-lives of the "recent attention" item features.
     n_estimators, learning_rate, num_leaves, min_child_samples : int or float
         LightGBM's.
     objective : {"binary", "lambdarank"}
         Pointwise log-loss (steadier with few users) or LambdaRank over each user's candidates.
     max_train_users : int
         Users sampled for the ranker's training rows (``candidates`` rows each).
+    max_folds : int
+        With fewer users than that, the ranker also learns from each user's second-to-last
+        discovery (the retrievers refitted without it), and so on, up to ``max_folds`` splits.
     random_state : int
     """
 
-    def __init__(self, retrievers: Mapping[str, Recommender], candidates: int = 50, trend_half_life_days: float = 7.0,
+    def __init__(self, retrievers: Mapping[str, Recommender], candidates: int = 50,
+                 trend_half_lives_days: tuple[float, ...] = (1.0, 7.0, 30.0),
                  n_estimators: int = 400, learning_rate: float = 0.03, num_leaves: int = 3,
-                 min_child_samples: int = 50, max_train_users: int = 20_000, objective: str = "binary",
-                 random_state: int = 0) -> None:
+                 min_child_samples: int = 50, max_train_users: int = 20_000, max_folds: int = 2,
+                 objective: str = "binary", random_state: int = 0) -> None:
         self.retrievers = retrievers
         self.candidates = candidates
-        self.trend_half_life_days = trend_half_life_days
+        self.trend_half_lives_days = trend_half_lives_days
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.max_train_users = max_train_users
+        self.max_folds = max_folds
         self.objective = objective
         self.random_state = random_state
 
     def _learn(self, data: Interactions) -> None:
         if not self.retrievers:
             raise ValueError("a re-ranker needs at least one retriever")
-        split = leave_last_out(_rows(data), n=1, min_history=MIN_HISTORY)
-        if split.targets.empty:
-            raise ValueError("too little history for the re-ranker's own split: no user has enough items")
-        inner = Interactions.from_frame(split.train, as_of=data.as_of, half_life_days=None, item_ids=data.item_ids,
-                                        catalog=data.attributes)
-        stage = _Stage.fit(self, inner)
-        users, relevant = relevant_items(inner, split.targets)
-        if len(users) > self.max_train_users:
-            keep = np.sort(np.random.default_rng(self.random_state).choice(len(users), self.max_train_users, replace=False))
-            users, relevant = users[keep], relevant[keep]
         features, labels = [], []
-        for rows in batches(np.arange(len(users)), _batch(data)):
-            candidates, found, _ = stage.features(users[rows])
-            hit = np.take_along_axis(relevant[rows][:, : data.n_items].toarray(), candidates, axis=1)
-            useful = hit.any(axis=1)  # a user with no target among the candidates teaches the ranker nothing
-            features.append(found.reshape(len(rows), self.candidates, -1)[useful].reshape(-1, found.shape[1]))
-            labels.append(hit[useful].ravel())
-        x, y = np.vstack(features), np.concatenate(labels).astype(np.int32)
-        if not y.any():
-            raise ValueError("no held-out item was among the candidates: nothing for the re-ranker to learn")
+        rows, wanted = _rows(data), self.max_train_users
+        for _ in range(self.max_folds):
+            split = leave_last_out(rows, n=1, min_history=MIN_HISTORY)
+            if split.targets.empty:
+                break
+            x, y = self._examples(data, split, wanted)
+            features.append(x)
+            labels.append(y)
+            wanted -= split.targets["profile_id"].nunique()
+            if wanted <= 0:
+                break  # enough users: an earlier split would only cost another fit of every retriever
+            rows = split.train
+        if not labels or not np.concatenate(labels).any():
+            raise ValueError("too little history for the re-ranker's own split: nothing for it to learn")
+        x, y = np.vstack(features), np.concatenate(labels)
         kind = lightgbm.LGBMRanker if self.objective == "lambdarank" else lightgbm.LGBMClassifier
         ranker = kind(
             objective=self.objective, n_estimators=self.n_estimators, learning_rate=self.learning_rate,
@@ -110,6 +115,25 @@ class RerankRecommender(Recommender):
             ranker.fit(x, y)
         self.ranker_ = ranker
         self.stage_ = _Stage.fit(self, data)
+
+    def _examples(self, data: Interactions, split: Split, most_users: int) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows and labels (the held-out item or not) of the candidates of at most
+        ``most_users`` users of ``split``, the retrievers fitted on its training rows."""
+        inner = Interactions.from_frame(split.train, as_of=data.as_of, half_life_days=None, item_ids=data.item_ids,
+                                        catalog=data.attributes)
+        stage = _Stage.fit(self, inner)
+        users, relevant = relevant_items(inner, split.targets)
+        if len(users) > most_users:
+            keep = np.sort(np.random.default_rng(self.random_state).choice(len(users), most_users, replace=False))
+            users, relevant = users[keep], relevant[keep]
+        features, labels = [], []
+        for rows in batches(np.arange(len(users)), _batch(data)):
+            candidates, found, _ = stage.features(users[rows])
+            hit = np.take_along_axis(relevant[rows][:, : data.n_items].toarray(), candidates, axis=1)
+            useful = hit.any(axis=1)  # a user with no target among the candidates teaches the ranker nothing
+            features.append(found.reshape(len(rows), self.candidates, -1)[useful].reshape(-1, found.shape[1]))
+            labels.append(hit[useful].ravel())
+        return np.vstack(features), np.concatenate(labels).astype(np.int32)
 
     def user_scores(self, users: np.ndarray) -> np.ndarray:
         return np.vstack([self._scores(rows) for rows in batches(users, _batch(self.data_))])
@@ -134,8 +158,12 @@ class _Stage:
         self.owner = owner
         self.data = data
         self.models = models
-        self.item_features = _item_features(data, owner.trend_half_life_days)
+        self.item_features = _item_features(data, owner.trend_half_lives_days)
         self.user_features = _user_features(data)
+        latest = data.events.groupby("user", sort=True)["item"].last()
+        self.latest = np.full(data.n_users, -1)
+        self.latest[latest.index.to_numpy()] = latest.to_numpy()
+        self.follower = next((model for model in models.values() if model.personalized), None)
         self.taste = _Taste.of(data)
 
     @classmethod
@@ -173,10 +201,21 @@ class _Stage:
         pick = lambda matrix: np.take_along_axis(matrix, candidates, axis=1).ravel()  # noqa: E731
         columns = [pick(m) for m in standardized] + [pick(m) for m in ranks]
         columns.append(pick(best_rank))
+        columns.append(pick(self._after_latest(users)))
         columns += [self.item_features[candidates.ravel(), j] for j in range(self.item_features.shape[1])]
         columns += [np.repeat(self.user_features[users, j], n) for j in range(self.user_features.shape[1])]
         columns += self.taste.features(self.data.seen[users], candidates)
         return candidates, np.column_stack(columns).astype(np.float32), retrieval
+
+
+    def _after_latest(self, users: np.ndarray) -> np.ndarray:
+        """``(users, items)``: standardised similarity of every item to each user's latest item."""
+        latest = self.latest[users]
+        found = np.zeros((len(users), self.data.n_items), dtype=np.float32)
+        if self.follower is not None and (latest >= 0).any():
+            found[latest >= 0] = standardize(self.follower.item_scores(latest[latest >= 0]))
+        found[~np.isfinite(found)] = 0.0
+        return found
 
 
 class _Taste:
@@ -242,18 +281,22 @@ def _rows(data: Interactions) -> pd.DataFrame:
                          "timestamp": events["timestamp"], "weight": events["weight"]})
 
 
-def _item_features(data: Interactions, half_life_days: float) -> np.ndarray:
-    """Per item: reach (share of users), recent attention (share of the decayed votes), their
-    log ratio, and age in days (since its first interaction)."""
+def _item_features(data: Interactions, half_lives_days: tuple[float, ...]) -> np.ndarray:
+    """Per item: reach (share of users), age in days (since its first interaction), and per
+    half-life its recent attention (share of the decayed votes) and that share's log ratio to its
+    share of reach."""
     events = data.events
+    item = events["item"].to_numpy()
     reach = np.asarray(data.seen.sum(axis=0)).ravel() / max(data.n_users, 1)
     age = (pd.Timestamp(data.as_of) - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
-    votes = np.bincount(events["item"], weights=np.exp2(-np.maximum(age, 0.0) / half_life_days), minlength=data.n_items)
-    attention = votes / max(votes.sum(), 1e-12)
     oldest = np.zeros(data.n_items)
-    np.maximum.at(oldest, events["item"].to_numpy(), age)
-    rising = np.log((attention + 1e-6) / (reach / max(reach.sum(), 1e-12) + 1e-6))
-    return np.column_stack([reach, attention, rising, oldest])
+    np.maximum.at(oldest, item, age)
+    columns = [reach, oldest]
+    for half_life in half_lives_days:
+        votes = np.bincount(item, weights=np.exp2(-np.maximum(age, 0.0) / half_life), minlength=data.n_items)
+        attention = votes / max(votes.sum(), 1e-12)
+        columns += [attention, np.log((attention + 1e-6) / (reach / max(reach.sum(), 1e-12) + 1e-6))]
+    return np.column_stack(columns)
 
 
 def _user_features(data: Interactions) -> np.ndarray:
