@@ -16,11 +16,13 @@ from cdp.errors import Forbidden, Unauthorized
 from cdp.store.db import reader
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies are ``async def`` although they don't await: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop per dependency per request that costs more than their work.
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
@@ -84,7 +86,8 @@ def token_cache(engine: Engine) -> CredentialCache[Token]:
 def require_scope(scope: str) -> Any:
     """A dependency admitting API tokens that carry ``scope`` (admin carries every scope)."""
 
-    def authorize(request: Request) -> Token:
+    async def authorize(request: Request) -> Token:
+        # In the event loop (see get_settings_dep): a cache hit; a miss, once per token and ttl, reads the store.
         secret = bearer_or_basic(request.headers.get("authorization"))
         if not secret:
             raise Unauthorized("missing API token: send Authorization: Bearer TOKEN")

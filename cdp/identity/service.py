@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, tuple_, update
 
 from cdp.computed.compute import refresh_profiles
 from cdp.computed.service import definitions_for_ingest
@@ -39,17 +39,22 @@ def find_profile(conn: Connection, *, type: str, value: str, entity: str = USERS
             return None
         profile_id: int | None = int(value)
     else:
-        profile_id = conn.execute(
-            select(identities.c.profile_id).where(
-                identities.c.entity == entity, identities.c.type == type, identities.c.value == value)
-        ).scalar()
+        profile_id = conn.execute(_PROFILE_OF, {"entity": entity, "type": type, "value": value}).scalar()
     return live_profile(conn, profile_id) if profile_id is not None else None
+
+
+# Built once: every API read resolves an identifier, and building and keying a statement per call
+# cost several times what running it does.
+_PROFILE_OF = select(identities.c.profile_id).where(
+    identities.c.entity == bindparam("entity"), identities.c.type == bindparam("type"),
+    identities.c.value == bindparam("value"))
+_MERGED_INTO = select(profiles.c.merged_into).where(profiles.c.id == bindparam("profile_id"))
 
 
 def live_profile(conn: Connection, profile_id: int) -> int | None:
     """Follow merge tombstones to the profile that holds the data now."""
     for _ in range(64):
-        row = conn.execute(select(profiles.c.merged_into).where(profiles.c.id == profile_id)).first()
+        row = conn.execute(_MERGED_INTO, {"profile_id": profile_id}).first()
         if row is None:
             return None
         if row.merged_into is None:

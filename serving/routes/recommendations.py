@@ -24,7 +24,7 @@ def _names(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
-def _ask(
+async def _ask(  # async: no thread-pool hop for pure parsing (see serving.deps)
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     in_stock: Annotated[bool, Query(description="Only items the catalog marks available.")] = False,
