@@ -1,5 +1,6 @@
 """Offline evaluation and model choice: temporal leave-last-N-out, ranking metrics, a search of
-hyper-parameters on a validation split carved from the training data, and a tuned blend.
+hyper-parameters on a validation split carved from the training data, a tuned blend and a
+re-ranker over the tuned families (:mod:`models.recommend.rerank`).
 
 Protocol (:func:`select_recommender`)::
 
@@ -33,7 +34,7 @@ from models.recommend.neighbours import ItemKNNRecommender
 from models.recommend.popularity import PopularityRecommender
 from models.recommend.rerank import RerankRecommender
 from models.recommend.session import SessionRecommender
-from models.recommend.split import Split, leave_last_out, relevant_items, training_data
+from models.recommend.split import leave_last_out, relevant_items, training_data
 
 BLEND = "blend"
 RERANK = "rerank"
@@ -174,7 +175,7 @@ def select_recommender(
     half_life_days: float | None = 60.0,
     catalog: pd.DataFrame | None = None,
 ) -> Selection:
-    """Tune every candidate and a blend on validation, report them on test, refit the best.
+    """Tune every candidate, a blend and a re-ranker on validation, report them on test, refit the best.
 
     Parameters
     ----------
