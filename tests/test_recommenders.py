@@ -40,10 +40,9 @@ MODELS = {
     "ease": lambda: EASERecommender(l2=5.0),
     "session": lambda: SessionRecommender(steps=2, history=3),
     "popularity": lambda: PopularityRecommender(half_life_days=None),
-    "rerank": lambda: RerankRecommender(
-        {"ease": EASERecommender(l2=5.0), "session": SessionRecommender(), "popularity": PopularityRecommender()},
-        candidates=12, n_estimators=30, min_child_samples=5, objective="binary",
-    ),
+    # Sixty users teach a ranker little: personal retrievers only, so the candidates are the user's half first.
+    "rerank": lambda: RerankRecommender({"ease": EASERecommender(l2=5.0), "session": SessionRecommender()},
+                                        candidates=12, n_estimators=50, min_child_samples=5),
     "blend": lambda: BlendRecommender(
         {"ease": EASERecommender(l2=5.0), "session": SessionRecommender(), "popularity": PopularityRecommender()},
         {"ease": 1.0, "session": 0.5, "popularity": 0.1},
