@@ -70,7 +70,7 @@ class RerankRecommender(Recommender):
     def __init__(self, retrievers: Mapping[str, Recommender], candidates: int = 50,
                  trend_half_lives_days: tuple[float, ...] = (1.0, 7.0, 30.0),
                  n_estimators: int = 400, learning_rate: float = 0.03, num_leaves: int = 3,
-                 min_child_samples: int = 50, max_train_users: int = 20_000, max_folds: int = 2,
+                 min_child_samples: int = 50, max_train_users: int = 20_000, max_folds: int = 3,
                  objective: str = "binary", random_state: int = 0) -> None:
         self.retrievers = retrievers
         self.candidates = candidates
