@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-audiences | make bench-models — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-models | make bench-recs | make bench-audiences — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-profiles bench-features bench-audiences bench-models clean
+.PHONY: install demo test bench-ingest bench-profiles bench-features bench-models bench-recs bench-audiences clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-audiences: $(STAMP)
 
 bench-models: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.models $(ARGS)
+
+bench-recs: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.recs $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cdp .pytest_cache

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine
 
 from cdp.auth.service import Source, Token, hash_secret, source_for_write_key, token_for_secret
@@ -19,11 +20,13 @@ from cdp.errors import Forbidden, Unauthorized
 from cdp.store.db import reader
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies are ``async def`` although they don't await: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop per dependency per request that costs more than their work.
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
@@ -107,7 +110,9 @@ def require_scope(scope: str) -> Any:
     carries every scope). A cookie only authorizes a change with the session's CSRF token in ``X-CSRF-Token``:
     the browser sends cookies on requests other sites make it send, but only our pages know that token."""
 
-    def authorize(request: Request) -> Token | User:
+    async def authorize(request: Request) -> Token | User:
+        # In the event loop: a token is a cache hit (a miss, once per token and ttl, reads the store);
+        # a console session reads the store, so in the thread pool.
         secret = bearer_or_basic(request.headers.get("authorization"))
         if secret:
             token = request.app.state.tokens.lookup(secret)
@@ -116,7 +121,7 @@ def require_scope(scope: str) -> Any:
             if not token.allows(scope):
                 raise Forbidden(f"this token lacks the {scope!r} scope")
             return token
-        session = session_of(request)
+        session = await run_in_threadpool(session_of, request)
         if session is None:
             raise Unauthorized("missing API token: send Authorization: Bearer TOKEN")
         if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get(CSRF_HEADER)):

@@ -13,6 +13,7 @@ from scipy import sparse
 from models.recommend import EASERecommender, Interactions, ItemKNNRecommender, PopularityRecommender
 from models.recommend.evaluate import (
     BLEND,
+    RERANK,
     Candidate,
     evaluate,
     leave_last_out,
@@ -94,7 +95,7 @@ def test_selection_prefers_the_personal_model_where_taste_decides() -> None:
         Candidate("ease", EASERecommender, {"l2": [1.0, 10.0]}),
         Candidate("item_knn", ItemKNNRecommender, {"k": [5]}),
     ]
-    selection = select_recommender(rows, candidates=candidates, blend=("ease", "popularity"), k=3)
+    selection = select_recommender(rows, candidates=candidates, blend=("ease", "popularity"), rerank=(), k=3)
     table = selection.table
     assert set(table.index) == {"popularity", "ease", "item_knn", BLEND}
     assert selection.name != "popularity" and selection.name == table.index[0]
@@ -104,6 +105,15 @@ def test_selection_prefers_the_personal_model_where_taste_decides() -> None:
     assert len(selection.model.user_ids_) == rows["profile_id"].nunique()  # refitted on every row
     user = int(rows["profile_id"].iloc[0])
     assert {half_of(i) for i in selection.model.recommend(user, n=2)["item_id"]} == {0}
+
+
+def test_selection_reports_the_reranker_over_the_tuned_families() -> None:
+    rows = checkerboard(seed=3, seen_per_user=7)
+    candidates = [Candidate("popularity", PopularityRecommender, {"half_life_days": [None]}),
+                  Candidate("ease", EASERecommender, {"l2": [1.0, 10.0]})]
+    table = select_recommender(rows, candidates=candidates, blend=(), k=3).table
+    assert set(table.index) == {"popularity", "ease", RERANK}
+    assert table.loc[RERANK, "ndcg@3"] > table.loc["popularity", "ndcg@3"]
 
 
 def test_selection_needs_the_baseline() -> None:

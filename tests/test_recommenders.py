@@ -24,9 +24,12 @@ from models.recommend import (
     ItemKNNRecommender,
     PopularityRecommender,
     Recommender,
+    RerankRecommender,
     SessionRecommender,
     item_mask,
 )
+from models.recommend.filters import ItemRules
+from models.recommend.serve import Answer, Ask, RecommenderBundle, ServingModel, precompute
 from tests.recommend_data import AS_OF, COLUMNS, HALF, ITEMS, USERS_PER_GROUP, checkerboard, half_of, item_id
 
 MODELS = {
@@ -37,6 +40,9 @@ MODELS = {
     "ease": lambda: EASERecommender(l2=5.0),
     "session": lambda: SessionRecommender(steps=2, history=3),
     "popularity": lambda: PopularityRecommender(half_life_days=None),
+    # Sixty users teach a ranker little: personal retrievers only, so the candidates are the user's half first.
+    "rerank": lambda: RerankRecommender({"ease": EASERecommender(l2=5.0), "session": SessionRecommender()},
+                                        candidates=12, n_estimators=50, min_child_samples=5),
     "blend": lambda: BlendRecommender(
         {"ease": EASERecommender(l2=5.0), "session": SessionRecommender(), "popularity": PopularityRecommender()},
         {"ease": 1.0, "session": 0.5, "popularity": 0.1},
@@ -161,6 +167,58 @@ def test_interactions_sum_decayed_weights_and_remember_every_seen_pair() -> None
     assert list(data.user_positions([8, 9])) == [1, -1]
 
 
-def test_ease_refuses_a_catalog_too_large_for_memory(data: Interactions) -> None:
-    with pytest.raises(ValueError, match="max_items"):
-        EASERecommender(max_items=10).fit(data)
+def test_ease_keeps_the_most_reached_items_of_a_catalog_too_large_for_memory(data: Interactions) -> None:
+    full = EASERecommender(l2=5.0).fit(data)
+    small = EASERecommender(l2=5.0, max_items=HALF).fit(data)
+    reach = np.asarray(data.seen.sum(axis=0)).ravel()
+    assert set(small.kept_) == set(np.argsort(-reach, kind="stable")[:HALF])
+    outside = np.setdiff1d(np.arange(ITEMS), small.kept_)
+    users = np.arange(data.n_users)
+    assert (small.user_scores(users)[:, outside] == 0).all() and (small.item_scores(outside) == 0).all()
+    assert not np.allclose(small.user_scores(users), full.user_scores(users))
+
+
+def test_precomputed_answers_are_the_live_answers(data: Interactions) -> None:
+    """The API answers known profiles from the lists stored at training; they must be what scoring
+    live gives, with the request's rules and the items seen since training applied."""
+    model = EASERecommender(l2=5.0).fit(data)
+    popularity = PopularityRecommender().fit(data)
+    catalog = pd.DataFrame({"category": ["odd" if i % 2 else "even" for i in range(ITEMS)], "brand": "b",
+                            "price": np.arange(ITEMS, dtype=float), "available": True},
+                           index=[item_id(i) for i in range(ITEMS)])
+    live = ServingModel(RecommenderBundle("ease", model, popularity, catalog, AS_OF), "1")
+    stored = ServingModel(RecommenderBundle("ease", model, popularity, catalog, AS_OF, *precompute(model, n=6)), "2")
+    asks = [Ask(n=3), Ask(n=3, rules=ItemRules(categories=["odd"])), Ask(n=2, max_per_category=1), Ask(n=8)]
+    for user in data.user_ids[::5]:
+        for ask in asks:
+            for recent in ([], [item_id(int(user) % ITEMS)]):
+                assert ranked(stored.for_profile(int(user), recent, ask)) == ranked(live.for_profile(int(user), recent, ask))
+
+
+def ranked(answer: Answer) -> list[tuple[str | None, float]]:
+    """The scores in order and the item of each score above 0 (the other half's items tie at 0, in any order)."""
+    return [(str(x["item_id"]) if float(x["score"]) > 0 else None, float(x["score"])) for x in answer.items]
+
+
+def test_reranker_learns_the_catalog_taste_the_retrievers_miss() -> None:
+    """Everyone views items at random, but buys (their latest discoveries) in their favourite
+    category: co-occurrence can't tell, the share of the user's items in the candidate's category can."""
+    rng = np.random.default_rng(4)
+    categories = np.array(["red", "blue"])
+    catalog = pd.DataFrame({"category": categories[np.arange(40) % 2], "brand": "b", "price": 10.0},
+                           index=[f"x{i:02d}" for i in range(40)])
+    rows = []
+    for user in range(300):
+        start = AS_OF - timedelta(days=int(rng.integers(2, 60)))
+        liked = user % 2
+        mine = [i for i in range(40) if i % 2 == liked]
+        steps = list(rng.choice(40, 6, replace=False)) + list(rng.choice(mine, 3, replace=False))
+        rows += [(user, f"x{i:02d}", start + timedelta(hours=h), 1.0) for h, i in enumerate(dict.fromkeys(steps))]
+    data = Interactions.from_frame(pd.DataFrame(rows, columns=COLUMNS), as_of=AS_OF, catalog=catalog)
+    retrievers = {"popularity": PopularityRecommender(None), "session": SessionRecommender()}
+    model = RerankRecommender(retrievers, candidates=20, n_estimators=100, min_child_samples=10).fit(data)
+    liked_share = []
+    for user in data.user_ids[:60]:
+        top = model.recommend(int(user), n=5)["item_id"].str[1:].astype(int)
+        liked_share.append(np.mean(top % 2 == user % 2))
+    assert np.mean(liked_share) > 0.8

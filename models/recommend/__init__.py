@@ -20,9 +20,11 @@ from models.recommend.factorization import ALSRecommender, BPRRecommender
 from models.recommend.filters import item_mask
 from models.recommend.neighbours import ItemKNNRecommender
 from models.recommend.popularity import PopularityRecommender
+from models.recommend.rerank import RerankRecommender
 from models.recommend.session import SessionRecommender
 
 __all__ = [
     "ALSRecommender", "BPRRecommender", "BlendRecommender", "EASERecommender", "Filters", "Interactions",
-    "ItemKNNRecommender", "PopularityRecommender", "Recommender", "SessionRecommender", "item_mask",
+    "ItemKNNRecommender", "PopularityRecommender", "Recommender", "RerankRecommender", "SessionRecommender",
+    "item_mask",
 ]

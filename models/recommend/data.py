@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 from scipy import sparse
 
 from features.interactions import decayed_weights
+
+ATTRIBUTES = ("category", "brand", "price")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class Interactions:
         ``timestamp`` (UTC), ``weight`` (decayed); for sequence-aware and trending models.
     as_of : datetime
         The moment the weights were decayed to.
+    attributes : pandas.DataFrame, optional
+        The items' ``category``, ``brand`` (str or None) and ``price`` (float, NaN when unknown),
+        one row per column of ``matrix``, for models that use them; ``None`` without a catalog.
     """
 
     matrix: sparse.csr_matrix
@@ -43,6 +49,7 @@ class Interactions:
     item_ids: np.ndarray
     events: pd.DataFrame
     as_of: datetime
+    attributes: pd.DataFrame | None = None
 
     @classmethod
     def from_frame(
@@ -52,6 +59,7 @@ class Interactions:
         as_of: datetime,
         half_life_days: float | None = None,
         item_ids: np.ndarray | None = None,
+        catalog: pd.DataFrame | None = None,
     ) -> Interactions:
         """Interactions from :func:`features.interactions.read_interactions` rows.
 
@@ -66,6 +74,9 @@ class Interactions:
         item_ids : numpy.ndarray, optional
             The item universe (e.g. the whole catalog); items of ``rows`` outside it are
             dropped. Default: the items of ``rows``.
+        catalog : pandas.DataFrame, optional
+            Index ``item_id``; ``category``, ``brand``, ``price`` (as
+            :func:`features.interactions.read_catalog` returns): becomes ``attributes``.
         """
         items = np.asarray(np.unique(rows["item_id"].to_numpy(dtype=object)) if item_ids is None else item_ids, dtype=object)
         item = pd.Index(items).get_indexer(rows["item_id"])
@@ -83,10 +94,11 @@ class Interactions:
         events = pd.DataFrame({
             "user": user.astype(np.int32),
             "item": item.astype(np.int32),
-            "timestamp": rows["timestamp"].to_numpy(),
+            "timestamp": rows["timestamp"].reset_index(drop=True),  # to_numpy() would box every tz-aware moment
             "weight": weight,
         }).sort_values(["user", "timestamp"], kind="stable", ignore_index=True)
-        return cls(positive, seen.tocsr(), users, items, events, as_of)
+        attributes = None if catalog is None else catalog.reindex(pd.Index(items, dtype=object))[list(ATTRIBUTES)]
+        return cls(positive, seen.tocsr(), users, items, events, as_of, attributes)
 
     @property
     def n_users(self) -> int:
@@ -102,7 +114,12 @@ class Interactions:
 
     def item_positions(self, item_ids: np.ndarray | list) -> np.ndarray:
         """Column of each item id; -1 for an unknown item."""
-        return pd.Index(self.item_ids).get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+        return self._item_index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))
+
+    @cached_property
+    def _item_index(self) -> pd.Index:
+        # Built once: serving looks up a request's recent items, and hashing a big catalog per call would dominate.
+        return pd.Index(self.item_ids)
 
 
 def _positions(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Offline evaluation and model choice: temporal leave-last-N-out, ranking metrics, a search of
-hyper-parameters on a validation split carved from the training data, and a tuned blend.
+hyper-parameters on a validation split carved from the training data, a tuned blend and a
+re-ranker over the tuned families (:mod:`models.recommend.rerank`).
 
 Protocol (:func:`select_recommender`)::
 
@@ -31,66 +32,17 @@ from models.recommend.ease import EASERecommender
 from models.recommend.factorization import ALSRecommender, BPRRecommender
 from models.recommend.neighbours import ItemKNNRecommender
 from models.recommend.popularity import PopularityRecommender
+from models.recommend.rerank import RerankRecommender
 from models.recommend.session import SessionRecommender
+from models.recommend.split import leave_last_out, relevant_items, training_data
 
 BLEND = "blend"
+RERANK = "rerank"
 BASELINE = "popularity"
+RERANK_GRID: dict[str, list[Any]] = {}  # the ranker learns on its own split: its defaults, no search on top
+RETRIEVERS = ("ease", "item_knn", "session", "als", BASELINE)  # the re-ranker's candidates come from these
 _BLEND_CELLS = 50_000_000  # validation users x items x components held while tuning blend weights
 _BLEND_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
-
-
-# -- split -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Split:
-    """Training rows and what each evaluated user must find.
-
-    Attributes
-    ----------
-    train : pandas.DataFrame
-        Interaction rows (as :func:`features.interactions.read_interactions` returns).
-    targets : pandas.DataFrame
-        ``profile_id, item_id``: the held-out items, none of them in the user's training rows.
-    """
-
-    train: pd.DataFrame
-    targets: pd.DataFrame
-
-
-def leave_last_out(rows: pd.DataFrame, *, n: int = 1, min_history: int = 3) -> Split:
-    """Hold out each user's last ``n`` discovered items and everything from their discovery on.
-
-    Parameters
-    ----------
-    rows : pandas.DataFrame
-        ``profile_id, item_id, timestamp`` and any other columns.
-    n : int
-        Items held out per user (more when several are discovered at the same moment, as the
-        lines of one order are).
-    min_history : int
-        Users with fewer distinct items left for training are not evaluated (their rows all stay
-        in training).
-    """
-    first = rows.groupby(["profile_id", "item_id"], sort=False)["timestamp"].min().reset_index()
-    first = first.sort_values(["profile_id", "timestamp"], kind="stable", ignore_index=True)
-    from_last = first.groupby("profile_id", sort=False).cumcount(ascending=False)
-    boundary_of = first[from_last == n - 1].set_index("profile_id")["timestamp"]
-    # Items discovered at the boundary moment go out together (the lines of an order).
-    before = first["timestamp"] < first["profile_id"].map(boundary_of)
-    left = before.groupby(first["profile_id"]).sum()
-    boundary_of = boundary_of[left.reindex(boundary_of.index) >= min_history]
-    boundary = rows["profile_id"].map(boundary_of)
-    held = boundary.notna() & (rows["timestamp"] >= boundary)
-    targets = first[first["profile_id"].isin(boundary_of.index)]
-    targets = targets[targets["timestamp"] >= targets["profile_id"].map(boundary_of)]
-    return Split(rows[~held].reset_index(drop=True), targets[["profile_id", "item_id"]].reset_index(drop=True))
-
-
-def training_data(split: Split, *, item_ids: np.ndarray, half_life_days: float | None) -> Interactions:
-    """The split's training rows as :class:`Interactions`, decayed to their last moment."""
-    as_of = split.train["timestamp"].max().to_pydatetime()
-    return Interactions.from_frame(split.train, as_of=as_of, half_life_days=half_life_days, item_ids=item_ids)
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -144,7 +96,7 @@ def evaluate(model: Recommender, targets: pd.DataFrame, *, k: int = 10) -> dict[
         recommended item (higher is more biased to the popular); ``users``: users evaluated
         (those with a target among the model's users).
     """
-    users, relevant = _relevant(model.data_, targets)
+    users, relevant = relevant_items(model.data_, targets)
     top, _ = model.recommend_positions(users, k)
     return _summary(top, relevant, model.data_, k)
 
@@ -158,34 +110,6 @@ def _summary(top: np.ndarray, relevant: sparse.csr_matrix, data: Interactions, k
         f"popularity@{k}": float(reach[shown].mean()) if len(shown) else float("nan"),
         "users": float(len(top)),
     }
-
-
-def _relevant(data: Interactions, targets: pd.DataFrame) -> tuple[np.ndarray, sparse.csr_matrix]:
-    user = data.user_positions(targets["profile_id"].to_numpy())
-    item = data.item_positions(targets["item_id"].to_numpy())
-    known = user >= 0
-    users, row = np.unique(user[known], return_inverse=True)
-    item = item[known]
-    cells = (np.ones((item >= 0).sum(), dtype=bool), (row[item >= 0], item[item >= 0]))
-    relevant = sparse.csr_matrix(cells, shape=(len(users), data.n_items))
-    # An item unknown to training is still a target the model missed: count it, in no column.
-    unknown = np.bincount(row[item < 0], minlength=len(users))
-    if unknown.any():
-        relevant = _with_extra_targets(relevant, unknown)
-    return users, relevant
-
-
-def _with_extra_targets(relevant: sparse.csr_matrix, extra: np.ndarray) -> sparse.csr_matrix:
-    """``relevant`` with ``extra[u]`` more items per row in columns past the last (never shown)."""
-    padding = sparse.csr_matrix(
-        (np.ones(extra.sum(), dtype=bool), (np.repeat(np.arange(len(extra)), extra), _ranks_within(extra))),
-        shape=(len(extra), max(int(extra.max()), 1)),
-    )
-    return sparse.hstack([relevant, padding], format="csr")
-
-
-def _ranks_within(counts: np.ndarray) -> np.ndarray:
-    return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 # -- search and selection --------------------------------------------------------------------
@@ -208,7 +132,7 @@ def default_candidates() -> list[Candidate]:
     """Every model with a small grid each, sized for a couple of CPU cores."""
     return [
         Candidate(BASELINE, PopularityRecommender, {"half_life_days": [7.0, 30.0, None]}),
-        Candidate("als", ALSRecommender, {"factors": [32, 64], "regularization": [0.01, 0.1], "alpha": [1.0, 5.0]}),
+        Candidate("als", ALSRecommender, {"factors": [32, 64], "regularization": [0.01, 0.1], "alpha": [1.0, 5.0, 20.0]}),
         Candidate("bpr", BPRRecommender, {"factors": [32, 64], "learning_rate": [0.01, 0.05]}),
         Candidate("item_knn", ItemKNNRecommender, {"weighting": ["cosine", "bm25"], "k": [20, 100, 500]}),
         Candidate("ease", EASERecommender, {"l2": [10.0, 50.0, 200.0, 500.0, 1000.0]}),
@@ -243,12 +167,15 @@ def select_recommender(
     *,
     candidates: Sequence[Candidate] | None = None,
     blend: Sequence[str] = ("ease", "item_knn", "session", "als", "bpr", BASELINE),
+    rerank: Sequence[str] = RETRIEVERS,
+    rerank_grid: Mapping[str, Sequence[Any]] | None = None,
     k: int = 10,
     n_last: int = 1,
     min_history: int = 3,
     half_life_days: float | None = 60.0,
+    catalog: pd.DataFrame | None = None,
 ) -> Selection:
-    """Tune every candidate and a blend on validation, report them on test, refit the best.
+    """Tune every candidate, a blend and a re-ranker on validation, report them on test, refit the best.
 
     Parameters
     ----------
@@ -259,12 +186,20 @@ def select_recommender(
         Default :func:`default_candidates`; must include ``popularity``, the baseline.
     blend : sequence of str
         Families whose best models are blended (weights tuned on validation); empty for none.
+    rerank : sequence of str
+        Families whose best models are the retrievers of a :class:`RerankRecommender` (its ranker
+        learns on a split of the training data it is given); empty for none. Skipped when the data
+        are too few for the ranker's own split.
+    rerank_grid : mapping, optional
+        The re-ranker's hyper-parameters to try (default :data:`RERANK_GRID`).
     k : int
         Cut-off of the metrics; the choice is by validation NDCG@k.
     n_last, min_history : int
         See :func:`leave_last_out`; the same for the test and the validation split.
     half_life_days : float, optional
         Time decay of the interaction weights.
+    catalog : pandas.DataFrame, optional
+        The items' category, brand and price (:attr:`Interactions.attributes`), for the re-ranker.
     """
     candidates = list(default_candidates() if candidates is None else candidates)
     if BASELINE not in {c.name for c in candidates}:
@@ -272,15 +207,25 @@ def select_recommender(
     items = np.unique(rows["item_id"].to_numpy(dtype=object))
     outer = leave_last_out(rows, n=n_last, min_history=min_history)
     inner = leave_last_out(outer.train, n=n_last, min_history=min_history)
-    fit_data = training_data(inner, item_ids=items, half_life_days=half_life_days)
+    fit_data = training_data(inner, item_ids=items, half_life_days=half_life_days, catalog=catalog)
     tuned = {c.name: _tune(c, fit_data, inner.targets, k) for c in candidates}
     choices = {name: (found.build, found.params, found.score) for name, found in tuned.items()}
     blended = [name for name in blend if name in tuned]
     if len(blended) > 1:
         weights, score = _tune_blend({name: tuned[name].model for name in blended}, fit_data, inner.targets, k)
         choices[BLEND] = (lambda **weights: _blend_of(tuned, weights), weights, score)
+    retrievers = [name for name in rerank if name in tuned]
+    if retrievers:
+        build = _rerank_builder({name: tuned[name] for name in retrievers})
+        try:
+            found = _tune(Candidate(RERANK, build, RERANK_GRID if rerank_grid is None else rerank_grid),
+                          fit_data, inner.targets, k)
+        except ValueError:
+            pass  # too little history for the ranker's own split: the other rows still compete
+        else:
+            choices[RERANK] = (found.build, found.params, found.score)
 
-    train_data = training_data(outer, item_ids=items, half_life_days=half_life_days)
+    train_data = training_data(outer, item_ids=items, half_life_days=half_life_days, catalog=catalog)
     report = []
     for name, (build, params, score) in choices.items():
         started = time.perf_counter()
@@ -292,7 +237,7 @@ def select_recommender(
     best = str(table.index[0])
     build, params, _ = choices[best]
     all_data = Interactions.from_frame(rows, as_of=rows["timestamp"].max().to_pydatetime(),
-                                       half_life_days=half_life_days, item_ids=items)
+                                       half_life_days=half_life_days, item_ids=items, catalog=catalog)
     return Selection(table, best, build(**params).fit(all_data))
 
 
@@ -315,6 +260,13 @@ def _tune(candidate: Candidate, data: Interactions, targets: pd.DataFrame, k: in
     return best
 
 
+def _rerank_builder(tuned: Mapping[str, _Tuned]) -> Callable[..., RerankRecommender]:
+    """Builds a re-ranker over fresh copies of the tuned retrievers, from the ranker's own parameters."""
+    def build(**params: Any) -> RerankRecommender:
+        return RerankRecommender({name: found.build(**found.params) for name, found in tuned.items()}, **params)
+    return build
+
+
 def _blend_of(tuned: Mapping[str, _Tuned], weights: Mapping[str, float]) -> BlendRecommender:
     components = {name: tuned[name].build(**tuned[name].params) for name in weights}
     return BlendRecommender(components, dict(weights))
@@ -328,7 +280,7 @@ def _tune_blend(
     The components' standardised scores of the validation users are computed once; a sample
     of users keeps them under ``_BLEND_CELLS`` floats.
     """
-    users, relevant = _relevant(data, targets)
+    users, relevant = relevant_items(data, targets)
     most = max(1, _BLEND_CELLS // (data.n_items * len(fitted)))
     if len(users) > most:
         keep = np.sort(np.random.default_rng(0).choice(len(users), most, replace=False))

@@ -28,6 +28,7 @@ from models.recommend.filters import AlignedCatalog, ItemRules, diversify
 from models.recommend.popularity import PopularityRecommender
 
 PERSONALIZED, SESSION, POPULAR, SIMILAR = "personalized", "session", "popular", "similar_items"
+PRECOMPUTED = 50  # best unseen items kept per known profile at training; a request needing more scores live
 SESSION_DECAY = 0.5  # the k-th latest session item weighs SESSION_DECAY ** k
 DIVERSITY_POOL = 5  # with a per-category cap, rank this many times ``n`` candidates first
 
@@ -47,6 +48,10 @@ class RecommenderBundle:
     catalog : pandas.DataFrame
         Index ``item_id``; ``name``, ``category``, ``brand``, ``price``, ``available`` as of training.
     as_of : datetime
+    top, top_scores : numpy.ndarray, optional
+        ``(profiles, PRECOMPUTED)``: each known profile's best unseen item positions (-1 pads a short
+        list) and their scores, from :func:`precompute`: a request answered from them costs no
+        model scoring (a re-ranker scores in milliseconds, the API's budget is a fraction of that).
     """
 
     name: str
@@ -54,6 +59,14 @@ class RecommenderBundle:
     popularity: PopularityRecommender
     catalog: pd.DataFrame
     as_of: datetime
+    top: np.ndarray | None = None
+    top_scores: np.ndarray | None = None
+
+
+def precompute(model: Recommender, n: int = PRECOMPUTED) -> tuple[np.ndarray, np.ndarray]:
+    """Every known profile's ``n`` best unseen item positions and scores (``RecommenderBundle.top``)."""
+    top, scores = model.recommend_positions(np.arange(model.data_.n_users), n, Filters(exclude_seen=True))
+    return top.astype(np.int32), scores.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -79,16 +92,20 @@ class ServingModel:
         self.bundle = bundle
         self.version = version
         self.catalog = AlignedCatalog.from_frame(bundle.catalog if catalog is None else catalog, bundle.model.item_ids_)
+        # A request names a handful of items: a dict finds them faster than a pandas index lookup.
+        self.column = {str(item): column for column, item in enumerate(bundle.model.item_ids_)}
 
     def for_profile(self, profile_id: int | None, recent: Sequence[str], ask: Ask) -> Answer:
         """Recommendations for a profile (``None``: unknown) whose latest interactions are ``recent`` (newest first)."""
         model, data = self.bundle.model, self.bundle.model.data_
         allowed = self.catalog.mask(ask.rules) if ask.rules.restricts else None
         pool = self._pool(ask)
-        recent_positions = data.item_positions(list(recent)) if recent else np.empty(0, dtype=np.int64)
-        recent_positions = recent_positions[recent_positions >= 0]
+        recent_positions = np.array([self.column[item] for item in recent if item in self.column], dtype=np.int64)
         row = data.user_positions([profile_id])[0] if profile_id is not None else -1
         if row >= 0 and model.personalized:
+            answer = self._precomputed(row, recent_positions, allowed, ask)
+            if answer is not None:
+                return answer
             # Interactions since training count as seen too.
             filters = Filters(exclude_seen=ask.exclude_seen, allowed=allowed,
                               exclude=tuple(recent) if ask.exclude_seen else ())
@@ -110,12 +127,26 @@ class ServingModel:
         KeyError
             The item was not in the training data.
         """
-        column = self.bundle.model.data_.item_positions([item_id])[0]
-        if column < 0:
-            raise KeyError(item_id)
+        column = self.column[item_id]  # KeyError: unknown to the model
         allowed = self.catalog.mask(ask.rules) if ask.rules.restricts else None
         scores = self.bundle.model.item_scores(np.array([column]))[0]
         return self._ranked(scores, np.array([column]), allowed, ask, SIMILAR)
+
+    def _precomputed(self, row: int, recent: np.ndarray, allowed: np.ndarray | None, ask: Ask) -> Answer | None:
+        """The answer from the bundle's precomputed list, or ``None`` when it can't give it (none
+        precomputed, seen items wanted, or the rules leave fewer items than the request needs)."""
+        if self.bundle.top is None or self.bundle.top_scores is None or not ask.exclude_seen:
+            return None
+        top, scores = self.bundle.top[row], self.bundle.top_scores[row]
+        keep = top >= 0
+        if len(recent):
+            keep &= ~(top[:, None] == recent[None, :]).any(axis=1)  # interactions since training count as seen too
+        if allowed is not None:
+            keep &= allowed[np.maximum(top, 0)]
+        whole = top[-1] < 0  # the list already holds every item the model could rank for this profile
+        if keep.sum() < self._pool(ask) and not whole:
+            return None
+        return self._answer(top[keep], scores[keep], ask, PERSONALIZED)
 
     def _pool(self, ask: Ask) -> int:
         return ask.n if ask.max_per_category is None else ask.n * DIVERSITY_POOL

@@ -22,7 +22,7 @@ from features.interactions import InteractionSpec, read_catalog, read_imported_c
 from models.gate import Gate, GateDecision
 from models.recommend.evaluate import BASELINE, Candidate, Selection, select_recommender
 from models.recommend.popularity import PopularityRecommender
-from models.recommend.serve import RecommenderBundle
+from models.recommend.serve import RecommenderBundle, precompute
 from models.tracking import track_recommender
 
 K = 10
@@ -104,12 +104,13 @@ def train_recommender(
     rows = read_interactions(engine, as_of=as_of, spec=spec)
     if rows.empty:
         raise ValueError(f"no interactions visible as of {as_of.isoformat()}: nothing to train on")
-    selection = select_recommender(rows, candidates=candidates, k=K, half_life_days=spec.half_life_days)
+    catalog = with_imported(read_catalog(engine, as_of=as_of, spec=spec), read_imported_catalog(engine))
+    selection = select_recommender(rows, candidates=candidates, k=K, half_life_days=spec.half_life_days, catalog=catalog)
     metrics = side_by_side(selection.table, selection.name)
     model = selection.model
     popularity = _popularity_of(selection).fit(model.data_)
-    catalog = with_imported(read_catalog(engine, as_of=as_of, spec=spec), read_imported_catalog(engine))
-    bundle = RecommenderBundle(selection.name, model, popularity, catalog, as_of)
+    top, top_scores = precompute(model)
+    bundle = RecommenderBundle(selection.name, model, popularity, catalog, as_of, top, top_scores)
     if not track:
         return RecommenderTraining(as_of, selection, metrics, bundle)
     tracked = track_recommender(

@@ -72,7 +72,10 @@ def recommended_items(bundle: RecommenderBundle, *, n: int) -> dict[int, list[st
     model = bundle.model
     found: dict[int, list[str]] = {}
     for users in batches(np.arange(model.data_.n_users), 4096):
-        top, _ = model.recommend_positions(users, n, Filters(exclude_seen=True))
+        if bundle.top is not None and n <= bundle.top.shape[1]:
+            top = bundle.top[users, :n]  # computed once at training
+        else:
+            top, _ = model.recommend_positions(users, n, Filters(exclude_seen=True))
         for user, row in zip(users, top, strict=True):
             found[int(model.user_ids_[user])] = [str(item) for item in model.item_ids_[row[row >= 0]]]
     return found

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
 from cdp.errors import NotFound, Unavailable
 from cdp.profiles.service import find_person
 from cdp.store.db import reader
@@ -24,7 +24,7 @@ def _names(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
-def _ask(
+async def _ask(  # async: no thread-pool hop for pure parsing (see serving.deps)
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     in_stock: Annotated[bool, Query(description="Only items the catalog marks available.")] = False,
@@ -55,13 +55,16 @@ def _champion(request: Request) -> ServingModel:
     return current
 
 
-def _response(answer: Answer, model: ServingModel) -> ORJSONResponse:
-    return ORJSONResponse({"items": answer.items, "model_version": model.version, "strategy": answer.strategy})
+def _response(answer: Answer, model: ServingModel) -> Response:
+    # Serialised here: FastAPI's ORJSONResponse is deprecated and warns on every call, and a
+    # response model would validate what we built ourselves.
+    body = {"items": answer.items, "model_version": model.version, "strategy": answer.strategy}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/v1/recommendations/{identifier}")
 def recommendations(request: Request, engine: EngineDep, settings: SettingsDep, _token: RecommendationsReader,
-                    identifier: str, ask: AskDep) -> ORJSONResponse:
+                    identifier: str, ask: AskDep) -> Response:
     """Recommended items for a person (``user_id:u1``, ``anonymous_id:a1`` or a bare user id); unknown and
     anonymous people get a fallback, named in ``strategy``: personalized, session or popular."""
     model = _champion(request)
@@ -73,7 +76,7 @@ def recommendations(request: Request, engine: EngineDep, settings: SettingsDep, 
 
 
 @router.get("/v1/items/{item_id}/similar")
-def similar_items(request: Request, _token: RecommendationsReader, item_id: str, ask: AskDep) -> ORJSONResponse:
+def similar_items(request: Request, _token: RecommendationsReader, item_id: str, ask: AskDep) -> Response:
     """Items similar to an item, by the champion's item-to-item scores (``strategy`` ``similar_items``)."""
     model = _champion(request)
     try:
