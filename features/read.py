@@ -61,6 +61,10 @@ from features.sql import (
 # Hash aggregation over a million profiles needs a few hundred MB; PostgreSQL's default 4MB
 # work_mem would spill it to disk. Set for the feature transaction only (SET LOCAL).
 POSTGRES_WORK_MEM = "512MB"
+# The purchase families scan the whole heap for their JSON payloads, a read the disk serves faster
+# to more concurrent readers than the default two workers (1M profiles x 50 events, paired runs:
+# features.load 65.9 / 56.2 s with two, 59.8 / 52.9 s with four).
+POSTGRES_PARALLEL_WORKERS = 4
 _FETCH_ROWS = 500_000  # rows per chunk when fetching from SQLite: bounds the Python objects alive
 T = TypeVar("T")
 Found = tuple[dict[str, pd.Series], "pd.DataFrame | None"]
@@ -94,7 +98,7 @@ class Snapshot:
             conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{self.exported}'")
-                conn.exec_driver_sql(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
+                _tune(conn)
                 return job(conn)
 
 
@@ -121,9 +125,14 @@ def snapshot(engine: Engine) -> Iterator[Snapshot]:
             return
         conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            conn.exec_driver_sql(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
+            _tune(conn)
             exported = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
             yield Snapshot(conn, engine, exported)
+
+
+def _tune(conn: Connection) -> None:
+    conn.exec_driver_sql(f"SET LOCAL work_mem = '{POSTGRES_WORK_MEM}'")
+    conn.exec_driver_sql(f"SET LOCAL max_parallel_workers_per_gather = {POSTGRES_PARALLEL_WORKERS}")
 
 
 def read_features(
