@@ -152,7 +152,7 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     refused = analyst.post("/v1/audiences", json={**body, "key": "nope"}, headers={"X-CSRF-Token": csrf_of(analyst)})
     assert refused.status_code == 403
     assert refused.json()["error"] == {"code": "forbidden",
-                                       "message": "a analyst can't do this (needs the 'audiences:write' scope)"}
+                                       "message": "an analyst can't do this (needs the 'audiences:write' scope)"}
     assert analyst.get(f"/v1/audiences/{body['key']}/members").json()["data"][0]["user_id"] in {"c8", "c9"}
     previewed = analyst.post("/v1/audiences/preview", json={"condition": condition},
                              headers={"X-CSRF-Token": csrf_of(analyst)})
@@ -163,6 +163,21 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     assert signed_out.status_code == 303
     assert httpx.get(f"{shop.url}/v1/audiences", cookies={"cdp_session": cookie.value}).status_code == 200  # marketer's
     assert analyst.get("/v1/audiences").status_code == 401
+
+
+def test_failed_sign_ins_are_limited_per_email(shop: LiveServer) -> None:
+    guesser = httpx.Client(base_url=shop.url)
+
+    def attempt(email: str, password: str) -> httpx.Response:
+        form = guesser.get("/ui/sign-in").text
+        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        return guesser.post("/ui/sign-in", data={"csrf": csrf, "email": email, "password": password})
+
+    for _ in range(10):
+        assert attempt("nobody@shop.example", "guess-guess").status_code == 401
+    blocked = attempt("Nobody@shop.example", "guess-guess")
+    assert blocked.status_code == 429 and "Too many failed sign-ins for this email: try again in 15 minutes." in blocked.text
+    assert attempt(*MARKETER).status_code == 303  # another email from the same address is not held up
 
 
 @pytest.fixture(scope="module")
