@@ -21,6 +21,9 @@ from sqlalchemy import Engine
 
 from cdp.auth.users import create_user, disable_user, hash_password, session_for_token, sign_in, sign_out, verify_password
 from cdp.config import Settings
+from cdp.destinations.addresses import Allowlist
+from cdp.destinations.schemas import DestinationIn
+from cdp.destinations.service import create_destination
 from cdp.errors import Conflict, InvalidInput, Unauthorized
 from cdp.identity.service import find_profile
 from cdp.predictions.schemas import PredictionDefinition
@@ -257,7 +260,7 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
                                  ("/ui/destinations", "destinations", "New webhook"),
                                  ("/ui/governance", "governance", "Quarantine"),
                                  ("/ui/recommendations?user=user_id:c9", "recommendations", "recommender"),
-                                 ("/ui/journeys", "journeys", "No journey yet.")):
+                                 ("/ui/journeys", "journeys-empty", "No journey yet.")):
         answer = page.goto(f"{shop.url}{path}")
         assert answer is not None and answer.status == 200, path
         assert expected in page.content(), path
@@ -289,4 +292,61 @@ def test_an_analyst_cannot_save(shop: LiveServer, browser) -> None:  # type: ign
     }""")
     assert answer["status"] == 403 and answer["body"]["error"]["code"] == "forbidden"
     assert page.goto(f"{shop.url}/ui/audiences/sneaky").status == 404
+    page.close()
+
+
+def test_marketer_builds_a_journey_step_by_step(shop: LiveServer, browser, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+    engine = shop.engine()
+    with engine.begin() as conn:
+        create_destination(conn, spec=DestinationIn(name="Email tool", url="http://127.0.0.1:9/hook"),
+                           allowlist=Allowlist.parse("127.0.0.1"), now=NOW)
+    engine.dispose()
+    page = sign_in_page(browser, shop, *MARKETER, "/ui/journeys/new")
+    page.fill("#entry-event", "Product Added")
+    page.click("#add-filter")
+    page.locator("#entry-filters .filter input[name=property]").fill("price")
+    page.locator("#entry-filters .filter select[name=op]").select_option("gte")
+    page.locator("#entry-filters .filter input[name=value]").fill("20")
+    page.fill("#reentry-key", "cart_id")
+    top = page.locator("#journey-steps > .steps > .adders")
+    top.locator("[data-add-step=wait_for_event]").click()
+    wait = page.locator("#journey-steps .jstep.wait_for_event")
+    wait.locator("> .row input[name=event]").fill("Checkout Started")
+    wait.locator("[data-branch=timed_out] > .steps > .adders [data-add-step=random_split]").click()
+    split = page.locator(".jstep.random_split")
+    split.locator(".branch-list > .jbranch").nth(0).locator("> .row input[name=percent]").fill("60")
+    split.locator(".branch-list > .jbranch").nth(0).locator("> .steps > .adders [data-add-step=send]").click()
+    page.locator(".jstep.send > .row input[name=event]").fill("Cart Reminder")
+    page.fill("#exit-events", "Order Completed")
+    page.fill("#goal-event", "Order Completed")
+    page.fill("#journey-name", "Cart recovery")
+    page.fill("#journey-key", "cart_recovery")
+    page.click("#save-journey")
+    error = page.locator("#journey-error")
+    error.wait_for(state="visible")  # 60 % + 50 %: the server's 400, in its words
+    assert "branch percents must add up to 100" in error.inner_text(), error.inner_text()
+    page.screenshot(path=artifacts / "journey-builder.png", full_page=True)
+    split.locator(".branch-list > .jbranch").nth(1).locator("> .row input[name=percent]").fill("40")
+    page.click("#save-journey")
+    page.wait_for_url(f"{shop.url}/ui/journeys/cart_recovery")
+    steps = page.locator(".flow").inner_text()
+    assert "Checkout Started" in steps and "Cart Reminder" in steps and "A (60%)" in steps, steps
+    assert "holdout share 10%" in page.content()
+    page.screenshot(path=artifacts / "journey.png", full_page=True)
+    page.goto(f"{shop.url}/ui/journeys")
+    assert page.locator("#journeys a", has_text="Cart recovery").count() == 1
+    assert "Only an admin can change the contact policy." in page.content()
+    page.screenshot(path=artifacts / "journeys.png", full_page=True)
+    page.close()
+
+    page = sign_in_page(browser, shop, *ANALYST, "/ui/journeys/new")
+    assert page.locator("#save-journey").is_disabled()
+    answer = page.evaluate("""async () => {
+        const r = await fetch('/v1/journeys', {method: 'POST', headers: {'Content-Type': 'application/json',
+            'X-CSRF-Token': cdp.csrf()}, body: document.getElementById('journey-json').textContent
+            .replace('"key": ""', '"key": "sneaky"').replace('"event": ""', '"event": "Signed Up"')});
+        return {status: r.status, body: await r.json()};
+    }""")
+    assert answer["status"] == 403 and answer["body"]["error"]["message"].startswith("an analyst can't do this")
+    assert page.goto(f"{shop.url}/ui/journeys/sneaky").status == 404
     page.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -10,7 +11,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from serving.console.charts import bars, share
+from serving.console.charts import bars, interval, rates, share
+from serving.console.flow import duration, flow
 from serving.console.session import ApiProblem, ConsoleSession, api_for, render
 
 router = APIRouter(include_in_schema=False)
@@ -170,17 +172,44 @@ async def recommendations(request: Request, session: ConsoleSession, user: str |
 
 @router.get("/ui/journeys")
 async def journeys(request: Request, session: ConsoleSession) -> HTMLResponse:
-    """Journeys from ``GET /v1/journeys`` once that API is served (a plain table of each journey's scalar
-    fields until a journey screen is built); until then, a page that says so."""
+    """Each journey with its entries, sends, conversions and lift (its report), and the contact policy."""
     async with api_for(request) as api:
-        try:
-            found = (await api.get("/v1/journeys"))["data"]
-        except ApiProblem as problem:
-            if problem.status != 404:
-                raise
-            found = None
-    columns = [k for k, v in found[0].items() if isinstance(v, str | int | float | bool | None)] if found else []
-    return render(request, "journeys.html", session, journeys=found, columns=columns)
+        found, policy = await asyncio.gather(api.get("/v1/journeys"), api.get("/v1/contact-policy"))
+        reports = await asyncio.gather(*(api.get(f"/v1/journeys/{quote(j['key'], safe='')}/report")
+                                         for j in found["data"]))
+    return render(request, "journeys.html", session, journeys=found["data"], reports=[r["data"] for r in reports],
+                  policy=policy["data"], policy_json=_policy_document(policy["data"]), duration=duration)
+
+
+@router.get("/ui/journeys/new")
+async def journey_builder(request: Request, session: ConsoleSession) -> HTMLResponse:
+    async with api_for(request) as api:
+        destinations, audiences = await asyncio.gather(api.get_or_none("/v1/destinations"), api.get("/v1/audiences"))
+    return render(request, "journey_builder.html", session,
+                  destinations=[{"id": d["id"], "name": d["name"]} for d in (destinations or {"data": []})["data"]],
+                  audiences=[a["key"] for a in audiences["data"]])
+
+
+@router.get("/ui/journeys/{key}")
+async def journey(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
+    async with api_for(request) as api:
+        found, report, destinations = await asyncio.gather(
+            api.get(f"/v1/journeys/{quote(key, safe='')}"), api.get(f"/v1/journeys/{quote(key, safe='')}/report"),
+            api.get_or_none("/v1/destinations"))
+    stored, lift = found["data"], report["data"]
+    names = {d["id"]: d["name"] for d in (destinations or {"data": []})["data"]}
+    arms = [(arm, lift[arm]["conversion_rate"], f"of {lift[arm]['entries']:,} converted")
+            for arm in ("treated", "holdout")]
+    return render(request, "journey.html", session, journey=stored, report=lift, flow=flow(stored, names),
+                  goal_within=duration(stored["goal"]["within"]) if stored.get("goal") else None,
+                  rates_chart=rates(arms, title="Goal conversion, treated against holdout"),
+                  lift_chart=interval(lift["absolute_lift"], lift["absolute_ci"],
+                                      title="Absolute lift with its 95% interval"))
+
+
+def _policy_document(policy: dict[str, Any]) -> str:
+    """The policy as the admin edits it: what ``PUT /v1/contact-policy`` takes."""
+    return json.dumps({k: v for k, v in policy.items() if k != "updated_at"}, indent=2)
 
 
 @router.get("/ui/")
