@@ -138,6 +138,13 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     token = csrf_of(marketer)
     saved = marketer.post("/v1/audiences", json=body, headers={"X-CSRF-Token": token})
     assert saved.status_code == 201 and saved.json()["data"]["size"] == 2
+    value = {"key": f"v_{uuid.uuid4().hex[:6]}", "condition": {"type": "prediction", "prediction": "ltv", "top_percent": 50}}
+    assert marketer.post("/v1/audiences", json=value, headers={"X-CSRF-Token": token}).status_code == 201
+    members = {key: {m["user_id"] for m in marketer.get(f"/v1/audiences/{key}/members").json()["data"]}
+               for key in (body["key"], value["key"])}
+    overlap = marketer.get(f"/v1/audiences/{body['key']}/overlap").json()
+    assert overlap["size"] == 2 and overlap["data"][0]["key"] == value["key"]
+    assert overlap["data"][0]["shared"] == len(members[body["key"]] & members[value["key"]]) > 0
     assert marketer.post("/v1/quarantine/replay", headers={"X-CSRF-Token": token}).status_code == 403  # admin only
     ready = marketer.post("/v1/predictions/readiness", json={"key": "churn2", "kind": "churn", "window_days": 30},
                           headers={"X-CSRF-Token": token})
@@ -251,6 +258,8 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
         time.sleep(0.3)
         page.reload()
     assert members.all_inner_texts() == ["c8", "c9"]
+    assert page.locator("#overlap tr", has_text="Churn risk").count() == 0  # not itself
+    assert page.locator("#overlap tr td.num").count() >= 4  # the two audiences saved over HTTP, with counts
     page.screenshot(path=artifacts / "audience-members.png", full_page=True)
 
     for path, name, expected in (("/ui", "overview", "Profiles"), ("/ui/audiences", "audiences", "churn_value_pricing"),
