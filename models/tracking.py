@@ -289,12 +289,17 @@ def log_scoring(*, tracking_uri: str, key: str, model_version: str, as_of: datet
 
 
 def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
+    """The card of a prediction's champion (:func:`champion_card`)."""
+    return champion_card(tracking_uri, registered_name(key))
+
+
+def champion_card(tracking_uri: str, registered: str) -> dict[str, Any] | None:
     """The champion's card: version, gate decision, held-out metrics per predictor (the model beside the
     baselines), artifact paths, and the last scoring's drift; ``None`` without a champion."""
     if not _store_exists(tracking_uri):
         return None
     client = _client(tracking_uri)
-    version = _champion(client, registered_name(key))
+    version = _champion(client, registered)
     if version is None:
         return None
     run = client.get_run(version.run_id)

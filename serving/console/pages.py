@@ -158,6 +158,8 @@ async def governance(request: Request, session: ConsoleSession, window: str = "2
 async def recommendations(request: Request, session: ConsoleSession, user: str | None = None,
                           item: str | None = None) -> HTMLResponse:
     answer, error = None, None
+    async with api_for(request) as api:
+        card = (await api.get("/v1/recommender"))["data"]
     if user or item:
         path = (f"/v1/recommendations/{quote(user.strip(), safe=':')}" if user
                 else f"/v1/items/{quote((item or '').strip(), safe='')}/similar")
@@ -168,8 +170,12 @@ async def recommendations(request: Request, session: ConsoleSession, user: str |
                 if problem.status not in (404, 503):
                     raise
                 error = problem.message
+    metrics = card["metrics"] if card else {}
+    compared = [(name.replace("_at_", "@"), metrics["model"][name], metrics.get("popularity", {}).get(name))
+                for name in sorted(metrics.get("model", {}))]
+    families = sorted(f for f in metrics if f not in ("model", "popularity"))
     return render(request, "recommendations.html", session, answer=answer, error=error, user=user or "",
-                  item=item or "")
+                  item=item or "", card=card, compared=compared, families=families, metrics=metrics, share=share)
 
 
 @router.get("/ui/journeys")
