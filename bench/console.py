@@ -16,9 +16,6 @@ the same server: ``GET /health``. The issue's goal is under 300 ms per page.
 from __future__ import annotations
 
 import argparse
-import os
-import sqlite3
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,9 +23,9 @@ from datetime import UTC, datetime
 import httpx
 
 from bench.audiences import AUDIENCES
-from bench.ingest import OUT
 from bench.load import percentile
 from bench.profiles import fill_people, scratch_store
+from bench.report import report
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
@@ -112,14 +109,14 @@ def console_pages(store: str, args: argparse.Namespace, log) -> None:  # type: i
             log(f"  {store}, {args.profiles:,} profiles, {args.requests} GETs each (ms):")
             log(f"    {'page':34} {'p50':>7} {'p99':>7} {'p50/health':>11}  status")
             base = percentile(health, 50)
-            log(f"    {'/health (baseline)':34} {base:7.1f} {percentile(health, 99):7.1f} {1:11.0f}x")
+            log(f"    {'/health (baseline)':34} {base:7.1f} {percentile(health, 99):7.1f} {1:10.1f}x")
             slow = []
             for path in PAGES:
                 times, status = timed(client, path, args.requests)
                 p50, p99 = percentile(times, 50), percentile(times, 99)
                 if p99 > GOAL_MS:
                     slow.append(path)
-                log(f"    {path:34} {p50:7.1f} {p99:7.1f} {p50 / base:10.0f}x  {status}")
+                log(f"    {path:34} {p50:7.1f} {p99:7.1f} {p50 / base:10.1f}x  {status}")
             log(f"    pages over {GOAL_MS} ms at p99: {', '.join(slow) or 'none'}")
         finally:
             server.stop()
@@ -136,22 +133,9 @@ def main() -> None:
     args = parser.parse_args()
     args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
     stores = args.stores or ("postgresql" if args.postgres else "sqlite")
-    OUT.mkdir(parents=True, exist_ok=True)
-    report: list[str] = []
-
-    def log(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    load = os.getloadavg()
-    log(f"console benchmark {datetime.now(UTC).isoformat(timespec='seconds')} (commit {commit}), "
-        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at start, SQLite {sqlite3.sqlite_version}")
-    for store in [s.strip() for s in stores.split(",") if s.strip()]:
-        console_pages(store, args, log)
-    path = OUT / f"console-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(report) + "\n")
-    print(f"written to {path}")
+    with report("console") as log:
+        for store in [s.strip() for s in stores.split(",") if s.strip()]:
+            console_pages(store, args, log)
 
 
 if __name__ == "__main__":
