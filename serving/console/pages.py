@@ -32,7 +32,7 @@ async def overview(request: Request, session: ConsoleSession) -> HTMLResponse:
     rate = data["events_per_minute"]
     return render(request, "overview.html", session, data=data, rate_now=sum(rate[-5:]) / 5,
                   rate_chart=bars(rate, labels=minutes, title="Events received per minute, last 30 minutes"),
-                  identified_chart=share(data["identified"], data["profiles"], title="Identified profiles"))
+                  identified_chart=share(data["identified"] or 0, data["profiles"] or 0, title="Identified profiles"))
 
 
 def _list_page(name: str) -> Any:
