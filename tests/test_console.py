@@ -282,8 +282,10 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
         time.sleep(0.3)
         page.reload()
     assert members.all_inner_texts() == ["c8", "c9"]
-    assert page.locator("#overlap tr", has_text="Churn risk").count() == 0  # not itself
-    assert page.locator("#overlap tr td.num").count() >= 4  # the two audiences saved over HTTP, with counts
+    page.wait_for_selector("#overlap tr.row")  # counted after the page is shown
+    rows = page.locator("#overlap tr.row").all_inner_texts()
+    assert len(rows) == 2 and not any("Churn risk" in row for row in rows)  # the two saved over HTTP, not itself
+    assert all("\t2\t" in row for row in rows), rows  # c8 and c9 are in both
     page.screenshot(path=artifacts / "audience-members.png", full_page=True)
 
     for path, name, expected in (("/ui", "overview", "Profiles"), ("/ui/audiences", "audiences", "churn_value_pricing"),

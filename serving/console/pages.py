@@ -66,11 +66,9 @@ async def audience_builder(request: Request, session: ConsoleSession, key: str |
 @router.get("/ui/audiences/{key}")
 async def audience(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
     async with api_for(request) as api:
-        base = f"/v1/audiences/{quote(key, safe='')}"
-        found, members, overlap = await asyncio.gather(api.get(base), api.get(f"{base}/members", limit=50),
-                                                       api.get(f"{base}/overlap"))
-    return render(request, "audience.html", session, audience=found["data"], members=members,
-                  overlap=overlap["data"], size=overlap["size"], share=share)
+        found, members = await asyncio.gather(api.get(f"/v1/audiences/{quote(key, safe='')}"),
+                                              api.get(f"/v1/audiences/{quote(key, safe='')}/members", limit=50))
+    return render(request, "audience.html", session, audience=found["data"], members=members)
 
 
 @router.get("/ui/profiles")

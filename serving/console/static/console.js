@@ -494,6 +494,29 @@ function journeyBuilder(data) {
   });
 }
 
+// ---- Audience overlap: counted after the page is shown (a join over the members takes a moment on big audiences) ----
+async function overlap(section) {
+  const note = section.querySelector("#overlap-note");
+  const table = section.querySelector("table");
+  try {
+    const answer = await cdp.api("GET", `/v1/audiences/${encodeURIComponent(section.dataset.audience)}/overlap`);
+    for (const o of answer.data) {
+      const share = answer.size ? o.shared / answer.size : 0;
+      const bar = el("span", { class: "bar", title: `${o.shared} of ${answer.size} members are also in ${o.key}` },
+        el("span", { style: `width: ${(share * 100).toFixed(1)}%` }));
+      table.append(el("tr", { class: "row" },
+        el("td", {}, el("a", { href: `/ui/audiences/${encodeURIComponent(o.key)}`, textContent: o.name })),
+        el("td", { class: "num", textContent: o.size.toLocaleString("en") }),
+        el("td", { class: "num", textContent: o.shared.toLocaleString("en") }),
+        el("td", {}, bar, el("span", { class: "muted", textContent: ` ${Math.round(share * 100)}%` }))));
+    }
+    table.hidden = !answer.data.length;
+    cdp.show(note, answer.data.length ? "" : "No other audience yet.");
+  } catch (error) {
+    cdp.show(note, error.message);
+  }
+}
+
 // ---- New prediction: the readiness check runs before anything is saved ---------------------------
 function predictionForm(form) {
   const out = form.querySelector(".error");
@@ -537,5 +560,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (data) builder(document.getElementById("tree"), JSON.parse(data.textContent));
   const form = document.getElementById("new-prediction");
   if (form) predictionForm(form);
+  if (document.getElementById("overlap")) overlap(document.getElementById("overlap"));
   if (document.getElementById("journey-data")) journeyBuilder(JSON.parse(document.getElementById("journey-data").textContent));
 });
