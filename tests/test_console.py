@@ -333,6 +333,7 @@ def test_an_analyst_cannot_save(shop: LiveServer, browser) -> None:  # type: ign
 def test_marketer_builds_a_journey_step_by_step(shop: LiveServer, browser, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
     engine = shop.engine()
     with engine.begin() as conn:
+        create_user(conn, email="admin@shop.example", role="admin", password="admin-secret-1", now=NOW)
         create_destination(conn, spec=DestinationIn(name="Email tool", url="http://127.0.0.1:9/hook"),
                            allowlist=Allowlist.parse("127.0.0.1"), now=NOW)
     engine.dispose()
@@ -372,6 +373,18 @@ def test_marketer_builds_a_journey_step_by_step(shop: LiveServer, browser, artif
     assert page.locator("#journeys a", has_text="Cart recovery").count() == 1
     assert "Only an admin can change the contact policy." in page.content()
     page.screenshot(path=artifacts / "journeys.png", full_page=True)
+    page.close()
+
+    page = sign_in_page(browser, shop, "admin@shop.example", "admin-secret-1", "/ui/journeys")
+    policy = page.locator("#contact-policy textarea")
+    policy.fill('{"frequency_caps": [{"max": 2, "window": {"hours": 24}}], "quiet_hours": {"start": "21:00"}}')
+    page.click("#contact-policy button[type=submit]")
+    refused = page.locator("#policy-error")
+    refused.wait_for(state="visible")
+    assert "end" in refused.inner_text(), refused.inner_text()  # quiet hours without an end: the API's 400
+    policy.fill('{"frequency_caps": [{"max": 2, "window": {"hours": 24}}], "priority": ["cart_recovery"]}')
+    page.click("#contact-policy button[type=submit]")
+    page.wait_for_function("document.body.innerText.includes('At most 2 journey sends per profile')")
     page.close()
 
     page = sign_in_page(browser, shop, *ANALYST, "/ui/journeys/new")
