@@ -365,9 +365,28 @@ def test_marketer_builds_a_journey_step_by_step(shop: LiveServer, browser, artif
     split.locator(".branch-list > .jbranch").nth(1).locator("> .row input[name=percent]").fill("40")
     page.click("#save-journey")
     page.wait_for_url(f"{shop.url}/ui/journeys/cart_recovery")
+    # Everyone adds to a cart (entering the journey); then half of them order (the goal).
+    report_url = f"{shop.url}/v1/journeys/cart_recovery/report"
+    admin = {"Authorization": f"Bearer {shop.admin_token}"}
+
+    def entries() -> tuple[int, int]:
+        data = httpx.get(report_url, headers=admin).json()["data"]
+        return data["treated"]["entries"] + data["holdout"]["entries"], data["treated"]["conversions"] + data["holdout"]["conversions"]
+
+    for event, users in (("Product Added", CUSTOMERS), ("Order Completed", CUSTOMERS[:5])):
+        batch = [{"type": "track", "userId": user, "event": event, "properties": {"price": 25, "cart_id": f"cart-{user}"}}
+                 for user in users]
+        assert httpx.post(f"{shop.url}/v1/batch", auth=(shop.write_key, ""), json={"batch": batch}).status_code == 200
+        shop.wait_attributed()
+        deadline = time.monotonic() + 20
+        while entries()[0] < len(CUSTOMERS) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert entries() == (10, 5)
+    page.reload()
     steps = page.locator(".flow").inner_text()
     assert "Checkout Started" in steps and "Cart Reminder" in steps and "A (60%)" in steps, steps
     assert "holdout share 10%" in page.content()
+    assert "Goal conversion, treated against holdout" in page.content()
     page.screenshot(path=artifacts / "journey.png", full_page=True)
     page.goto(f"{shop.url}/ui/journeys")
     assert page.locator("#journeys a", has_text="Cart recovery").count() == 1
