@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-audiences | make bench-console — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-audiences | make bench-models | make bench-console — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-profiles bench-features bench-audiences bench-console clean
+.PHONY: install demo test bench-ingest bench-profiles bench-features bench-audiences bench-models bench-console clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-features: $(STAMP)
 
 bench-audiences: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.audiences $(ARGS)
+
+bench-models: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.models $(ARGS)
 
 bench-console: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.console $(ARGS)

@@ -17,6 +17,7 @@ the audience page makes from the browser after it is shown (its overlap with the
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ import httpx
 from bench.audiences import AUDIENCES
 from bench.load import percentile
 from bench.profiles import fill_people, scratch_store
-from bench.report import report
+from bench.report import Report
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
@@ -135,9 +136,11 @@ def main() -> None:
     args = parser.parse_args()
     args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
     stores = args.stores or ("postgresql" if args.postgres else "sqlite")
-    with report("console") as log:
-        for store in [s.strip() for s in stores.split(",") if s.strip()]:
-            console_pages(store, args, log)
+    report = Report("console")
+    report.say(f"{report.machine()}, SQLite {sqlite3.sqlite_version}")
+    for store in [s.strip() for s in stores.split(",") if s.strip()]:
+        console_pages(store, args, report.say)
+    report.write()
 
 
 if __name__ == "__main__":

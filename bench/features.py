@@ -27,12 +27,10 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +40,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from bench.features_data import END, Shape, fill_postgres, fill_sqlite
+from bench.report import OUT, ROOT, Report, peak_mb
 from cdp.config import Settings
 from cdp.setup import prepare_store
 from cdp.store.db import create_store_engine
 from cdp.store.tables import sources
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
 STORES = OUT / "features"
 CUTOFF = END - timedelta(days=30)
 FULL = (Shape(100_000, 10), Shape(1_000_000, 50))
@@ -60,15 +57,9 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.url)))
         return
-    started = datetime.now(UTC)
-    report: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
-
-    say(f"features benchmark {started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs, "
-        f"{_memory_gb():.0f} GB RAM, load average {os.getloadavg()[0]:.1f}; cutoff {CUTOFF:%Y-%m-%d}")
+    report = Report("features")
+    say = report.say
+    say(f"{report.machine()}; cutoff {CUTOFF:%Y-%m-%d}")
     results = []
     for store in args.stores.split(","):
         for shape in QUICK if args.quick else FULL:
@@ -95,10 +86,7 @@ def main() -> None:
                 drop_store(store, shape, args.pg)
     say()
     say(table(results))
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"features-{started:%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(report) + "\n")
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    report.write()
 
 
 def parse_args() -> argparse.Namespace:
@@ -215,20 +203,20 @@ def measure(what: str, url: str) -> dict:
     from features.reference import reference_features
 
     engine = create_store_engine(Settings(home=STORES, database_url=url), pool=False)
-    baseline = _peak_mb()
+    baseline = peak_mb()
     started = time.perf_counter()
     if what == "sql":
         frame = features.load(engine, as_of=CUTOFF)
         seconds = time.perf_counter() - started
         frame.to_parquet(_answer_path(url))
-        return {"seconds": seconds, "peak_mb": _peak_mb(), "baseline_mb": baseline, "rows": len(frame),
+        return {"seconds": seconds, "peak_mb": peak_mb(), "baseline_mb": baseline, "rows": len(frame),
                 "columns": frame.shape[1]}
     exported = export(engine)
     export_seconds = time.perf_counter() - started
     started = time.perf_counter()
     frame = reference_features(exported, as_of=CUTOFF, features=resolve("default"))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "export_seconds": export_seconds, "peak_mb": _peak_mb(), "baseline_mb": baseline,
+    return {"seconds": seconds, "export_seconds": export_seconds, "peak_mb": peak_mb(), "baseline_mb": baseline,
             "rows": len(frame), "events": len(exported.events), "agree": _agree(frame, pd.read_parquet(_answer_path(url)))}
 
 
@@ -243,22 +231,6 @@ def _agree(reference: pd.DataFrame, sql: pd.DataFrame) -> str:
     worst = [c for c in sql.columns
              if not np.allclose(sql[c].astype(float), reference[c].astype(float), rtol=1e-9, atol=1e-6, equal_nan=True)]
     return "yes" if not worst else f"no ({', '.join(worst)})"
-
-
-def _peak_mb() -> float:
-    """Peak resident memory of this process.
-
-    ``ru_maxrss`` would do, but Linux carries it over ``exec`` from the forking parent: a child
-    of a big parent would report the parent's size. ``VmHWM`` belongs to this process alone.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _memory_gb() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
 def table(results: list[tuple[str, Shape, dict, dict]]) -> str:

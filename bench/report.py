@@ -1,32 +1,52 @@
-"""A benchmark's report: each line printed as it comes, then all of them written to bench/out."""
+"""What a benchmark run prints and keeps: a first line about the machine, every line said, a file in bench/out."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import platform
+import resource
 from datetime import UTC, datetime
+from pathlib import Path
 
-from bench.ingest import OUT
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
 
 
-@contextmanager
-def report(name: str) -> Iterator[Callable[[str], None]]:
-    """``log(line)`` for the run; its first line names the benchmark, the time, the commit, the CPUs, the load
-    average and SQLite's version; at the end the lines go to ``bench/out/NAME-<timestamp>.txt``."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
+class Report:
+    """Lines printed as they come and written to ``bench/out/<name>-<start time>.txt`` by :meth:`write`."""
 
-    def log(line: str = "") -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = datetime.now(UTC)
+        self.lines: list[str] = []
+
+    def say(self, line: str = "") -> None:
         print(line, flush=True)
-        lines.append(line)
+        self.lines.append(line)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    log(f"{name} benchmark {datetime.now(UTC).isoformat(timespec='seconds')} (commit {commit}), "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start, SQLite {sqlite3.sqlite_version}")
-    yield log
-    path = OUT / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(lines) + "\n")
-    print(f"written to {path}")
+    def machine(self) -> str:
+        """The run's start and the machine it shares: CPUs, memory, load."""
+        return (f"{self.name} benchmark {self.started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs, "
+                f"{memory_gb():.0f} GB RAM, load average {os.getloadavg()[0]:.1f}")
+
+    def write(self) -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        path = OUT / f"{self.name}-{self.started:%Y%m%dT%H%M%SZ}.txt"
+        path.write_text("\n".join(self.lines) + "\n")
+        print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+def memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process.
+
+    ``ru_maxrss`` would do, but Linux carries it over ``exec`` from the forking parent: a child
+    of a big parent would report the parent's size. ``VmHWM`` belongs to this process alone.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

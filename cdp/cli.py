@@ -995,6 +995,28 @@ def predictions_show(key: str) -> None:
         last = card["last_scoring"]
         out.print(f"last scoring as of {last['as_of']}: {last['metrics'].get('profiles', 0):,.0f} profiles, "
                   f"score PSI {last['metrics'].get('score.psi', float('nan')):.3f}", highlight=False)
+    if card["last_outcomes"]:
+        outcomes = card["last_outcomes"]
+        realized = outcomes["metrics"]
+        bands = "  ".join(f"{d}: {realized[f'decile_{d:02d}.predicted']:.3f}/{realized[f'decile_{d:02d}.realized']:.3f}"
+                          for d in range(1, 11) if f"decile_{d:02d}.realized" in realized)
+        out.print(f"realized outcomes of the scoring as of {outcomes['as_of']} (window ended {outcomes['window_end']}): "
+                  f"predicted {realized['predicted']:.4f}, realized {realized['realized']:.4f}; "
+                  f"by decile, predicted/realized: {bands}", highlight=False)
+
+
+@predictions_app.command("outcomes")
+@user_errors
+def predictions_outcomes(
+    key: str,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Which scoring (its --as-of) [default: the latest "
+                                              "whose window has passed].")] = None,
+) -> None:
+    """Realized outcomes of a past scoring by score decile, predicted beside realized; logged to MLflow."""
+    from models.predict import record_outcomes
+
+    print(record_outcomes(_store(), key, settings=_settings(), now=datetime.now(UTC),
+                          as_of=_as_of(as_of) if as_of else None))
 
 
 @predictions_app.command("export")

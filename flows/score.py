@@ -1,4 +1,5 @@
-"""The ``score_and_write_back`` flow: champions score the profiles; predicted traits are written back."""
+"""The ``score_and_write_back`` flow: champions score the profiles; predicted traits are written back; the
+scoring whose window has just passed is compared with what happened (realized outcomes, to MLflow)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from datetime import UTC, datetime
 from prefect import flow
 
 from cdp.config import Settings, get_settings
-from cdp.errors import CdpError
+from cdp.errors import CdpError, NotFound
 from features.read import opened
 from flows.runtime import store_task
 from flows.train import stored_predictions
-from models.predict import score_prediction
+from models.predict import record_outcomes, score_prediction
 from models.recommend.writeback import write_back_champion
 
 
@@ -19,9 +20,15 @@ from models.recommend.writeback import write_back_champion
 def score_one(settings: Settings, key: str, as_of: datetime) -> str:
     with opened(settings) as engine:
         try:
-            return str(score_prediction(engine, key, as_of=as_of, settings=settings))
+            scored = str(score_prediction(engine, key, as_of=as_of, settings=settings))
         except CdpError as error:  # no champion yet: said in the run; the others are scored
             return f"{key}: not scored: {error.message}"
+        try:  # the scoring one window ago can now be judged against what happened
+            outcomes = record_outcomes(engine, key, settings=settings, now=as_of)
+        except NotFound:
+            return scored
+        return f"{scored}\nrealized outcomes of the scoring as of {outcomes.as_of:%Y-%m-%d}: predicted " \
+               f"{outcomes.predicted:.4f}, realized {outcomes.realized:.4f}"
 
 
 @store_task

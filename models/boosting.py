@@ -24,13 +24,17 @@ def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
 
 
+def latest_cutoff(cutoff: np.ndarray | pd.Series) -> np.ndarray:
+    """Mask of the rows of the latest cutoff."""
+    cutoff = pd.to_datetime(pd.Series(np.asarray(cutoff)), utc=True)
+    return (cutoff == cutoff.max()).to_numpy()
+
+
 def out_of_time_split(cutoff: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the earlier cutoffs (to fit on) and of the latest one (to calibrate on)."""
-    cutoff = pd.to_datetime(pd.Series(np.asarray(cutoff)), utc=True)
-    distinct = cutoff.unique()
-    if len(distinct) < 2:
+    latest = latest_cutoff(cutoff)
+    if latest.all():
         raise ValueError("an out-of-time split needs at least two cutoffs: earlier ones to fit, the latest to calibrate")
-    latest = (cutoff == distinct.max()).to_numpy()
     return ~latest, latest
 
 

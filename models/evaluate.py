@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from models.baselines import baselines
-from models.boosting import feature_frame
+from models.boosting import feature_frame, latest_cutoff
 from models.classifier import PropensityClassifier
 from models.metrics import (
     ClassificationMetrics,
@@ -64,7 +64,8 @@ class Evaluation:
         Fitted on every cutoff but the held-out one.
     holdout : pandas.DataFrame
         The held-out rows: ``profile_id``, ``cutoff``, ``label``, ``segment``, and one column
-        of predictions per predictor (``model``, ``recency``, ``repeat_rate``, ``btyd``).
+        of predictions per predictor (``model``, ``recency``, ``repeat_rate``, ``btyd``,
+        ``single_cutoff_gbm``).
     metrics : pandas.DataFrame
         One row per metric, one column per predictor (:func:`models.metrics.side_by_side`).
     segments : pandas.DataFrame
@@ -97,14 +98,14 @@ def evaluate(
     model : optional
         An unfitted predictor with ``fit(X, y, cutoff)``.
     """
-    latest = (frame["cutoff"] == frame["cutoff"].max()).to_numpy()
+    latest = latest_cutoff(frame["cutoff"])
     earlier, held = frame[~latest], frame[latest]
     X, X_held = feature_frame(earlier), feature_frame(held)
     model = model if model is not None else make_model(task, horizon_days)
     model.fit(X, earlier["label"], earlier["cutoff"])
     predictions = {MODEL: predicted(model, X_held)}
     for name, baseline in baselines(task, horizon_days).items():
-        predictions[name] = baseline.fit(X, earlier["label"]).predict(X_held)
+        predictions[name] = baseline.fit(X, earlier["label"], earlier["cutoff"]).predict(X_held)
     y = held["label"].to_numpy(float)
     holdout = held[["profile_id", "cutoff", "label"]].assign(segment=customer_segment(held), **predictions)
     table = side_by_side({name: _score(task, y, p) for name, p in predictions.items()})

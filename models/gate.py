@@ -23,12 +23,17 @@ class Gate:
         Margin by which the candidate must beat each opponent (in the metric's units).
     beat_baselines, beat_champion : bool
         Which opponents count.
+    not_opponents : frozenset of str
+        Columns of the metrics table shown beside the model but not gating it. By default the
+        single-cutoff GBM: a competing model rather than a floor, and refusing a candidate that
+        merely ties with it would leave no model to score with at all.
     """
 
     metric: str | None = None
     min_improvement: float = 0.0
     beat_baselines: bool = True
     beat_champion: bool = True
+    not_opponents: frozenset[str] = frozenset({"single_cutoff_gbm"})
 
     def metric_for(self, task: str) -> str:
         return self.metric or ("normalized_gini" if task == "value" else "roc_auc")
@@ -59,7 +64,8 @@ def decide(gate: Gate, task: str, metrics: pd.DataFrame, champion: float | None,
 
     if math.isnan(candidate):
         return GateDecision(False, f"{metric} is undefined on the held-out cutoff", metric, candidate)
-    opponents = {name: float(metrics.at[metric, name]) for name in metrics.columns if name != model} if gate.beat_baselines else {}
+    baselines = [name for name in metrics.columns if name != model and name not in gate.not_opponents]
+    opponents = {name: float(metrics.at[metric, name]) for name in baselines} if gate.beat_baselines else {}
     if gate.beat_champion and champion is not None:
         opponents["champion"] = champion
     lost = {name: value for name, value in opponents.items() if not math.isnan(value) and not beats(value)}

@@ -1,9 +1,10 @@
 """Stored predictions scored and written back to profiles; every definition trained and scored in one call.
 
-The plain functions behind ``cdp predictions score`` and the Prefect flows: :func:`score_prediction`
-(the champion from MLflow, or the definition's documented fallback heuristic, scores every eligible
-profile as of a date; the scores become ``predicted`` traits; drift goes to MLflow) and
-:func:`train_and_score_all`.
+The plain functions behind ``cdp predictions score`` / ``outcomes`` and the Prefect flows:
+:func:`score_prediction` (the champion from MLflow, or the definition's documented fallback
+heuristic, scores every eligible profile as of a date; the scores become ``predicted`` traits;
+drift goes to MLflow), :func:`record_outcomes` (a past scoring against what happened in its
+window, to MLflow) and :func:`train_and_score_all`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from cdp.predictions.traits import FALLBACK_PREFIX, ScoredProfiles, write_back
 from features import build_scoring_frame
 from models.boosting import feature_frame
 from models.monitoring import Drift, measure_drift
+from models.outcomes import Outcomes, realized_outcomes
 from models.schemas import eligibility_of, purchases_of
 from models.score import score_frame
-from models.tracking import champion_predictor, log_scoring
+from models.tracking import champion_predictor, log_outcomes, log_scoring
 from models.train import TrainingResult, fallback_model, train_prediction
 
 
@@ -95,6 +97,17 @@ def score_prediction(
     log_scoring(tracking_uri=settings.resolved_mlflow_tracking_uri, key=key, model_version=version, as_of=as_of,
                 profiles=len(scored), drift=drift)
     return ScoringResult(key, as_of, len(scored), written, version, drift)
+
+
+def record_outcomes(engine: Engine, key: str, *, settings: Settings, now: datetime,
+                    as_of: datetime | None = None) -> Outcomes:
+    """The realized outcomes of the scoring as of ``as_of`` (default: the latest whose window has passed by
+    ``now``), per score decile, logged to the prediction's MLflow experiment (see :mod:`models.outcomes`)."""
+    with engine.connect() as conn:
+        definition = get_prediction(conn, key=key).definition
+    outcomes = realized_outcomes(engine, definition, now=now, as_of=as_of)
+    log_outcomes(tracking_uri=settings.resolved_mlflow_tracking_uri, outcomes=outcomes)
+    return outcomes
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,8 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int = TO
     magnitude = contributions.abs().to_numpy()
     names = contributions.columns.to_numpy()
     order = np.argsort(-magnitude, axis=1, kind="stable")[:, :top]
-    rows = values.reset_index(drop=True)
+    columns = [values[name].to_numpy() for name in names]  # numpy reads: pandas' .at per cell is 100 µs
     return [
-        [phrase(names[j], rows.at[i, names[j]]) for j in order[i] if magnitude[i, j] > 0]
+        [phrase(names[j], columns[j][i]) for j in order[i] if magnitude[i, j] > 0]
         for i in range(len(order))
     ]

@@ -34,13 +34,14 @@ import sklearn
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.entities import Experiment
+from mlflow.entities import Experiment, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
 from models.evaluate import predicted
 from models.gate import Gate, GateDecision, decide
 from models.monitoring import Drift
+from models.outcomes import Outcomes
 from models.recommend.serve import RecommenderBundle
 
 CHAMPION = "champion"
@@ -288,6 +289,23 @@ def log_scoring(*, tracking_uri: str, key: str, model_version: str, as_of: datet
     return run.info.run_id
 
 
+def log_outcomes(*, tracking_uri: str, outcomes: Outcomes) -> str:
+    """Record the realized outcomes of a past scoring as a run of the prediction's experiment: per decile
+    ``decile_NN.predicted`` and ``decile_NN.realized`` as metrics, the whole table as ``outcomes.json``."""
+    _client(tracking_uri)
+    experiment = _experiment(tracking_uri, registered_name(outcomes.key))
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"outcomes {outcomes.as_of:%Y-%m-%d}") as run:
+        mlflow.set_tags({RUN_KIND: "outcomes", "model_version": outcomes.model_version,
+                         "as_of": outcomes.as_of.isoformat(), "window_end": outcomes.window_end.isoformat()})
+        metrics = {"profiles": float(outcomes.bands["n"].sum()), "predicted": outcomes.predicted,
+                   "realized": outcomes.realized}
+        for decile, row in outcomes.bands.iterrows():
+            metrics.update({f"decile_{decile:02d}.predicted": row["predicted"], f"decile_{decile:02d}.realized": row["realized"]})
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(outcomes.as_json(), "outcomes.json")
+    return run.info.run_id
+
+
 def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
     """The card of a prediction's champion (:func:`champion_card`)."""
     return champion_card(tracking_uri, registered_name(key))
@@ -295,7 +313,8 @@ def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
 
 def champion_card(tracking_uri: str, registered: str) -> dict[str, Any] | None:
     """The champion's card: version, gate decision, held-out metrics per predictor (the model beside the
-    baselines), artifact paths, and the last scoring's drift; ``None`` without a champion."""
+    baselines), artifact paths, the last scoring's drift and the last realized outcomes logged (by decile);
+    ``None`` without a champion."""
     if not _store_exists(tracking_uri):
         return None
     client = _client(tracking_uri)
@@ -310,8 +329,7 @@ def champion_card(tracking_uri: str, registered: str) -> dict[str, Any] | None:
             metrics.setdefault(predictor, {})[metric] = value
     artifacts = [a.path for top in client.list_artifacts(run.info.run_id)
                  for a in (client.list_artifacts(run.info.run_id, top.path) if top.is_dir else [top])]
-    last = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{RUN_KIND}` = 'scoring'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    last, outcomes = _latest_run(client, run.info.experiment_id, "scoring"), _latest_run(client, run.info.experiment_id, "outcomes")
     return {
         "model_version": str(version.version),
         "run_id": run.info.run_id,
@@ -320,9 +338,18 @@ def champion_card(tracking_uri: str, registered: str) -> dict[str, Any] | None:
                  "metric": run.data.tags.get("gate.metric")},
         "metrics": metrics,
         "artifacts": artifacts,
-        "last_scoring": {"as_of": last[0].data.tags.get("as_of"), "model_version": last[0].data.tags.get("model_version"),
-                         "metrics": last[0].data.metrics} if last else None,
+        "last_scoring": {"as_of": last.data.tags.get("as_of"), "model_version": last.data.tags.get("model_version"),
+                         "metrics": last.data.metrics} if last else None,
+        "last_outcomes": {"as_of": outcomes.data.tags.get("as_of"), "window_end": outcomes.data.tags.get("window_end"),
+                          "model_version": outcomes.data.tags.get("model_version"),
+                          "metrics": outcomes.data.metrics} if outcomes else None,
     }
+
+
+def _latest_run(client: MlflowClient, experiment_id: str, kind: str) -> Run | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KIND}` = '{kind}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
 
 
 def latest_trainings(tracking_uri: str, *, limit: int = 5) -> list[dict[str, Any]]:

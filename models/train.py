@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from cdp.config import Settings
 from features import ReadinessReport, Requirements, build_training_frame, readiness_report
 from models.baselines import BtydBaseline, RepeatRateBaseline
-from models.boosting import feature_frame
+from models.boosting import feature_frame, latest_cutoff
 from models.custom import custom_model
 from models.evaluate import Evaluation, evaluate, make_model, predicted
 from models.gate import Gate, GateDecision
@@ -195,7 +195,7 @@ def describe_training_set(definition: PredictionDefinition, frame: pd.DataFrame,
 
 def _drift_reference(model: Any, X: pd.DataFrame, cutoff: pd.Series) -> dict[str, Any]:
     """Features and scores on the latest cutoff: what each scoring's drift is measured against."""
-    latest = (cutoff == cutoff.max()).to_numpy()
+    latest = latest_cutoff(cutoff)
     return drift_reference(X[latest], predicted(model, X[latest]))
 
 

@@ -56,11 +56,16 @@ class Shop:
 
 
 @lru_cache(maxsize=1)
-def simulated_shop() -> Shop:
-    """The shop, ingested into a SQLite store in a temporary folder kept for the session."""
+def simulated_shop(config: SimulationConfig = CONFIG) -> Shop:
+    """The shop, ingested into a SQLite store in a temporary folder kept for the session.
+
+    Other configs (seeds, sizes) check that a figure does not hold for one draw only.
+    """
     home = Path(tempfile.mkdtemp(prefix="cdp-models-"))
-    settings = Settings(home=home, database_url=None, sqlite_synchronous="OFF")
+    # The history is an import: loaded in big batches, each received up to a month after its first
+    # message; without backfilled_until, features at a cutoff would miss a varying last few weeks.
+    settings = Settings(home=home, database_url=None, sqlite_synchronous="OFF", backfilled_until=config.end)
     engine = prepare_store(settings)
-    summary = generate(home / "sim", CONFIG)
-    load_simulation(engine, settings, summary, since=CONFIG.start, batch=20_000)
-    return Shop(settings, engine, pd.read_parquet(summary.truth_path), CONFIG.end)
+    summary = generate(home / "sim", config)
+    load_simulation(engine, settings, summary, since=config.start, batch=20_000)
+    return Shop(settings, engine, pd.read_parquet(summary.truth_path), config.end)

@@ -78,8 +78,12 @@ def test_train_then_score_and_write_back(configured: Settings, engine) -> None: 
     assert list(trained) == ["churn", "recommender"]
     # 60 customers are too few to train on: the run says so, and the heuristic scores them instead.
     assert "NOT READY" in trained["churn"] and "FALLBACK" in trained["churn"], trained["churn"]
+    month_ago = score_and_write_back(as_of=AS_OF - timedelta(days=30))
+    assert "realized outcomes" not in month_ago["churn"]  # its window has not passed yet
     scored = score_and_write_back(as_of=AS_OF)
     assert "scored as of" in scored["churn"] and "FALLBACK" in scored["churn"], scored
+    # The scoring of a month ago is judged against what happened since: its outcomes go to MLflow.
+    assert f"realized outcomes of the scoring as of {AS_OF - timedelta(days=30):%Y-%m-%d}" in scored["churn"], scored
     with engine.connect() as conn:
         probabilities = conn.execute(select(func.count()).select_from(profile_traits).where(
             profile_traits.c.name == "churn_probability", profile_traits.c["class"] == "predicted")).scalar()

@@ -73,7 +73,7 @@ def test_train_prediction_registers_a_custom_estimator_that_scoring_unwraps(tmp_
     result = train_prediction(shop.engine, definition, as_of=shop.end, settings=settings, estimator=_pipeline(),
                               gate=Gate(beat_baselines=False))  # the first version: nothing else stands in the way
     assert isinstance(result.model, CustomClassifier)
-    assert list(result.metrics.columns) == ["model", "recency", "repeat_rate", "btyd"]
+    assert list(result.metrics.columns) == ["model", "recency", "repeat_rate", "btyd", "single_cutoff_gbm"]
     # A logistic regression on these features ranks churn far better than chance.
     assert result.metrics.at["roc_auc", "model"] > 0.7
     uri = settings.resolved_mlflow_tracking_uri

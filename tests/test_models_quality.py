@@ -9,24 +9,28 @@ leaking or broken model would give.
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from features import ChurnLabel, ValueLabel, build_training_frame
+from features import ChurnLabel, GoalLabel, ValueLabel, build_training_frame
 from models.boosting import feature_frame
 from models.evaluate import Evaluation, evaluate, make_model, predicted
 from models.metrics import classification_metrics, value_metrics
 from models.score import score_frame
-from tests.models_data import HORIZON, simulated_shop
+from tests.models_data import CONFIG, HORIZON, Shop, simulated_shop
 
 DAYS = HORIZON.days
 pytestmark = pytest.mark.slow
 
 
-def frame_of(label: object) -> pd.DataFrame:
-    shop = simulated_shop()
-    return build_training_frame(shop.engine, cutoffs=shop.cutoffs(5), horizon=HORIZON, label=label)
+def frame_of(label: object, shop: Shop | None = None) -> pd.DataFrame:
+    shop = shop or simulated_shop()
+    return build_training_frame(shop.engine, cutoffs=shop.cutoffs(5), horizon=HORIZON, label=label,
+                                backfilled_until=shop.settings.backfilled_until)
 
 
 def oracle_score(frame: pd.DataFrame, task: str) -> float:
@@ -45,6 +49,11 @@ def oracle_score(frame: pd.DataFrame, task: str) -> float:
 def churn() -> tuple[pd.DataFrame, Evaluation]:
     frame = frame_of(ChurnLabel())
     return frame, evaluate(frame, task="churn", horizon_days=DAYS)
+
+
+@pytest.fixture(scope="module")
+def purchase() -> Evaluation:
+    return evaluate(frame_of(GoalLabel(event="Order Completed")), task="purchase", horizon_days=DAYS)
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +78,23 @@ def test_churn_model_beats_the_baselines_and_nears_the_oracle(churn) -> None:  #
     assert set(by_segment.index) == {"new", "returning"} and (by_segment["roc_auc"] > 0.6).all()
 
 
+def test_purchase_model_beats_recency_and_btyd(purchase: Evaluation) -> None:
+    m = purchase.metrics
+    for baseline in ("recency", "repeat_rate", "btyd"):
+        assert m.at["roc_auc", "model"] > m.at["roc_auc", baseline] + 0.04, m
+        assert m.at["log_loss", "model"] < m.at["log_loss", baseline], m
+    assert m.at["ece", "model"] < 0.06, m
+
+
 def test_value_model_ranks_better_than_btyd_with_a_calibrated_total(value) -> None:  # type: ignore[no-untyped-def]
     frame, evaluation = value
     m = evaluation.metrics
     assert m.at["normalized_gini", "model"] > m.at["normalized_gini", "btyd"] + 0.1, m
-    assert m.at["normalized_gini", "model"] > max(m.at["normalized_gini", "recency"], m.at["normalized_gini", "repeat_rate"]), m
+    others = ("recency", "repeat_rate", "single_cutoff_gbm")
+    assert m.at["normalized_gini", "model"] > max(m.at["normalized_gini", name] for name in others), m
     assert m.at["top_decile_share", "model"] > 0.4, m
-    # The total is scaled on the cutoff before; one month later it may drift with the season.
-    assert abs(m.at["aggregate_error", "model"]) < 0.25, m
+    # Scaled on the cutoff before, the total is judged one window later (the issue's bar: within 10 %).
+    assert abs(m.at["aggregate_error", "model"]) < 0.10, m
     assert evaluation.model.objective_ in ("hurdle", "tweedie") and evaluation.model.scale_ > 0
     oracle = oracle_score(frame, "value")
     assert m.at["normalized_gini", "model"] > oracle - 0.12, (m.at["normalized_gini", "model"], oracle)
@@ -101,15 +119,45 @@ def test_holdout_labels_never_reach_the_fitted_models(churn) -> None:  # type: i
     latest = frame["cutoff"] == frame["cutoff"].max()
     flipped = frame.assign(label=np.where(latest, 1 - frame["label"], frame["label"]))
     again = evaluate(flipped, task="churn", horizon_days=DAYS)
-    predictors = ["model", "recency", "repeat_rate", "btyd"]
+    predictors = ["model", "recency", "repeat_rate", "btyd", "single_cutoff_gbm"]
     pd.testing.assert_frame_equal(again.holdout[predictors], evaluation.holdout[predictors])
     assert (again.holdout["label"] != evaluation.holdout["label"]).all()
 
 
-if __name__ == "__main__":  # the quality table of the report: python -m tests.test_models_quality
-    for label, task in ((ChurnLabel(), "churn"), (ValueLabel(), "value")):
-        data = frame_of(label)
+TASKS = {"churn": ChurnLabel(), "purchase": GoalLabel(event="Order Completed"), "value": ValueLabel()}
+HEADLINE = {"churn": ("roc_auc", "log_loss"), "purchase": ("roc_auc", "log_loss"),
+            "value": ("normalized_gini", "aggregate_error")}
+
+
+def quality_tables(shop: Shop | None = None) -> None:
+    """Each task's held-out table beside the baselines and the oracle, and the model's per-segment rows."""
+    for task, label in TASKS.items():
+        data = frame_of(label, shop)
         result = evaluate(data, task=task, horizon_days=DAYS)
-        print(f"\n{task}: held-out cutoff {data['cutoff'].max():%Y-%m-%d}, oracle {oracle_score(data, task):.4f}")
+        oracle = "" if task == "purchase" else f", oracle {oracle_score(data, task):.4f}"
+        print(f"\n{task}: held-out cutoff {data['cutoff'].max():%Y-%m-%d}{oracle}")
         print(result.metrics.to_string(float_format=lambda v: f"{v:.4f}"))
         print(result.segments.loc["model"].to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def across_seeds(seeds: list[int], profiles: int) -> None:
+    """The headline metrics of every predictor on shops simulated with other seeds: no figure holds for one draw only."""
+    rows = []
+    for seed in seeds:
+        shop = simulated_shop(replace(CONFIG, seed=seed, profiles=profiles))
+        for task, label in TASKS.items():
+            metrics = evaluate(frame_of(label, shop), task=task, horizon_days=DAYS).metrics
+            rows += [{"seed": seed, "task": task, "metric": metric, **metrics.loc[metric]} for metric in HEADLINE[task]]
+    table = pd.DataFrame(rows).set_index(["task", "metric", "seed"]).sort_index()
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+if __name__ == "__main__":  # the quality table of the report: python -m tests.test_models_quality [--seeds 3,4,5]
+    parser = argparse.ArgumentParser(description="Model quality on the simulated shop, beside the baselines.")
+    parser.add_argument("--seeds", help="comma-separated simulator seeds: headline metrics per seed instead")
+    parser.add_argument("--profiles", type=int, default=CONFIG.profiles)
+    args = parser.parse_args()
+    if args.seeds:
+        across_seeds([int(s) for s in args.seeds.split(",")], args.profiles)
+    else:
+        quality_tables()

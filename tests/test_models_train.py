@@ -42,7 +42,7 @@ def trained(settings: Settings) -> TrainingResult:
 
 def test_train_tracks_registers_and_crowns_the_first_model(settings: Settings, trained: TrainingResult) -> None:
     assert not trained.fallback and trained.readiness.ok and len(trained.cutoffs) == 5
-    assert list(trained.metrics.columns) == ["model", "recency", "repeat_rate", "btyd"]
+    assert list(trained.metrics.columns) == ["model", "recency", "repeat_rate", "btyd", "single_cutoff_gbm"]
     assert trained.decision.promote and trained.model_version == "1" and "beats recency" in trained.decision.reason
     assert "gate: promoted v1" in str(trained)
 

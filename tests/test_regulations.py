@@ -10,8 +10,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from cdp.auth.service import create_token
-from cdp.privacy.regulations import SUPPRESSIONS_TTL
+from cdp.auth.service import create_source, create_token
+from cdp.events.attribution import attribute_pending
+from cdp.events.ingest import IngestConfig, prepare_batch, store_prepared
+from cdp.events.schemas import Envelope
+from cdp.identity.service import find_profile
+from cdp.privacy.regulations import SUPPRESSIONS_TTL, claim_and_run, create_regulation
+from cdp.setup import prepare_store
 from cdp.store.tables import events, profile_traits, trait_changes
 from tests.conftest import LiveServer
 
@@ -127,3 +132,27 @@ def test_regulations_need_the_scope(live_server: LiveServer) -> None:
     assert httpx.post(f"{live_server.url}/v1/regulations", json=body,
                       headers={"authorization": f"Bearer {writer}"}).status_code == 200
     assert httpx.get(f"{live_server.url}/v1/regulations/nope", headers=admin(live_server)).status_code == 404
+
+
+def test_delete_reaches_devices_only_pending_events_tie_to_the_subject(settings) -> None:  # type: ignore[no-untyped-def]
+    """An identify still waiting for attribution is the only link from the user to this device."""
+    engine = prepare_store(settings)
+    config = IngestConfig.from_settings(settings)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        source_id = create_source(conn, name="app", write_key="k", now=now)[0].id
+        envelope = Envelope(received_at=now)
+        store_prepared(conn, source_id=source_id, envelope=envelope, config=config, defer_attribution=True,
+                       prepared=prepare_batch([
+                           {"type": "identify", "userId": "ann", "anonymousId": "ann-tablet", "messageId": "m1"},
+                           {"type": "track", "anonymousId": "ann-tablet", "event": "Browsed", "messageId": "m2"},
+                           {"type": "track", "anonymousId": "someone-else", "event": "Browsed", "messageId": "m3"},
+                       ], envelope, config=config))
+        regulation_id = create_regulation(conn, regulation_type="DELETE_ONLY", subject_type="USER_ID",
+                                          subject_ids=["ann"], now=now)
+    assert claim_and_run(engine, regulation_id).counts["events"] == 2
+    with engine.begin() as conn:
+        attribute_pending(conn, config=config, now=now, limit=100)
+        assert conn.execute(select(events.c.message_id)).scalars().all() == ["m3"]
+        assert find_profile(conn, type="anonymous_id", value="ann-tablet") is None
+    engine.dispose()

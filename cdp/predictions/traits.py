@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, select
 
 from cdp.profiles.traits import record_trait_changes
 from cdp.store.db import write_transaction
-from cdp.store.tables import profile_traits
+from cdp.store.tables import profile_traits, trait_changes
 
 PREDICTED = "predicted"
 FALLBACK_PREFIX = "fallback:"
@@ -124,3 +124,28 @@ def score_sample(conn: Connection, *, key: str, task: str, limit: int = 20_000) 
     query = select(profile_traits.c.value).where(profile_traits.c.name == score_trait(key, task),
                                                  profile_traits.c["class"] == PREDICTED).limit(limit)
     return [float(value) for value in conn.execute(query).scalars() if isinstance(value, int | float)]
+
+
+def scoring_times(conn: Connection, *, key: str, task: str) -> list[datetime]:
+    """The ``as_of`` of every scoring of a prediction kept in the trait log, oldest first."""
+    rows = conn.execute(select(trait_changes.c.event_time).distinct().where(
+        trait_changes.c.name == score_trait(key, task), trait_changes.c["class"] == PREDICTED))
+    return sorted(row.event_time for row in rows)
+
+
+def scores_as_of(conn: Connection, *, key: str, task: str, as_of: datetime) -> dict[str, dict[int, Any]]:
+    """What the scoring as of ``as_of`` wrote, from the trait log: per trait name, value by profile id.
+
+    Profiles it nulled (no longer eligible) are left out; when the same date was scored twice, the
+    later scoring counts.
+    """
+    rows = conn.execute(
+        select(trait_changes.c.profile_id, trait_changes.c.name, trait_changes.c.value)
+        .where(trait_changes.c.name.in_(trait_names(key, task)), trait_changes.c["class"] == PREDICTED,
+               trait_changes.c.event_time == as_of)
+        .order_by(trait_changes.c.received_at, trait_changes.c.id)
+    )
+    by_name: dict[str, dict[int, Any]] = {name: {} for name in trait_names(key, task)}
+    for row in rows:
+        by_name[row.name][row.profile_id] = row.value
+    return {name: {p: v for p, v in values.items() if v is not None} for name, values in by_name.items()}

@@ -25,6 +25,8 @@ from cdp.store.tables import (
     audience_members,
     events,
     identities,
+    journey_instances,
+    journey_sends,
     merges,
     profile_links,
     profile_traits,
@@ -193,6 +195,10 @@ def _suppress(conn: Connection, found: Iterable[Identifier], origin: str, regula
 def _delete(conn: Connection, graph: _Graph) -> dict[str, int]:
     user_ids = [i.value for i in graph.identifiers if i.type == "user_id"]
     anonymous_ids = [i.value for i in graph.identifiers if i.type == "anonymous_id"]
+    # Devices that only still-pending events tie to the subject (an identify not yet attributed):
+    # left behind, their events would become an anonymous profile of the person once attributed.
+    anonymous_ids += conn.execute(select(events.c.anonymous_id.distinct()).where(
+        events.c.pending, events.c.user_id.in_(user_ids), events.c.anonymous_id.is_not(None))).scalars().all()
     ids = graph.profile_ids
     # Events the graph attributes, and those it could not (e.g. stored before an id was linked).
     deleted_events = conn.execute(delete(events).where(or_(
@@ -202,6 +208,8 @@ def _delete(conn: Connection, graph: _Graph) -> dict[str, int]:
     conn.execute(delete(trait_changes).where(trait_changes.c.profile_id.in_(ids)))
     conn.execute(delete(audience_members).where(audience_members.c.profile_id.in_(ids)))
     conn.execute(delete(audience_history).where(audience_history.c.profile_id.in_(ids)))
+    conn.execute(delete(journey_sends).where(journey_sends.c.profile_id.in_(ids)))
+    conn.execute(delete(journey_instances).where(journey_instances.c.profile_id.in_(ids)))
     traits = conn.execute(delete(profile_traits).where(profile_traits.c.profile_id.in_(ids))).rowcount
     conn.execute(delete(profile_links).where(or_(profile_links.c.profile_id.in_(ids), profile_links.c.linked_id.in_(ids))))
     conn.execute(delete(merges).where(or_(merges.c.winner_id.in_(ids), merges.c.loser_id.in_(ids))))

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import ORJSONResponse, Response
 
+from cdp.errors import InvalidInput, NotFound
 from cdp.predictions.schemas import parse_definition
-from cdp.errors import NotFound
 from cdp.predictions.service import create_prediction, get_prediction, list_predictions
 from cdp.predictions.traits import score_sample
 from cdp.store.db import reader, write_transaction
 from features import NotReady
+from models.outcomes import realized_outcomes
 from models.tracking import model_card, plot_artifact
 from models.train import training_readiness
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
@@ -99,3 +100,19 @@ def scores(engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResp
     bins = [{"from": low + i * width, "to": low + (i + 1) * width, "profiles": n} for i, n in enumerate(counts)]
     return ORJSONResponse({"data": {"sampled": len(values), "bins": bins}})
 
+
+
+@router.get("/{key}/outcomes")
+def outcomes(
+    engine: EngineDep, _token: PredictionsReader, key: str,
+    as_of: Annotated[datetime | None, Query(description="Which scoring (its as_of); default the latest whose "
+                                                        "window has passed.")] = None,
+) -> ORJSONResponse:
+    """Realized outcomes of a past scoring: per score decile (1 = top 10 %), the profiles, the mean predicted
+    probability or value and the realized rate or value, once the prediction's window has passed."""
+    with reader(engine).connect() as conn:
+        definition = get_prediction(conn, key=key).definition
+    if as_of is not None and as_of.tzinfo is None:
+        raise InvalidInput("as_of needs a time zone, e.g. 2026-06-01T00:00:00Z")
+    found = realized_outcomes(reader(engine), definition, now=datetime.now(UTC), as_of=as_of)
+    return ORJSONResponse({"data": found.as_json()})
