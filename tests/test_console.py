@@ -290,8 +290,7 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
 
     for path, name, expected in (("/ui", "overview", "Profiles"), ("/ui/audiences", "audiences", "churn_value_pricing"),
                                  ("/ui/profiles?id=c9", "profile", "no order in 40 days"),
-                                 ("/ui/predictions/churn", "model-card",
-                                                                             "Score distribution"),
+                                 ("/ui/predictions/churn", "model-card", "Predicted beside realized rate, by score decile"),
                                  ("/ui/destinations", "destinations", "New webhook"),
                                  ("/ui/governance", "governance", "Quarantine"),
                                  ("/ui/recommendations?user=user_id:c9", "recommendations", "recommender"),

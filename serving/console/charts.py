@@ -83,3 +83,29 @@ def interval(estimate: float | None, low_high: Sequence[float] | None, *, title:
         f'<circle cx="{x(estimate):.1f}" cy="{mid}" r="5" class="{side}"/>'
         f'<text x="{x(low):.1f}" y="{height - 4}" class="tick" text-anchor="middle">{low:+.1%}</text>'
         f'<text x="{x(high):.1f}" y="{height - 4}" class="tick" text-anchor="middle">{high:+.1%}</text></svg>')
+
+
+def paired_bars(rows: Sequence[tuple[str, float, float]], *, names: tuple[str, str], title: str, width: int = 560,
+                height: int = 170, percent: bool = False) -> Markup:
+    """Two bars per label (e.g. predicted beside realized, per score band), the second darker; a legend above."""
+    if not rows:
+        return Markup(f'<p class="muted">{escape(title)}: no data yet.</p>')
+    top = max(max(a, b) for _, a, b in rows) or 1
+    pad, base, legend = 4, height - 18, 16
+    step = (width - 2 * pad) / len(rows)
+    shown = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.2f}")
+    parts = [f'<svg class="chart paired" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+             f'<title>{escape(title)}</title>',
+             f'<rect x="{pad}" y="2" width="10" height="10"/><text x="{pad + 14}" y="11" class="tick">{escape(names[0])}</text>',
+             f'<rect x="{pad + 110}" y="2" width="10" height="10" class="second"/>'
+             f'<text x="{pad + 124}" y="11" class="tick">{escape(names[1])}</text>',
+             f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" class="axis"/>']
+    for i, (label, first, second) in enumerate(rows):
+        x = pad + i * step
+        for j, (value, css) in enumerate(((first, ""), (second, ' class="second"'))):
+            h = (base - legend - 4) * value / top
+            parts.append(f'<rect x="{x + 2 + j * (step - 4) / 2:.1f}" y="{base - h:.1f}" width="{max((step - 4) / 2 - 1, 1):.1f}" '
+                         f'height="{h:.1f}"{css}><title>{escape(label)}: {escape(names[j])} {shown(value)}</title></rect>')
+        parts.append(f'<text x="{x + step / 2:.1f}" y="{height - 4}" class="tick" text-anchor="middle">{escape(label)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -10,8 +10,9 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
 
-from serving.console.charts import bars, interval, rates, share
+from serving.console.charts import bars, interval, paired_bars, rates, share
 from serving.console.flow import duration, flow
 from serving.console.session import ApiProblem, ConsoleSession, api_for, render
 
@@ -114,8 +115,9 @@ async def _profile(api: Any, identifier: str) -> dict[str, Any]:
 @router.get("/ui/predictions/{key}")
 async def prediction(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
     async with api_for(request) as api:
-        found, scores = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
-                                             api.get(f"/v1/predictions/{quote(key, safe='')}/scores"))
+        found, scores, outcomes = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
+                                                       api.get(f"/v1/predictions/{quote(key, safe='')}/scores"),
+                                                       _outcomes(api, key))
     stored, distribution = found["data"], scores["data"]
     card = stored["model_card"]
     metrics = card["metrics"] if card else {}
@@ -130,7 +132,26 @@ async def prediction(request: Request, session: ConsoleSession, key: str) -> HTM
                     if name.startswith("psi.")), key=lambda item: -item[1])[:5]
     return render(request, "prediction.html", session, prediction=stored, card=card, predictors=predictors,
                   metric_names=names, metrics=metrics, plots=plots, histogram=histogram, sampled=distribution["sampled"],
-                  scoring=scoring, drift=drift)
+                  scoring=scoring, drift=drift, outcomes=outcomes, outcomes_chart=_outcomes_chart(outcomes))
+
+
+async def _outcomes(api: Any, key: str) -> dict[str, Any]:
+    """Realized outcomes by score decile, or ``{"missing": why}`` while no scoring's window has passed."""
+    try:
+        return (await api.get(f"/v1/predictions/{quote(key, safe='')}/outcomes"))["data"]
+    except ApiProblem as problem:
+        if problem.status not in (400, 404):
+            raise
+        return {"missing": problem.message}
+
+
+def _outcomes_chart(outcomes: dict[str, Any]) -> Markup | None:
+    if "missing" in outcomes:
+        return None
+    rate = outcomes["task"] != "value"
+    return paired_bars([(f"{b['decile']}", b["predicted"], b["realized"]) for b in outcomes["bands"]],
+                       names=("predicted", "realized"), percent=rate,
+                       title=f"Predicted beside realized {'rate' if rate else 'value'}, by score decile (1 = top 10%)")
 
 
 @router.get("/ui/destinations/{destination_id}")
