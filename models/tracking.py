@@ -307,13 +307,18 @@ def log_outcomes(*, tracking_uri: str, outcomes: Outcomes) -> str:
 
 
 def model_card(tracking_uri: str, key: str) -> dict[str, Any] | None:
+    """The card of a prediction's champion (:func:`champion_card`)."""
+    return champion_card(tracking_uri, registered_name(key))
+
+
+def champion_card(tracking_uri: str, registered: str) -> dict[str, Any] | None:
     """The champion's card: version, gate decision, held-out metrics per predictor (the model beside the
     baselines), artifact paths, the last scoring's drift and the last realized outcomes logged (by decile);
     ``None`` without a champion."""
     if not _store_exists(tracking_uri):
         return None
     client = _client(tracking_uri)
-    version = _champion(client, registered_name(key))
+    version = _champion(client, registered)
     if version is None:
         return None
     run = client.get_run(version.run_id)

@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine, settings.resolved_mlflow_tracking_uri, poll_seconds=settings.recs_poll_seconds).start()
         app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
         app.state.journeys = JourneyWorker(engine, poll_s=settings.journeys_poll_s).start()
+        app.state.profile_counts = overview.profile_counts_for(engine)
         yield
         app.state.journeys.stop()
         app.state.delivery.stop()

@@ -127,7 +127,7 @@ def require_scope(scope: str) -> Any:
         if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get(CSRF_HEADER)):
             raise Forbidden("missing or wrong CSRF token: reload the page and try again", code="csrf_failed")
         if not session.user.allows(scope):
-            raise Forbidden(f"a {session.user.role} can't do this (needs the {scope!r} scope)")
+            raise Forbidden(f"{session.user.a_role} can't do this (needs the {scope!r} scope)")
         return session.user
 
     return Depends(authorize)

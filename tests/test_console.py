@@ -7,6 +7,7 @@ the path is printed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -21,11 +22,15 @@ from sqlalchemy import Engine
 
 from cdp.auth.users import create_user, disable_user, hash_password, session_for_token, sign_in, sign_out, verify_password
 from cdp.config import Settings
+from cdp.destinations.addresses import Allowlist
+from cdp.destinations.schemas import DestinationIn
+from cdp.destinations.service import create_destination
 from cdp.errors import Conflict, InvalidInput, Unauthorized
 from cdp.identity.service import find_profile
 from cdp.predictions.schemas import PredictionDefinition
 from cdp.predictions.service import create_prediction
 from cdp.predictions.traits import ScoredProfiles, write_back
+from serving.refreshed import Refreshed
 from tests.conftest import LiveServer, start_server
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -66,6 +71,24 @@ def test_passwords_sessions_and_disabling(engine: Engine) -> None:
         assert session_for_token(conn, token=again, now=NOW) is None
         with pytest.raises(Unauthorized):
             sign_in(conn, email="ann@shop.example", password="ten chars!!", now=NOW, lifetime=timedelta(hours=1))
+
+
+def test_a_slow_count_is_served_from_the_background() -> None:
+    answers = itertools.count(1)
+
+    def slow() -> int:
+        time.sleep(0.3)
+        return next(answers)
+
+    counts = Refreshed(slow, max_age_s=0.0, first_wait_s=0.01)
+    assert counts.get() == (None, None)  # the first count has not finished: no request waits for it
+    time.sleep(0.5)
+    first, at = counts.get()  # stale at once (max age 0): served as is while a refresh starts
+    assert first == 1 and at is not None
+    started = time.monotonic()
+    assert counts.get()[0] == 1 and time.monotonic() - started < 0.1  # one refresh at a time, nobody waits
+    time.sleep(0.5)
+    assert counts.get()[0] == 2
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +158,13 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     token = csrf_of(marketer)
     saved = marketer.post("/v1/audiences", json=body, headers={"X-CSRF-Token": token})
     assert saved.status_code == 201 and saved.json()["data"]["size"] == 2
+    value = {"key": f"v_{uuid.uuid4().hex[:6]}", "condition": {"type": "prediction", "prediction": "ltv", "top_percent": 50}}
+    assert marketer.post("/v1/audiences", json=value, headers={"X-CSRF-Token": token}).status_code == 201
+    members = {key: {m["user_id"] for m in marketer.get(f"/v1/audiences/{key}/members").json()["data"]}
+               for key in (body["key"], value["key"])}
+    overlap = marketer.get(f"/v1/audiences/{body['key']}/overlap").json()
+    assert overlap["size"] == 2 and overlap["data"][0]["key"] == value["key"]
+    assert overlap["data"][0]["shared"] == len(members[body["key"]] & members[value["key"]]) > 0
     assert marketer.post("/v1/quarantine/replay", headers={"X-CSRF-Token": token}).status_code == 403  # admin only
     ready = marketer.post("/v1/predictions/readiness", json={"key": "churn2", "kind": "churn", "window_days": 30},
                           headers={"X-CSRF-Token": token})
@@ -142,6 +172,10 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     assert ready.json()["data"]["message"].startswith(("not enough data", "no eligible profile"))
 
     overview = marketer.get("/v1/overview").json()["data"]
+    deadline = time.monotonic() + 10
+    while overview["profiles"] is None and time.monotonic() < deadline:  # the first count runs in the background
+        time.sleep(0.1)
+        overview = marketer.get("/v1/overview").json()["data"]
     assert overview["profiles"] == 10 and overview["identified_share"] == 1.0
     assert sum(overview["events_per_minute"]) >= 11 and overview["trainings"] == []
     assert {w["prediction"] for w in overview["readiness_warnings"]} == {"churn", "ltv"}  # nothing trained
@@ -152,7 +186,7 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     refused = analyst.post("/v1/audiences", json={**body, "key": "nope"}, headers={"X-CSRF-Token": csrf_of(analyst)})
     assert refused.status_code == 403
     assert refused.json()["error"] == {"code": "forbidden",
-                                       "message": "a analyst can't do this (needs the 'audiences:write' scope)"}
+                                       "message": "an analyst can't do this (needs the 'audiences:write' scope)"}
     assert analyst.get(f"/v1/audiences/{body['key']}/members").json()["data"][0]["user_id"] in {"c8", "c9"}
     previewed = analyst.post("/v1/audiences/preview", json={"condition": condition},
                              headers={"X-CSRF-Token": csrf_of(analyst)})
@@ -163,6 +197,21 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     assert signed_out.status_code == 303
     assert httpx.get(f"{shop.url}/v1/audiences", cookies={"cdp_session": cookie.value}).status_code == 200  # marketer's
     assert analyst.get("/v1/audiences").status_code == 401
+
+
+def test_failed_sign_ins_are_limited_per_email(shop: LiveServer) -> None:
+    guesser = httpx.Client(base_url=shop.url)
+
+    def attempt(email: str, password: str) -> httpx.Response:
+        form = guesser.get("/ui/sign-in").text
+        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        return guesser.post("/ui/sign-in", data={"csrf": csrf, "email": email, "password": password})
+
+    for _ in range(10):
+        assert attempt("nobody@shop.example", "guess-guess").status_code == 401
+    blocked = attempt("Nobody@shop.example", "guess-guess")
+    assert blocked.status_code == 429 and "Too many failed sign-ins for this email: try again in 15 minutes." in blocked.text
+    assert attempt(*MARKETER).status_code == 303  # another email from the same address is not held up
 
 
 @pytest.fixture(scope="module")
@@ -233,16 +282,19 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
         time.sleep(0.3)
         page.reload()
     assert members.all_inner_texts() == ["c8", "c9"]
+    page.wait_for_selector("#overlap tr.row")  # counted after the page is shown
+    rows = page.locator("#overlap tr.row").all_inner_texts()
+    assert len(rows) == 2 and not any("Churn risk" in row for row in rows)  # the two saved over HTTP, not itself
+    assert all("\t2\t" in row for row in rows), rows  # c8 and c9 are in both
     page.screenshot(path=artifacts / "audience-members.png", full_page=True)
 
     for path, name, expected in (("/ui", "overview", "Profiles"), ("/ui/audiences", "audiences", "churn_value_pricing"),
                                  ("/ui/profiles?id=c9", "profile", "no order in 40 days"),
-                                 ("/ui/predictions/churn", "model-card",
-                                                                             "Score distribution"),
+                                 ("/ui/predictions/churn", "model-card", "Predicted beside realized rate, by score decile"),
                                  ("/ui/destinations", "destinations", "New webhook"),
                                  ("/ui/governance", "governance", "Quarantine"),
                                  ("/ui/recommendations?user=user_id:c9", "recommendations", "recommender"),
-                                 ("/ui/journeys", "journeys", "No journey yet.")):
+                                 ("/ui/journeys", "journeys-empty", "No journey yet.")):
         answer = page.goto(f"{shop.url}{path}")
         assert answer is not None and answer.status == 200, path
         assert expected in page.content(), path
@@ -274,4 +326,93 @@ def test_an_analyst_cannot_save(shop: LiveServer, browser) -> None:  # type: ign
     }""")
     assert answer["status"] == 403 and answer["body"]["error"]["code"] == "forbidden"
     assert page.goto(f"{shop.url}/ui/audiences/sneaky").status == 404
+    page.close()
+
+
+def test_marketer_builds_a_journey_step_by_step(shop: LiveServer, browser, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+    engine = shop.engine()
+    with engine.begin() as conn:
+        create_user(conn, email="admin@shop.example", role="admin", password="admin-secret-1", now=NOW)
+        create_destination(conn, spec=DestinationIn(name="Email tool", url="http://127.0.0.1:9/hook"),
+                           allowlist=Allowlist.parse("127.0.0.1"), now=NOW)
+    engine.dispose()
+    page = sign_in_page(browser, shop, *MARKETER, "/ui/journeys/new")
+    page.fill("#entry-event", "Product Added")
+    page.click("#add-filter")
+    page.locator("#entry-filters .filter input[name=property]").fill("price")
+    page.locator("#entry-filters .filter select[name=op]").select_option("gte")
+    page.locator("#entry-filters .filter input[name=value]").fill("20")
+    page.fill("#reentry-key", "cart_id")
+    top = page.locator("#journey-steps > .steps > .adders")
+    top.locator("[data-add-step=wait_for_event]").click()
+    wait = page.locator("#journey-steps .jstep.wait_for_event")
+    wait.locator("> .row input[name=event]").fill("Checkout Started")
+    wait.locator("[data-branch=timed_out] > .steps > .adders [data-add-step=random_split]").click()
+    split = page.locator(".jstep.random_split")
+    split.locator(".branch-list > .jbranch").nth(0).locator("> .row input[name=percent]").fill("60")
+    split.locator(".branch-list > .jbranch").nth(0).locator("> .steps > .adders [data-add-step=send]").click()
+    page.locator(".jstep.send > .row input[name=event]").fill("Cart Reminder")
+    page.fill("#exit-events", "Order Completed")
+    page.fill("#goal-event", "Order Completed")
+    page.fill("#journey-name", "Cart recovery")
+    page.fill("#journey-key", "cart_recovery")
+    page.click("#save-journey")
+    error = page.locator("#journey-error")
+    error.wait_for(state="visible")  # 60 % + 50 %: the server's 400, in its words
+    assert "branch percents must add up to 100" in error.inner_text(), error.inner_text()
+    page.screenshot(path=artifacts / "journey-builder.png", full_page=True)
+    split.locator(".branch-list > .jbranch").nth(1).locator("> .row input[name=percent]").fill("40")
+    page.click("#save-journey")
+    page.wait_for_url(f"{shop.url}/ui/journeys/cart_recovery")
+    # Everyone adds to a cart (entering the journey); then half of them order (the goal).
+    report_url = f"{shop.url}/v1/journeys/cart_recovery/report"
+    admin = {"Authorization": f"Bearer {shop.admin_token}"}
+
+    def entries() -> tuple[int, int]:
+        data = httpx.get(report_url, headers=admin).json()["data"]
+        return data["treated"]["entries"] + data["holdout"]["entries"], data["treated"]["conversions"] + data["holdout"]["conversions"]
+
+    for event, users in (("Product Added", CUSTOMERS), ("Order Completed", CUSTOMERS[:5])):
+        batch = [{"type": "track", "userId": user, "event": event, "properties": {"price": 25, "cart_id": f"cart-{user}"}}
+                 for user in users]
+        assert httpx.post(f"{shop.url}/v1/batch", auth=(shop.write_key, ""), json={"batch": batch}).status_code == 200
+        shop.wait_attributed()
+        deadline = time.monotonic() + 20
+        while entries()[0] < len(CUSTOMERS) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert entries() == (10, 5)
+    page.reload()
+    steps = page.locator(".flow").inner_text()
+    assert "Checkout Started" in steps and "Cart Reminder" in steps and "A (60%)" in steps, steps
+    assert "holdout share 10%" in page.content()
+    assert "Goal conversion, treated against holdout" in page.content()
+    page.screenshot(path=artifacts / "journey.png", full_page=True)
+    page.goto(f"{shop.url}/ui/journeys")
+    assert page.locator("#journeys a", has_text="Cart recovery").count() == 1
+    assert "Only an admin can change the contact policy." in page.content()
+    page.screenshot(path=artifacts / "journeys.png", full_page=True)
+    page.close()
+
+    page = sign_in_page(browser, shop, "admin@shop.example", "admin-secret-1", "/ui/journeys")
+    policy = page.locator("#contact-policy textarea")
+    policy.fill('{"frequency_caps": [{"max": 2, "window": {"hours": 24}}], "quiet_hours": {"start": "21:00"}}')
+    page.click("#contact-policy button[type=submit]")
+    refused = page.locator("#policy-error")
+    refused.wait_for(state="visible")
+    assert "end" in refused.inner_text(), refused.inner_text()  # quiet hours without an end: the API's 400
+    policy.fill('{"frequency_caps": [{"max": 2, "window": {"hours": 24}}], "priority": ["cart_recovery"]}')
+    page.click("#contact-policy button[type=submit]")
+    page.wait_for_function("document.body.innerText.includes('At most 2 journey sends per profile')")
+    page.close()
+
+    page = sign_in_page(browser, shop, *ANALYST, "/ui/journeys/new")
+    assert page.locator("#save-journey").is_disabled()
+    answer = page.evaluate("""async () => {
+        const r = await fetch('/v1/journeys', {method: 'POST', headers: {'Content-Type': 'application/json',
+            'X-CSRF-Token': cdp.csrf()}, body: document.getElementById('journey-json').textContent
+            .replace('"key": ""', '"key": "sneaky"').replace('"event": ""', '"event": "Signed Up"')});
+        return {status: r.status, body: await r.json()};
+    }""")
+    assert answer["status"] == 403 and answer["body"]["error"]["message"].startswith("an analyst can't do this")
+    assert page.goto(f"{shop.url}/ui/journeys/sneaky").status == 404
     page.close()

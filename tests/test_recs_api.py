@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from cdp.auth.service import create_token
+from cdp.auth.users import create_user
 from cdp.catalog.service import import_catalog
 from models.gate import Gate
 from models.recommend import EASERecommender, PopularityRecommender
@@ -21,6 +22,7 @@ from models.recommend.evaluate import Candidate
 from models.recommend.train import RecommenderTraining, train_recommender
 from tests.conftest import LiveServer
 from tests.recs_data import LEFT_ITEMS, RIGHT_ITEMS, anonymous_views, describe, shop_messages
+from tests.test_console import signed_in
 
 pytestmark = pytest.mark.slow
 SMALL = [Candidate("popularity", PopularityRecommender, {"half_life_days": [None]}),
@@ -168,6 +170,19 @@ def test_similar_items(live_server: LiveServer, token: str) -> None:
     assert all(i["item_id"] in RIGHT_ITEMS for i in get(live_server, "/v1/items/i03/similar", token, limit=3,
                                                           category="right").json()["items"])
     assert get(live_server, "/v1/items/nope/similar", token).status_code == 404
+
+
+def test_the_champions_offline_metrics_beside_popularity(live_server: LiveServer, token: str) -> None:
+    card = get(live_server, "/v1/recommender", token).json()["data"]
+    assert card["gate"]["decision"] == "promoted" and {"model", "popularity"} <= set(card["metrics"])
+    model, popularity = card["metrics"]["model"]["ndcg_at_10"], card["metrics"]["popularity"]["ndcg_at_10"]
+    assert model > popularity  # the gate promoted it for beating popularity on NDCG@10
+    engine = live_server.engine()
+    with engine.begin() as conn:
+        create_user(conn, email="m@shop.example", role="marketer", password="marketer-secret", now=datetime.now(UTC))
+    engine.dispose()
+    page = signed_in(live_server, "m@shop.example", "marketer-secret").get("/ui/recommendations").text
+    assert "champion ÷ popularity" in page and f"{model:.4f}" in page and f"{popularity:.4f}" in page
 
 
 def test_hot_swap_under_load_fails_no_request(live_server: LiveServer, token: str) -> None:

@@ -69,6 +69,16 @@ def audience_sizes(conn: Connection) -> dict[int, int]:
     return dict(conn.execute(query).all())  # type: ignore[arg-type]
 
 
+def shared_members(conn: Connection, *, audience_id: int) -> dict[int, int]:
+    """Members this audience shares with each other audience that shares any, by that audience's id."""
+    mine, other = audience_members.alias("mine"), audience_members.alias("other")
+    query = (select(other.c.audience_id, func.count())
+             .select_from(mine.join(other, other.c.profile_id == mine.c.profile_id))
+             .where(mine.c.audience_id == audience_id, other.c.audience_id != audience_id)
+             .group_by(other.c.audience_id))
+    return dict(conn.execute(query).all())  # type: ignore[arg-type]
+
+
 def dependency_order(stored: Sequence[StoredAudience]) -> list[StoredAudience]:
     """Audiences after those their conditions read, so one pass sees every membership up to date."""
     by_key = {audience.key: audience for audience in stored}

@@ -46,6 +46,11 @@ class User:
     def scopes(self) -> frozenset[str]:
         return ROLE_SCOPES[self.role]
 
+    @property
+    def a_role(self) -> str:
+        """The role with its article, for messages: "an analyst", "a marketer"."""
+        return f"{'an' if self.role[0] in 'aeiou' else 'a'} {self.role}"
+
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 

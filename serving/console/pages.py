@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
 
-from serving.console.charts import bars, share
+from serving.console.charts import bars, interval, paired_bars, rates, share
+from serving.console.flow import duration, flow
 from serving.console.session import ApiProblem, ConsoleSession, api_for, render
 
 router = APIRouter(include_in_schema=False)
@@ -30,7 +33,7 @@ async def overview(request: Request, session: ConsoleSession) -> HTMLResponse:
     rate = data["events_per_minute"]
     return render(request, "overview.html", session, data=data, rate_now=sum(rate[-5:]) / 5,
                   rate_chart=bars(rate, labels=minutes, title="Events received per minute, last 30 minutes"),
-                  identified_chart=share(data["identified"], data["profiles"], title="Identified profiles"))
+                  identified_chart=share(data["identified"] or 0, data["profiles"] or 0, title="Identified profiles"))
 
 
 def _list_page(name: str) -> Any:
@@ -112,8 +115,9 @@ async def _profile(api: Any, identifier: str) -> dict[str, Any]:
 @router.get("/ui/predictions/{key}")
 async def prediction(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
     async with api_for(request) as api:
-        found, scores = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
-                                             api.get(f"/v1/predictions/{quote(key, safe='')}/scores"))
+        found, scores, outcomes = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
+                                                       api.get(f"/v1/predictions/{quote(key, safe='')}/scores"),
+                                                       _outcomes(api, key))
     stored, distribution = found["data"], scores["data"]
     card = stored["model_card"]
     metrics = card["metrics"] if card else {}
@@ -128,7 +132,26 @@ async def prediction(request: Request, session: ConsoleSession, key: str) -> HTM
                     if name.startswith("psi.")), key=lambda item: -item[1])[:5]
     return render(request, "prediction.html", session, prediction=stored, card=card, predictors=predictors,
                   metric_names=names, metrics=metrics, plots=plots, histogram=histogram, sampled=distribution["sampled"],
-                  scoring=scoring, drift=drift)
+                  scoring=scoring, drift=drift, outcomes=outcomes, outcomes_chart=_outcomes_chart(outcomes))
+
+
+async def _outcomes(api: Any, key: str) -> dict[str, Any]:
+    """Realized outcomes by score decile, or ``{"missing": why}`` while no scoring's window has passed."""
+    try:
+        return (await api.get(f"/v1/predictions/{quote(key, safe='')}/outcomes"))["data"]
+    except ApiProblem as problem:
+        if problem.status not in (400, 404):
+            raise
+        return {"missing": problem.message}
+
+
+def _outcomes_chart(outcomes: dict[str, Any]) -> Markup | None:
+    if "missing" in outcomes:
+        return None
+    rate = outcomes["task"] != "value"
+    return paired_bars([(f"{b['decile']}", b["predicted"], b["realized"]) for b in outcomes["bands"]],
+                       names=("predicted", "realized"), percent=rate,
+                       title=f"Predicted beside realized {'rate' if rate else 'value'}, by score decile (1 = top 10%)")
 
 
 @router.get("/ui/destinations/{destination_id}")
@@ -154,6 +177,8 @@ async def governance(request: Request, session: ConsoleSession, window: str = "2
 async def recommendations(request: Request, session: ConsoleSession, user: str | None = None,
                           item: str | None = None) -> HTMLResponse:
     answer, error = None, None
+    async with api_for(request) as api:
+        card = (await api.get("/v1/recommender"))["data"]
     if user or item:
         path = (f"/v1/recommendations/{quote(user.strip(), safe=':')}" if user
                 else f"/v1/items/{quote((item or '').strip(), safe='')}/similar")
@@ -164,23 +189,54 @@ async def recommendations(request: Request, session: ConsoleSession, user: str |
                 if problem.status not in (404, 503):
                     raise
                 error = problem.message
+    metrics = card["metrics"] if card else {}
+    compared = [(name.replace("_at_", "@"), metrics["model"][name], metrics.get("popularity", {}).get(name))
+                for name in sorted(metrics.get("model", {}))]
+    families = sorted(f for f in metrics if f not in ("model", "popularity"))
     return render(request, "recommendations.html", session, answer=answer, error=error, user=user or "",
-                  item=item or "")
+                  item=item or "", card=card, compared=compared, families=families, metrics=metrics, share=share)
 
 
 @router.get("/ui/journeys")
 async def journeys(request: Request, session: ConsoleSession) -> HTMLResponse:
-    """Journeys from ``GET /v1/journeys`` once that API is served (a plain table of each journey's scalar
-    fields until a journey screen is built); until then, a page that says so."""
+    """Each journey with its entries, sends, conversions and lift (its report), and the contact policy."""
     async with api_for(request) as api:
-        try:
-            found = (await api.get("/v1/journeys"))["data"]
-        except ApiProblem as problem:
-            if problem.status != 404:
-                raise
-            found = None
-    columns = [k for k, v in found[0].items() if isinstance(v, str | int | float | bool | None)] if found else []
-    return render(request, "journeys.html", session, journeys=found, columns=columns)
+        found, policy = await asyncio.gather(api.get("/v1/journeys"), api.get("/v1/contact-policy"))
+        reports = await asyncio.gather(*(api.get(f"/v1/journeys/{quote(j['key'], safe='')}/report")
+                                         for j in found["data"]))
+    return render(request, "journeys.html", session, journeys=found["data"], reports=[r["data"] for r in reports],
+                  policy=policy["data"], policy_json=_policy_document(policy["data"]), duration=duration)
+
+
+@router.get("/ui/journeys/new")
+async def journey_builder(request: Request, session: ConsoleSession) -> HTMLResponse:
+    async with api_for(request) as api:
+        destinations, audiences = await asyncio.gather(api.get_or_none("/v1/destinations"), api.get("/v1/audiences"))
+    return render(request, "journey_builder.html", session,
+                  destinations=[{"id": d["id"], "name": d["name"]} for d in (destinations or {"data": []})["data"]],
+                  audiences=[a["key"] for a in audiences["data"]])
+
+
+@router.get("/ui/journeys/{key}")
+async def journey(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
+    async with api_for(request) as api:
+        found, report, destinations = await asyncio.gather(
+            api.get(f"/v1/journeys/{quote(key, safe='')}"), api.get(f"/v1/journeys/{quote(key, safe='')}/report"),
+            api.get_or_none("/v1/destinations"))
+    stored, lift = found["data"], report["data"]
+    names = {d["id"]: d["name"] for d in (destinations or {"data": []})["data"]}
+    arms = [(arm, lift[arm]["conversion_rate"], f"of {lift[arm]['entries']:,} converted")
+            for arm in ("treated", "holdout")]
+    return render(request, "journey.html", session, journey=stored, report=lift, flow=flow(stored, names),
+                  goal_within=duration(stored["goal"]["within"]) if stored.get("goal") else None,
+                  rates_chart=rates(arms, title="Goal conversion, treated against holdout"),
+                  lift_chart=interval(lift["absolute_lift"], lift["absolute_ci"],
+                                      title="Absolute lift with its 95% interval"))
+
+
+def _policy_document(policy: dict[str, Any]) -> str:
+    """The policy as the admin edits it: what ``PUT /v1/contact-policy`` takes."""
+    return json.dumps({k: v for k, v in policy.items() if k != "updated_at"}, indent=2)
 
 
 @router.get("/ui/")

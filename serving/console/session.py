@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from cdp.auth.users import Session, sign_in, sign_out
 from cdp.errors import CdpError
 from cdp.store.db import write_transaction
+from serving.console.throttle import FailedSignIns
 from serving.deps import SESSION_COOKIE, csrf_matches, session_of
 
 HERE = Path(__file__).parent
@@ -118,9 +120,10 @@ def sign_in_page(request: Request, next: str | None = None) -> HTMLResponse:
     return _sign_in_form(request, next=_safe_next(next))
 
 
-def _sign_in_form(request: Request, *, next: str, error: str | None = None, email: str = "") -> HTMLResponse:
+def _sign_in_form(request: Request, *, next: str, error: str | None = None, email: str = "",
+                  status_code: int = 401) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    page = render(request, "sign_in.html", None, status_code=401 if error else 200, csrf=token, next=next,
+    page = render(request, "sign_in.html", None, status_code=status_code if error else 200, csrf=token, next=next,
                   error=error, email=email)
     page.set_cookie(SIGN_IN_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request), path="/ui")
     return page
@@ -135,13 +138,23 @@ async def sign_in_submit(request: Request) -> Response:
         return _sign_in_form(request, next=next_page, error="The sign-in form expired: please try again.")
     settings = request.app.state.settings
     now = datetime.now(UTC)
+    email, address = form.get("email", ""), request.client.host if request.client else ""
+    throttle: FailedSignIns = request.app.state.failed_sign_ins
+    wait = throttle.wait(email, address, now=now)
+    if wait is not None:
+        minutes = max(1, math.ceil(wait.total_seconds() / 60))
+        return _sign_in_form(request, next=next_page, email=email, status_code=429,
+                             error=f"Too many failed sign-ins for this email: try again in {minutes} "
+                                   f"minute{'s' if minutes > 1 else ''}.")
     try:
         session, token = write_transaction(request.app.state.engine, lambda conn: sign_in(
-            conn, email=form.get("email", ""), password=form.get("password", ""), now=now,
+            conn, email=email, password=form.get("password", ""), now=now,
             lifetime=timedelta(hours=settings.console_session_hours)))
     except CdpError as error:
+        throttle.failed(email, address, now=now)
         return _sign_in_form(request, next=next_page, error=error.message[:1].upper() + error.message[1:] + ".",
-                             email=form.get("email", ""))
+                             email=email)
+    throttle.succeeded(email, address)
     answer = RedirectResponse(next_page, status_code=303)
     answer.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request), path="/",
                       max_age=int(settings.console_session_hours * 3600))
@@ -164,6 +177,7 @@ async def sign_out_submit(request: Request) -> Response:
 def install(app: FastAPI) -> None:
     """Static files, and the answers to a page without a session or with an API refusal."""
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
+    app.state.failed_sign_ins = FailedSignIns()
 
     @app.exception_handler(SignInRequired)
     async def _to_sign_in(request: Request, _error: SignInRequired) -> Response:

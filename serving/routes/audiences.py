@@ -10,7 +10,7 @@ from fastapi.responses import ORJSONResponse
 
 from cdp.audiences.membership import members_of, preview, recompute
 from cdp.audiences.schemas import parse_audience, parse_condition
-from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience
+from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience, shared_members
 from cdp.audiences.sync import profile_identifiers
 from cdp.errors import InvalidInput
 from cdp.store.db import reader, write_transaction
@@ -75,6 +75,19 @@ def read_audience(engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSO
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
         return ORJSONResponse({"data": stored.as_json(size=audience_sizes(conn).get(stored.id, 0))})
+
+
+@router.get("/{key}/overlap")
+def overlap(engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
+    """Every other audience with the members it shares with this one (0 included), most shared first."""
+    with reader(engine).connect() as conn:
+        stored = get_audience(conn, key=key)
+        shared, sizes = shared_members(conn, audience_id=stored.id), audience_sizes(conn)
+        others = [a for a in list_audiences(conn) if a.id != stored.id]
+    data = [{"key": a.key, "name": a.definition.title, "size": sizes.get(a.id, 0), "shared": shared.get(a.id, 0)}
+            for a in others]
+    return ORJSONResponse({"data": sorted(data, key=lambda row: (-row["shared"], row["key"])),
+                           "size": sizes.get(stored.id, 0)})
 
 
 @router.get("/{key}/members")

@@ -13,6 +13,7 @@ from cdp.store.db import reader
 from features.interactions import recent_items
 from models.recommend.filters import ItemRules
 from models.recommend.serve import Answer, Ask, ServingModel
+from models.tracking import RECOMMENDER, champion_card
 from serving.deps import EngineDep, RecommendationsReader, SettingsDep
 
 router = APIRouter(tags=["recommendations"])
@@ -84,3 +85,10 @@ def similar_items(request: Request, _token: RecommendationsReader, item_id: str,
     except KeyError:
         raise NotFound(f"item {item_id!r} is not known to the recommender") from None
     return _response(answer, model)
+
+
+@router.get("/v1/recommender")
+def recommender_card(settings: SettingsDep, _token: RecommendationsReader) -> ORJSONResponse:
+    """The champion recommender's card: version, gate decision and held-out metrics per family (``model``: the
+    chosen one, beside ``popularity``); ``data`` is null until a recommender is trained and promoted."""
+    return ORJSONResponse({"data": champion_card(settings.resolved_mlflow_tracking_uri, RECOMMENDER)})

@@ -48,13 +48,19 @@ function formBody(form) {
   return body;
 }
 
+// <form data-raw="FIELD">: the field's text is the JSON body as it is.
+function rawJson(field) {
+  try { return JSON.parse(field.value); } catch (error) { throw new Error(`That is not valid JSON: ${error.message}`); }
+}
+
 async function runAction(element, event) {
   event.preventDefault();
   const [method, path] = element.dataset.api.split(" ");
   if (element.dataset.confirm && !confirm(element.dataset.confirm)) return;
   const out = element.querySelector(".error") || document.getElementById(element.dataset.error || "action-error");
   try {
-    const body = element.tagName === "FORM" ? formBody(element)
+    const body = element.dataset.raw ? rawJson(element.elements[element.dataset.raw])
+      : element.tagName === "FORM" ? formBody(element)
       : (element.dataset.body ? JSON.parse(element.dataset.body) : undefined);
     const answer = await cdp.api(method, path, body);
     const then = element.dataset.then || "reload";
@@ -96,6 +102,11 @@ function select(name, options, value) {
   const node = el("select", { name });
   for (const [v, label] of options) node.append(el("option", { value: v, textContent: label, selected: v === value }));
   return node;
+}
+
+function scalar(text) {
+  if (text === "true" || text === "false") return text === "true";
+  return text !== "" && !isNaN(Number(text)) ? Number(text) : text;
 }
 
 function builder(root, data) {
@@ -196,11 +207,6 @@ function builder(root, data) {
     return scalar(text);
   }
 
-  function scalar(text) {
-    if (text === "true" || text === "false") return text === "true";
-    return text !== "" && !isNaN(Number(text)) ? Number(text) : text;
-  }
-
   function read(box) {
     const field = (name) => box.querySelector(`:scope > [name="${name}"]`);
     const kind = box.dataset.kind;
@@ -287,6 +293,230 @@ function builder(root, data) {
   });
 }
 
+// ---- Journey builder: the definition POST /v1/journeys takes (cdp/journeys/schemas.py), step by step ----
+const FILTER_OPS = [["eq", "equals"], ["neq", "does not equal"], ["gt", ">"], ["gte", "≥"], ["lt", "<"], ["lte", "≤"],
+  ["contains", "contains"], ["exists", "exists"]];
+const STEP_KINDS = [["delay", "+ Delay"], ["wait_for_event", "+ Wait for event"], ["data_split", "+ Data split"],
+  ["random_split", "+ Random split"], ["send", "+ Send"]];
+
+function journeyBuilder(data) {
+  const shown = document.getElementById("journey-json");
+  const value = (id) => document.getElementById(id).value.trim();
+  let made = 0;
+  const changed = () => { shown.textContent = JSON.stringify(readJourney(), null, 2); };
+
+  function removeButton(target) {
+    const button = el("button", { type: "button", class: "remove", title: "Remove", textContent: "×" });
+    button.addEventListener("click", () => { target.remove(); changed(); });
+    return button;
+  }
+
+  function filterRow() {
+    const box = el("div", { class: "filter" }, el("span", { textContent: "where property" }),
+      el("input", { name: "property", placeholder: "price" }), select("op", FILTER_OPS, "eq"),
+      el("input", { name: "value", placeholder: "value" }));
+    box.append(removeButton(box));
+    return box;
+  }
+
+  function readFilters(root) {
+    return [...root.querySelectorAll(":scope > .filter")].map((box) => {
+      const f = { property: box.querySelector("[name=property]").value.trim(), op: box.querySelector("[name=op]").value };
+      if (f.op !== "exists") f.value = scalar(box.querySelector("[name=value]").value.trim());
+      return f;
+    }).filter((f) => f.property);
+  }
+
+  function durationFields(name, amount, unit) {
+    return [el("input", { type: "number", name: `${name}_n`, min: 1, value: amount, class: "short" }),
+      select(`${name}_unit`, [["minutes", "minutes"], ["hours", "hours"], ["days", "days"]], unit)];
+  }
+
+  function readDuration(row, name) {
+    return { [row.querySelector(`[name=${name}_unit]`).value]: Number(row.querySelector(`[name=${name}_n]`).value) };
+  }
+
+  function stepList() {
+    const box = el("div", { class: "steps" });
+    const items = el("div", { class: "items" });
+    const adders = el("div", { class: "adders" });
+    for (const [kind, label] of STEP_KINDS) {
+      const add = el("button", { type: "button", class: "light", textContent: label, "data-add-step": kind });
+      add.addEventListener("click", () => { items.append(step(kind)); changed(); });
+      adders.append(add);
+    }
+    box.append(items, adders);
+    return box;
+  }
+
+  function branch(kind, ...head) {
+    const box = el("div", { class: "jbranch", "data-branch": kind }, el("div", { class: "row" }, ...head), stepList());
+    return box;
+  }
+
+  function randomBranch(name, percent) {
+    const box = branch("random", el("b", { textContent: "Branch" }), el("input", { name: "name", value: name, class: "short" }),
+      el("input", { type: "number", name: "percent", min: 1, max: 100, value: percent, class: "short" }), el("span", { textContent: "% of profiles" }));
+    box.firstChild.append(removeButton(box));
+    return box;
+  }
+
+  function dataBranch(name) {
+    const kind = select("condition", [["trait", "trait"], ["audience", "member of audience"]], "trait");
+    const trait = [el("input", { name: "trait", placeholder: "trait, e.g. plan" }), select("op", OPS, "eq"),
+      el("input", { name: "value", placeholder: "value" })];
+    const audience = select("audience", data.audiences.map((a) => [a, a]), data.audiences[0]);
+    const toggle = () => { trait.forEach((t) => { t.hidden = kind.value !== "trait"; }); audience.hidden = kind.value !== "audience"; };
+    kind.addEventListener("change", toggle);
+    const box = branch("data", el("b", { textContent: "Branch" }), el("input", { name: "name", value: name, class: "short" }),
+      el("span", { textContent: "when" }), kind, ...trait, audience);
+    box.firstChild.append(removeButton(box));
+    toggle();
+    return box;
+  }
+
+  function addBranch(list, make, label) {
+    const button = el("button", { type: "button", class: "light", textContent: label });
+    button.addEventListener("click", () => { list.append(make(list.children.length + 1)); changed(); });
+    return button;
+  }
+
+  function step(kind) {
+    made += 1;
+    const box = el("div", { class: `jstep ${kind}`, "data-kind": kind });
+    const head = el("div", { class: "row" }, el("span", { class: "tag", textContent: kind.replace(/_/g, " ") }),
+      el("input", { name: "id", value: `${kind.split("_")[0]}_${made}`, class: "short", title: "Step id (unique in the journey)" }));
+    const fields = el("div", { class: "row" });
+    if (kind === "delay") fields.append(el("span", { textContent: "wait" }), ...durationFields("duration", 1, "hours"));
+    if (kind === "wait_for_event") {
+      fields.append(el("span", { textContent: "until the profile does" }), el("input", { name: "event", placeholder: "Checkout Started" }),
+        el("span", { textContent: "for at most" }), ...durationFields("timeout", 1, "hours"));
+    }
+    if (kind === "send") {
+      fields.append(el("span", { textContent: "send the event" }), el("input", { name: "event", placeholder: "default: the journey's name" }),
+        el("span", { textContent: "to" }), select("destination", data.destinations.map((d) => [String(d.id), d.name]),
+          data.destinations.length ? String(data.destinations[0].id) : undefined));
+      if (!data.destinations.length) fields.append(el("span", { class: "error", textContent: "No destination yet: an admin adds one under Destinations." }));
+    }
+    head.append(removeButton(box));
+    box.append(head, fields);
+    if (kind === "wait_for_event") box.append(branch("arrived", el("b", { textContent: "If it arrives" })),
+      branch("timed_out", el("b", { textContent: "If it times out" })));
+    if (kind === "random_split") {
+      const list = el("div", { class: "branch-list" }, randomBranch("A", 50), randomBranch("B", 50));
+      box.append(list, addBranch(list, (n) => randomBranch(String.fromCharCode(64 + n), 0), "+ Branch"));
+    }
+    if (kind === "data_split") {
+      const list = el("div", { class: "branch-list" }, dataBranch("branch_1"));
+      box.append(list, addBranch(list, (n) => dataBranch(`branch_${n}`), "+ Branch"),
+        branch("otherwise", el("b", { textContent: "Otherwise" })));
+    }
+    return box;
+  }
+
+  function readSteps(list) {
+    return [...list.querySelector(":scope > .items").children].map(readStep);
+  }
+
+  function inner(box, kind) {
+    return readSteps(box.querySelector(`:scope > .jbranch[data-branch=${kind}] > .steps`));
+  }
+
+  function readStep(box) {
+    const field = (name) => box.querySelector(`:scope > .row [name="${name}"]`);
+    const kind = box.dataset.kind;
+    const s = { id: field("id").value.trim(), type: kind };
+    const fields = box.children[1];
+    if (kind === "delay") s.duration = readDuration(fields, "duration");
+    if (kind === "wait_for_event") {
+      Object.assign(s, { event: field("event").value.trim(), timeout: readDuration(fields, "timeout"),
+        arrived: inner(box, "arrived"), timed_out: inner(box, "timed_out") });
+    }
+    if (kind === "send") {
+      s.destination = Number(field("destination").value);
+      if (field("event").value.trim()) s.event = field("event").value.trim();
+    }
+    const branches = [...box.querySelectorAll(":scope > .branch-list > .jbranch")];
+    const named = (b, name) => b.querySelector(`:scope > .row [name=${name}]`);
+    const steps = (b) => readSteps(b.querySelector(":scope > .steps"));
+    if (kind === "random_split") {
+      s.branches = branches.map((b) => ({ name: named(b, "name").value.trim(), percent: Number(named(b, "percent").value), steps: steps(b) }));
+    }
+    if (kind === "data_split") {
+      s.branches = branches.map((b) => {
+        const condition = named(b, "condition").value === "audience"
+          ? { type: "audience", audience: named(b, "audience").value }
+          : { type: "trait", trait: named(b, "trait").value.trim(), op: named(b, "op").value };
+        const v = named(b, "value").value.trim();
+        if (condition.type === "trait" && condition.op !== "exists" && condition.op !== "not_exists") condition.value = scalar(v);
+        return { name: named(b, "name").value.trim(), condition, steps: steps(b) };
+      });
+      s.otherwise = inner(box, "otherwise");
+    }
+    return s;
+  }
+
+  const filters = document.getElementById("entry-filters");
+  const top = stepList();
+  document.getElementById("journey-steps").append(top);
+
+  function readJourney() {
+    const journey = { key: value("journey-key"), entry: { event: value("entry-event"), filters: readFilters(filters) },
+      holdout: Number(value("holdout") || 0) / 100, steps: readSteps(top) };
+    if (value("journey-name")) journey.name = value("journey-name");
+    if (value("entry-audience")) journey.entry.audience = value("entry-audience");
+    if (value("reentry-key")) journey.reentry_key = value("reentry-key");
+    const exits = value("exit-events").split(",").map((e) => e.trim()).filter(Boolean);
+    if (exits.length) journey.exit_events = exits.map((event) => ({ event }));
+    if (value("goal-event")) journey.goal = { event: value("goal-event"), within: { days: Number(value("goal-days") || 1) } };
+    return journey;
+  }
+
+  document.getElementById("add-filter").addEventListener("click", () => { filters.append(filterRow()); changed(); });
+  const form = document.querySelector(".journey-form");
+  form.addEventListener("input", changed);
+  form.addEventListener("change", changed);
+  document.querySelector(".save").addEventListener("input", changed);
+  changed();
+
+  document.getElementById("save-journey").addEventListener("click", async () => {
+    const out = document.getElementById("journey-error");
+    const journey = readJourney();
+    if (!journey.key) { cdp.show(out, "Give the journey a key: letters, digits and _ (e.g. cart_recovery)."); return; }
+    if (!journey.entry.event) { cdp.show(out, "Say which event makes a profile enter (step 1)."); return; }
+    if (!journey.steps.length) { cdp.show(out, "Add at least one step (step 2)."); return; }
+    try {
+      await cdp.api("POST", "/v1/journeys", journey);
+      location.href = `/ui/journeys/${encodeURIComponent(journey.key)}`;
+    } catch (error) {
+      cdp.show(out, `The journey was not saved: ${error.message}.`);
+    }
+  });
+}
+
+// ---- Audience overlap: counted after the page is shown (a join over the members takes a moment on big audiences) ----
+async function overlap(section) {
+  const note = section.querySelector("#overlap-note");
+  const table = section.querySelector("table");
+  try {
+    const answer = await cdp.api("GET", `/v1/audiences/${encodeURIComponent(section.dataset.audience)}/overlap`);
+    for (const o of answer.data) {
+      const share = answer.size ? o.shared / answer.size : 0;
+      const bar = el("span", { class: "bar", title: `${o.shared} of ${answer.size} members are also in ${o.key}` },
+        el("span", { style: `width: ${(share * 100).toFixed(1)}%` }));
+      table.append(el("tr", { class: "row" },
+        el("td", {}, el("a", { href: `/ui/audiences/${encodeURIComponent(o.key)}`, textContent: o.name })),
+        el("td", { class: "num", textContent: o.size.toLocaleString("en") }),
+        el("td", { class: "num", textContent: o.shared.toLocaleString("en") }),
+        el("td", {}, bar, el("span", { class: "muted", textContent: ` ${Math.round(share * 100)}%` }))));
+    }
+    table.hidden = !answer.data.length;
+    cdp.show(note, answer.data.length ? "" : "No other audience yet.");
+  } catch (error) {
+    cdp.show(note, error.message);
+  }
+}
+
 // ---- New prediction: the readiness check runs before anything is saved ---------------------------
 function predictionForm(form) {
   const out = form.querySelector(".error");
@@ -330,4 +560,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (data) builder(document.getElementById("tree"), JSON.parse(data.textContent));
   const form = document.getElementById("new-prediction");
   if (form) predictionForm(form);
+  if (document.getElementById("overlap")) overlap(document.getElementById("overlap"));
+  if (document.getElementById("journey-data")) journeyBuilder(JSON.parse(document.getElementById("journey-data").textContent));
 });
