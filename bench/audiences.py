@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys
@@ -35,9 +34,9 @@ from typing import Any
 import aiohttp
 import httpx
 
-from bench.ingest import OUT
 from bench.load import headers_for, percentile
 from bench.profiles import fill_people, scratch_store
+from bench.report import Report
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
@@ -297,17 +296,10 @@ def main() -> None:
     args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
     stores = args.stores or ("postgresql" if args.postgres else "sqlite")
-    OUT.mkdir(parents=True, exist_ok=True)
-    report: list[str] = []
-
-    def log(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
-
+    report = Report("audiences")
+    log = report.say
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    load = os.getloadavg()
-    log(f"audiences benchmark {datetime.now(UTC).isoformat(timespec='seconds')} (commit {commit}), "
-        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at start, SQLite {sqlite3.sqlite_version}")
+    log(f"{report.machine()} (commit {commit}), SQLite {sqlite3.sqlite_version}")
     for store in [s.strip() for s in stores.split(",") if s.strip()]:
         if "live" in args.parts:
             event_to_webhook(store, args, log)
@@ -315,9 +307,7 @@ def main() -> None:
             follower_throughput(store, args, log)
         if "batch" in args.parts:
             batch_recompute(store, args, log)
-    path = OUT / f"audiences-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(report) + "\n")
-    print(f"written to {path}")
+    report.write()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import psycopg
 from bench.ingest import OUT, WRITE_KEY, Target, create_database, drop_database, run_one, summary, to_sqlalchemy_url
 from bench.load import BATCH_SIZE, make_bodies, percentile
 from bench.preload import schema_revision
+from bench.report import Report
 from cdp.config import Settings
 from cdp.demo.server import start_server
 from cdp.setup import prepare_store
@@ -215,24 +216,16 @@ def main() -> None:
     args = parser.parse_args()
     args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
-    OUT.mkdir(parents=True, exist_ok=True)
-    report: list[str] = []
-
-    def log(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
-
+    report = Report("profiles")
+    log = report.say
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    log(f"profiles benchmark {datetime.now(UTC).isoformat(timespec='seconds')} (commit {commit}), "
-        f"{os.cpu_count()} CPUs, SQLite {sqlite3.sqlite_version}")
+    log(f"{report.machine()} (commit {commit}), SQLite {sqlite3.sqlite_version}")
     for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
         if "api" in args.parts:
             profile_api(store, args, log)
         if "ingest" in args.parts:
             ingestion_with_identity(store, args, log)
-    path = OUT / f"profiles-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(report) + "\n")
-    print(f"written to {path}")
+    report.write()
 
 
 if __name__ == "__main__":

@@ -43,12 +43,12 @@ import aiohttp
 import numpy as np
 import orjson
 
-from bench.features import _peak_mb
 from bench.features_data import COLUMNS as EVENT_COLUMNS
 from bench.ingest import OUT
 from bench.load import percentile
 from bench.profiles import _TABLES
 from bench.recs_data import END, RecsShape, cached_log, item_ids
+from bench.report import Report, peak_mb
 from cdp.config import Settings
 from cdp.demo.server import free_port, start_server
 from cdp.setup import prepare_store
@@ -121,7 +121,7 @@ def measure(name: str, shape: RecsShape) -> dict:
         model.fit(data)
         result["fit_seconds"] = time.perf_counter() - started
         result["model"] = f"{type(model).__name__}({', '.join(f'{k}={v}' for k, v in _short_params(model).items())})"
-    return {**result, "peak_mb": _peak_mb()}
+    return {**result, "peak_mb": peak_mb()}
 
 
 def _short_params(model: object) -> dict:
@@ -383,16 +383,10 @@ def main() -> None:
         return
     size = "quick" if args.quick else "full"
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
-    OUT.mkdir(parents=True, exist_ok=True)
-    report: list[str] = []
-
-    def log(line: str = "") -> None:
-        print(line, flush=True)
-        report.append(line)
-
+    report = Report("recs")
+    log = report.say
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    log(f"recommender benchmark {datetime.now(UTC).isoformat(timespec='seconds')} (commit {commit}), "
-        f"{os.cpu_count()} CPUs, {size} sizes; a shared machine makes every figure noisy")
+    log(f"{report.machine()} (commit {commit}), {size} sizes; a shared machine makes every figure noisy")
     parts = {p.strip() for p in args.parts.split(",")}
     if "train" in parts:
         training(TRAIN_SHAPES[size], log)
@@ -400,9 +394,7 @@ def main() -> None:
         api(API_SHAPES[size], args, log)
     if "quality" in parts:
         quality(log)
-    path = OUT / f"recs-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    path.write_text("\n".join(report) + "\n")
-    print(f"written to {path}")
+    report.write()
 
 
 if __name__ == "__main__":
