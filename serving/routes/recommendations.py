@@ -88,7 +88,8 @@ def similar_items(request: Request, _token: RecommendationsReader, item_id: str,
 
 
 @router.get("/v1/recommender")
-def recommender_card(settings: SettingsDep, _token: RecommendationsReader) -> ORJSONResponse:
+def recommender_card(settings: SettingsDep, _token: RecommendationsReader) -> Response:
     """The champion recommender's card: version, gate decision and held-out metrics per family (``model``: the
     chosen one, beside ``popularity``); ``data`` is null until a recommender is trained and promoted."""
-    return ORJSONResponse({"data": champion_card(settings.resolved_mlflow_tracking_uri, RECOMMENDER)})
+    card = champion_card(settings.resolved_mlflow_tracking_uri, RECOMMENDER)
+    return Response(orjson.dumps({"data": card}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
