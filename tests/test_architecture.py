@@ -55,3 +55,16 @@ def test_the_rule_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import serving.app\nfrom fastapi import FastAPI\n\ndef f():\n    import models\n")
     assert imports(bad) == [("serving", True), ("fastapi", True), ("models", False)]
+
+
+def test_pyproject_lists_every_package() -> None:
+    """A non-editable install ships only the packages pyproject.toml names: a new subpackage left
+    out of the list imports fine from a checkout and is missing from the wheel."""
+    import tomllib
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts) for layer in OURS for init in (ROOT / layer).rglob("__init__.py")
+    }
+    assert on_disk - declared == set(), "add these to [tool.setuptools] packages"
+    assert declared - on_disk == set(), "these listed packages do not exist"
