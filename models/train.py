@@ -15,6 +15,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from cdp.config import Settings
+from cdp.jobs import ProgressReport, no_progress
 from features import ReadinessReport, Requirements, build_training_frame, readiness_report
 from models.baselines import BtydBaseline, RepeatRateBaseline
 from models.boosting import feature_frame, latest_cutoff
@@ -72,20 +73,23 @@ class TrainingResult:
 
 def training_readiness(
     engine: Engine, definition: PredictionDefinition, *, as_of: datetime, settings: Settings,
-    requirements: Requirements = Requirements(),
+    requirements: Requirements = Requirements(), progress: ProgressReport = no_progress,
 ) -> tuple[list[datetime], pd.DataFrame, ReadinessReport]:
     """The cutoffs, training frame and readiness report a training as of ``as_of`` would use (the check a
-    new definition gets before it is saved, and the first step of :func:`train_prediction`).
+    new definition gets before it is saved, and the first step of :func:`train_prediction`); ``progress``
+    hears of each of its two steps (as a background job's does, :mod:`cdp.jobs`).
 
     Raises ``features.NotReady`` when no profile is eligible at any cutoff.
     """
     cutoffs = definition.cutoffs(as_of)
     label = label_of(definition)
+    progress(0, 2, f"building the training frame: features and outcomes at {len(cutoffs)} past dates")
     frame = build_training_frame(
         engine, cutoffs=cutoffs, horizon=definition.horizon, label=label, feature_set=definition.feature_set,
         eligibility=eligibility_of(definition), purchases=purchases_of(definition),
         backfilled_until=settings.backfilled_until,
     )
+    progress(1, 2, f"checking the {len(frame):,} rows of the training frame")
     report = readiness_report(engine, frame, horizon=definition.horizon, label=label, requirements=requirements,
                               backfilled_until=settings.backfilled_until)
     return cutoffs, frame, report

@@ -14,6 +14,7 @@ from cdp.config import Settings, get_settings
 from cdp.destinations.deliver import DeliveryConfig, DeliveryWorker
 from cdp.events.attribution import AttributionFollower
 from cdp.events.ingest import IngestConfig
+from cdp.jobs import JobRunner
 from cdp.journeys.worker import JourneyWorker
 from cdp.privacy.regulations import run_pending
 from cdp.setup import prepare_store
@@ -24,7 +25,7 @@ from serving.champion import ChampionHolder
 from serving.console import pages as console_pages
 from serving.console import session as console_session
 from serving.routes import (
-    audiences, computed_traits, destinations, health, journeys, overview, plans, predictions, profiles,
+    audiences, computed_traits, destinations, health, jobs, journeys, overview, plans, predictions, profiles,
     quarantine, recommendations, regulations, tracking,
 )
 
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
         app.state.journeys = JourneyWorker(engine, poll_s=settings.journeys_poll_s).start()
         app.state.profile_counts = overview.profile_counts_for(engine)
+        app.state.jobs = JobRunner(engine).start()
         yield
+        app.state.jobs.stop()
         app.state.journeys.stop()
         app.state.delivery.stop()
         app.state.recommender.stop()
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(journeys.policy_router)
     app.include_router(overview.router)
     app.include_router(quarantine.router)
+    app.include_router(jobs.router)
     console_session.install(app)
     app.include_router(console_session.router)
     app.include_router(console_pages.router)

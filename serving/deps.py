@@ -105,32 +105,52 @@ def csrf_matches(session: Session, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(session.csrf_token.encode(), sent.encode())  # type: ignore[union-attr]
 
 
-def require_scope(scope: str) -> Any:
-    """A dependency admitting API tokens, or a console user's session cookie, that carry ``scope`` (admin
-    carries every scope). A cookie only authorizes a change with the session's CSRF token in ``X-CSRF-Token``:
-    the browser sends cookies on requests other sites make it send, but only our pages know that token."""
-
-    async def authorize(request: Request) -> Token | User:
-        # In the event loop: a token is a cache hit (a miss, once per token and ttl, reads the store);
-        # a console session reads the store, so in the thread pool.
-        secret = bearer_or_basic(request.headers.get("authorization"))
-        if secret:
-            token = request.app.state.tokens.lookup(secret)
-            if token is None:
-                raise Unauthorized("unknown or revoked API token (write keys can't read)")
-            if not token.allows(scope):
-                raise Forbidden(f"this token lacks the {scope!r} scope")
-            return token
+async def authorize(request: Request, scope: str | None) -> Token | User:
+    """The API token, or the console user of the session cookie, if it carries ``scope`` (admin carries every
+    scope; ``None`` admits any caller, for answers that check their own scope). A cookie only authorizes a
+    change with the session's CSRF token in ``X-CSRF-Token``: the browser sends cookies on requests other
+    sites make it send, but only our pages know that token."""
+    # In the event loop: a token is a cache hit (a miss, once per token and ttl, reads the store);
+    # a console session reads the store, so in the thread pool.
+    secret = bearer_or_basic(request.headers.get("authorization"))
+    caller: Token | User
+    if secret:
+        token = request.app.state.tokens.lookup(secret)
+        if token is None:
+            raise Unauthorized("unknown or revoked API token (write keys can't read)")
+        caller = token
+    else:
         session = await run_in_threadpool(session_of, request)
         if session is None:
             raise Unauthorized("missing API token: send Authorization: Bearer TOKEN")
         if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get(CSRF_HEADER)):
             raise Forbidden("missing or wrong CSRF token: reload the page and try again", code="csrf_failed")
-        if not session.user.allows(scope):
-            raise Forbidden(f"{session.user.a_role} can't do this (needs the {scope!r} scope)")
-        return session.user
+        caller = session.user
+    if scope is not None:
+        check_scope(caller, scope)
+    return caller
 
-    return Depends(authorize)
+
+def check_scope(caller: Token | User, scope: str) -> None:
+    if caller.allows(scope):
+        return
+    if isinstance(caller, User):
+        raise Forbidden(f"{caller.a_role} can't do this (needs the {scope!r} scope)")
+    raise Forbidden(f"this token lacks the {scope!r} scope")
+
+
+def caller_name(caller: Token | User) -> str:
+    """Who asked, as a job records it: the user's email or the token's name."""
+    return caller.email if isinstance(caller, User) else f"token {caller.name}"
+
+
+def require_scope(scope: str) -> Any:
+    """A dependency admitting the callers :func:`authorize` admits for ``scope``."""
+
+    async def authorized(request: Request) -> Token | User:
+        return await authorize(request, scope)
+
+    return Depends(authorized)
 
 
 Caller = Token | User

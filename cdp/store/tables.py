@@ -500,3 +500,37 @@ contact_policy = Table(
     Column("policy", JSONDocument, nullable=False),  # cdp.journeys.schemas.ContactPolicy
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# -- background jobs (cdp.jobs) and failed console sign-ins (cdp.auth.sign_in_limit) --------------
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),  # what runs: "prediction_readiness", "audience_save" ...
+    Column("scope", String(64), nullable=False),  # the scope a caller needs to read the job
+    Column("state", String(16), nullable=False),  # queued | running | done | failed | interrupted
+    Column("done", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=True),  # null while the amount of work is unknown
+    Column("message", Text, nullable=False),  # what it is doing now, in plain words
+    Column("result", JSONDocument, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_by", String(320), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    # Renewed by the process running it: a job whose heartbeat stopped was left by a dead process.
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Index("ix_jobs_state", "state"),
+)
+
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),  # as typed, lower-cased: accounts or not
+    Column("address", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_sign_in_failures_email", "email", "address", "at"),
+    Index("ix_sign_in_failures_at", "at"),
+)

@@ -18,11 +18,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
 
+from cdp.auth.sign_in_limit import clear_failed_sign_ins, record_failed_sign_in, sign_in_wait
 from cdp.auth.users import Session, sign_in, sign_out
 from cdp.errors import CdpError
-from cdp.store.db import write_transaction
-from serving.console.throttle import FailedSignIns
+from cdp.store.db import reader, write_transaction
 from serving.deps import SESSION_COOKIE, csrf_matches, session_of
 
 HERE = Path(__file__).parent
@@ -137,29 +139,45 @@ async def sign_in_submit(request: Request) -> Response:
     if not expected or not hmac.compare_digest(expected.encode(), form.get("csrf", "").encode()):
         return _sign_in_form(request, next=next_page, error="The sign-in form expired: please try again.")
     settings = request.app.state.settings
-    now = datetime.now(UTC)
     email, address = form.get("email", ""), request.client.host if request.client else ""
-    throttle: FailedSignIns = request.app.state.failed_sign_ins
-    wait = throttle.wait(email, address, now=now)
-    if wait is not None:
-        minutes = max(1, math.ceil(wait.total_seconds() / 60))
+    outcome = await run_in_threadpool(_try_sign_in, request.app.state.engine, email=email, address=address,
+                                      password=form.get("password", ""),
+                                      lifetime=timedelta(hours=settings.console_session_hours))
+    if isinstance(outcome, timedelta):
+        minutes = max(1, math.ceil(outcome.total_seconds() / 60))
         return _sign_in_form(request, next=next_page, email=email, status_code=429,
                              error=f"Too many failed sign-ins for this email: try again in {minutes} "
                                    f"minute{'s' if minutes > 1 else ''}.")
-    try:
-        session, token = write_transaction(request.app.state.engine, lambda conn: sign_in(
-            conn, email=email, password=form.get("password", ""), now=now,
-            lifetime=timedelta(hours=settings.console_session_hours)))
-    except CdpError as error:
-        throttle.failed(email, address, now=now)
-        return _sign_in_form(request, next=next_page, error=error.message[:1].upper() + error.message[1:] + ".",
+    if isinstance(outcome, CdpError):
+        return _sign_in_form(request, next=next_page, error=outcome.message[:1].upper() + outcome.message[1:] + ".",
                              email=email)
-    throttle.succeeded(email, address)
+    _session, token = outcome
     answer = RedirectResponse(next_page, status_code=303)
     answer.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request), path="/",
                       max_age=int(settings.console_session_hours * 3600))
     answer.delete_cookie(SIGN_IN_COOKIE, path="/ui")
     return answer
+
+
+def _try_sign_in(engine: Engine, *, email: str, address: str, password: str,
+                 lifetime: timedelta) -> tuple[Session, str] | timedelta | CdpError:
+    """A session and its token; or how long to wait after too many failures; or why it was refused."""
+    now = datetime.now(UTC)
+    with reader(engine).connect() as conn:
+        wait = sign_in_wait(conn, email=email, address=address, now=now)
+    if wait is not None:
+        return wait
+
+    def signed_in(conn: Connection) -> tuple[Session, str]:
+        found = sign_in(conn, email=email, password=password, now=now, lifetime=lifetime)
+        clear_failed_sign_ins(conn, email=email, address=address)
+        return found
+
+    try:
+        return write_transaction(engine, signed_in)
+    except CdpError as error:
+        write_transaction(engine, lambda conn: record_failed_sign_in(conn, email=email, address=address, now=now))
+        return error
 
 
 @router.post("/ui/sign-out")
@@ -177,7 +195,6 @@ async def sign_out_submit(request: Request) -> Response:
 def install(app: FastAPI) -> None:
     """Static files, and the answers to a page without a session or with an API refusal."""
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
-    app.state.failed_sign_ins = FailedSignIns()
 
     @app.exception_handler(SignInRequired)
     async def _to_sign_in(request: Request, _error: SignInRequired) -> Response:

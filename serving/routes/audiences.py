@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import ORJSONResponse
+from sqlalchemy import Engine
 
 from cdp.audiences.membership import members_of, preview, recompute
-from cdp.audiences.schemas import parse_audience, parse_condition
+from cdp.audiences.schemas import AudienceDefinition, parse_audience, parse_condition
 from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience, shared_members
 from cdp.audiences.sync import profile_identifiers
 from cdp.errors import InvalidInput
+from cdp.jobs import ProgressReport
 from cdp.store.db import reader, write_transaction
 from serving.deps import AudiencesReader, AudiencesWriter, EngineDep
+from serving.routes.jobs import run_or_start
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
 
@@ -27,16 +30,26 @@ EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",
 
 @router.post("")
 def define_audience(
-    engine: EngineDep, _token: AudiencesWriter,
+    request: Request, engine: EngineDep, caller: AudiencesWriter,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": EXAMPLE}})],
 ) -> ORJSONResponse:
     """Create an audience or save a new version of it, and compute its members now (their destinations
-    receive "Audience Entered"). Conditions: trait, prediction, event, audience, and, or, not."""
+    receive "Audience Entered"). Conditions: trait, prediction, event, audience, and, or, not. Computing
+    over every profile takes a while on a large store: with ``Prefer: respond-async`` the answer is a job
+    to follow (``GET /v1/jobs/{id}``) whose result is the audience."""
     parsed = parse_audience(definition)
+    return run_or_start(request, caller, kind="audience_save", scope="audiences:write",
+                        work=lambda progress: _save(engine, parsed, progress),
+                        status=lambda saved: 201 if saved["status"] == "created" else 200)
+
+
+def _save(engine: Engine, definition: AudienceDefinition, progress: ProgressReport) -> dict[str, Any]:
+    # One step: on SQLite the transaction holds the write lock, so no progress can be written inside it.
+    progress(0, None, "saving the definition and computing its members over every profile")
 
     def save(conn):  # type: ignore[no-untyped-def]
         now = datetime.now(UTC)
-        stored, status = save_audience(conn, definition=parsed, now=now)
+        stored, status = save_audience(conn, definition=definition, now=now)
         if status != "unchanged":
             recompute(conn, keys=[stored.key], as_of=now)
         return get_audience(conn, key=stored.key), status
@@ -44,7 +57,7 @@ def define_audience(
     stored, status = write_transaction(engine, save)
     with reader(engine).connect() as conn:
         size = audience_sizes(conn).get(stored.id, 0)
-    return ORJSONResponse({"data": stored.as_json(size=size)}, status_code=201 if status == "created" else 200)
+    return {**stored.as_json(size=size), "status": status}
 
 
 @router.post("/preview")

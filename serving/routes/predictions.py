@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import ORJSONResponse, Response
+from sqlalchemy import Engine
 
+from cdp.config import Settings
 from cdp.errors import InvalidInput, NotFound
-from cdp.predictions.schemas import parse_definition
+from cdp.jobs import ProgressReport
+from cdp.predictions.schemas import PredictionDefinition, parse_definition
 from cdp.predictions.service import create_prediction, get_prediction, list_predictions
 from cdp.predictions.traits import score_sample
 from cdp.store.db import reader, write_transaction
@@ -18,6 +21,7 @@ from models.outcomes import realized_outcomes
 from models.tracking import model_card, plot_artifact
 from models.train import training_readiness
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
+from serving.routes.jobs import run_or_start
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 
@@ -39,21 +43,29 @@ def create(
 
 @router.post("/readiness")
 def readiness(
-    engine: EngineDep, settings: SettingsDep, _token: PredictionsReader,
+    request: Request, engine: EngineDep, settings: SettingsDep, caller: PredictionsReader,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"churn": {"value": EXAMPLE}})],
 ) -> ORJSONResponse:
     """Whether the store's data can train this definition now: every readiness check with what it observed
-    and what it needs (nothing is saved; it builds the training frame, seconds on a large store)."""
+    and what it needs (nothing is saved; it builds the training frame, seconds to minutes on a large store:
+    send ``Prefer: respond-async`` to get a job to follow instead, see ``GET /v1/jobs/{id}``)."""
     parsed = parse_definition(definition)
+    return run_or_start(request, caller, kind="prediction_readiness", scope="predictions:read",
+                        work=lambda progress: _readiness(engine, settings, parsed, progress))
+
+
+def _readiness(engine: Engine, settings: Settings, definition: PredictionDefinition,
+               progress: ProgressReport) -> dict[str, Any]:
     try:
-        _, frame, report = training_readiness(engine, parsed, as_of=datetime.now(UTC), settings=settings)
+        _, frame, report = training_readiness(engine, definition, as_of=datetime.now(UTC), settings=settings,
+                                              progress=progress)
     except NotReady as error:
-        return ORJSONResponse({"data": {"ok": False, "rows": 0, "message": error.message, "checks": []}})
+        return {"ok": False, "rows": 0, "message": error.message, "checks": []}
     checks = [{"name": c.name, "passed": c.passed, "observed": c.observed, "required": c.required,
                "message": c.message} for c in report.checks]
     message = "ready to train" if report.ok else "not enough data to train: " + "; ".join(
         c.message for c in report.failures)
-    return ORJSONResponse({"data": {"ok": report.ok, "rows": len(frame), "message": message, "checks": checks}})
+    return {"ok": report.ok, "rows": len(frame), "message": message, "checks": checks}
 
 
 @router.get("")

@@ -8,11 +8,11 @@ const cdp = {
     return meta ? meta.content : "";
   },
 
-  async api(method, path, body) {
+  async api(method, path, body, headers = {}) {
     const answer = await fetch(path, {
       method,
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": cdp.csrf() },
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": cdp.csrf(), ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await answer.text();
@@ -23,6 +23,26 @@ const cdp = {
       throw new Error(error.message || error.detail || `The server answered ${answer.status}.`);
     }
     return data;
+  },
+
+  // Long work: the server runs it as a job (Prefer: respond-async) and the page polls it, showing its
+  // progress in `box`; resolves with the job's result, or fails with its error in the server's words.
+  async job(method, path, body, box) {
+    let job = (await cdp.api(method, path, body, { Prefer: "respond-async" })).data;
+    const bar = el("progress", { max: 1 });
+    const note = el("span", { class: "muted" });
+    box.replaceChildren(el("div", { class: "job" }, bar, note));
+    for (;;) {
+      if (job.total) { bar.max = job.total; bar.value = job.done; } else bar.removeAttribute("value");
+      note.textContent = ` ${job.message}…`;
+      if (job.state === "done") { box.replaceChildren(); return job.result; }
+      if (job.state === "failed" || job.state === "interrupted") {
+        box.replaceChildren();
+        throw new Error(`It did not finish: ${job.error}.`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      job = (await cdp.api("GET", `/v1/jobs/${job.id}`)).data;
+    }
   },
 
   show(element, message) {
@@ -285,7 +305,7 @@ function builder(root, data) {
     if (!key) { cdp.show(out, "Give the audience a key: letters, digits and _ (its members get a trait by that name)."); return; }
     if (!condition) { cdp.show(out, "Add at least one condition."); return; }
     try {
-      await cdp.api("POST", "/v1/audiences", { key, name: name || null, condition });
+      await cdp.job("POST", "/v1/audiences", { key, name: name || null, condition }, document.getElementById("save-progress"));
       location.href = `/ui/audiences/${encodeURIComponent(key)}`;
     } catch (error) {
       cdp.show(out, error.message);
@@ -526,8 +546,7 @@ function predictionForm(form) {
   async function check() {
     const body = formBody(form);
     cdp.show(out, "");
-    report.textContent = "Checking the data (this builds the training frame)…";
-    const answer = (await cdp.api("POST", "/v1/predictions/readiness", body)).data;
+    const answer = await cdp.job("POST", "/v1/predictions/readiness", body, report);
     report.replaceChildren(el("p", { class: answer.ok ? "ok" : "warn", textContent: answer.message }),
       el("table", {}, ...answer.checks.map((c) => el("tr", {},
         el("td", { class: c.passed ? "ok" : "bad", textContent: c.passed ? "ok" : "fails" }),
