@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from cdp.auth.sign_in_limit import clear_failed_sign_ins, record_failed_sign_in, sign_in_wait
 from cdp.auth.users import create_user, disable_user, hash_password, session_for_token, sign_in, sign_out, verify_password
 from cdp.config import Settings
 from cdp.destinations.addresses import Allowlist
@@ -30,6 +31,7 @@ from cdp.identity.service import find_profile
 from cdp.predictions.schemas import PredictionDefinition
 from cdp.predictions.service import create_prediction
 from cdp.predictions.traits import ScoredProfiles, write_back
+from cdp.setup import prepare_store
 from serving.refreshed import Refreshed
 from tests.conftest import LiveServer, start_server
 
@@ -199,19 +201,43 @@ def test_sessions_over_http(shop: LiveServer) -> None:
     assert analyst.get("/v1/audiences").status_code == 401
 
 
-def test_failed_sign_ins_are_limited_per_email(shop: LiveServer) -> None:
-    guesser = httpx.Client(base_url=shop.url)
+def test_failed_sign_ins_wait_out_their_window(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for minute in range(10):
+            record_failed_sign_in(conn, email="Ann@Shop.Example", address="10.0.0.1", now=NOW + timedelta(minutes=minute))
+        assert sign_in_wait(conn, email="ann@shop.example", address="10.0.0.1", now=NOW + timedelta(minutes=9)) \
+            == timedelta(minutes=6)  # the first of the ten leaves the window at minute 15
+        assert sign_in_wait(conn, email="ann@shop.example", address="10.0.0.2", now=NOW) is None  # per address
+        assert sign_in_wait(conn, email="ann@shop.example", address="10.0.0.1", now=NOW + timedelta(minutes=15)) is None
+        clear_failed_sign_ins(conn, email="ann@shop.example", address="10.0.0.1")
+        assert sign_in_wait(conn, email="ann@shop.example", address="10.0.0.1", now=NOW + timedelta(minutes=9)) is None
 
-    def attempt(email: str, password: str) -> httpx.Response:
-        form = guesser.get("/ui/sign-in").text
-        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        return guesser.post("/ui/sign-in", data={"csrf": csrf, "email": email, "password": password})
 
-    for _ in range(10):
-        assert attempt("nobody@shop.example", "guess-guess").status_code == 401
-    blocked = attempt("Nobody@shop.example", "guess-guess")
-    assert blocked.status_code == 429 and "Too many failed sign-ins for this email: try again in 15 minutes." in blocked.text
-    assert attempt(*MARKETER).status_code == 303  # another email from the same address is not held up
+def test_failed_sign_ins_are_limited_across_server_processes(settings: Settings, tmp_path: Path) -> None:
+    """Two servers on one store (as two workers, or a restart): the limit counts the failures of both."""
+    engine = prepare_store(settings, pool=False)
+    with engine.begin() as conn:
+        create_user(conn, email=MARKETER[0], role="marketer", password=MARKETER[1], now=NOW)
+    engine.dispose()
+    servers = [start_server(settings, log=tmp_path / f"serve-{n}.log") for n in range(2)]
+    try:
+        guessers = [httpx.Client(base_url=server.url) for server in servers]
+
+        def attempt(guesser: httpx.Client, email: str, password: str) -> httpx.Response:
+            form = guesser.get("/ui/sign-in").text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            return guesser.post("/ui/sign-in", data={"csrf": csrf, "email": email, "password": password})
+
+        for n in range(10):
+            assert attempt(guessers[n % 2], "nobody@shop.example", "guess-guess").status_code == 401
+        for guesser in guessers:
+            blocked = attempt(guesser, "Nobody@shop.example", "guess-guess")
+            assert blocked.status_code == 429
+            assert "Too many failed sign-ins for this email: try again in 15 minutes." in blocked.text
+        assert attempt(guessers[0], *MARKETER).status_code == 303  # another email from the same address is not held up
+    finally:
+        for server in servers:
+            server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +331,13 @@ def test_marketer_builds_saves_and_watches_an_audience(shop: LiveServer, browser
     page.fill("#new-prediction input[name=key]", "churn_60d")
     page.fill("#new-prediction input[name=window_days]", "60")
     page.click("#check-readiness")
+    # The check runs as a job: a progress bar with what it is doing, polled, then the report in its place.
+    progress = page.locator("#readiness .job")
+    progress.wait_for(state="visible")
+    assert progress.locator("progress").count() == 1 and progress.inner_text().endswith("…"), progress.inner_text()
+    page.screenshot(path=artifacts / "readiness-progress.png")
+    page.locator("#readiness p").wait_for(state="visible")
+    assert progress.count() == 0
     assert page.locator("#readiness p").inner_text().startswith(("not enough data", "no eligible profile"))
     assert page.locator("#new-prediction button[type=submit]").is_disabled()  # creating predictions is an admin's
     page.screenshot(path=artifacts / "predictions.png", full_page=True)
