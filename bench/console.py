@@ -6,8 +6,10 @@
 
 The store: N people (3 identifiers and 6 traits each, see bench.profiles), the four ``plan_*``
 audiences of bench.audiences computed over them (about a quarter of the people each), a webhook
-destination, a journey, and two predictions (definitions only: no model is trained, so the model card
-and the score histogram are empty). Then ``cdp serve --workers 2``, a console user signed in through
+destination, a journey, and two predictions. ``churn`` has a champion in MLflow with held-out metrics
+beside two baselines and a scoring of every person 35 days ago (so its window has passed and the card
+computes realized outcomes by decile): the six predicted traits per person that a scoring writes, in
+the current traits and the trait log, written straight into the tables as the people are. Then ``cdp serve --workers 2``, a console user signed in through
 the sign-in form, and for each page ``--requests`` GETs one after another (after two warm-up GETs);
 p50 / p99 of the time to the whole answer, over loopback. The baseline, measured in the same run on
 the same server: ``GET /health``. The issue's goal is under 300 ms per page. Also timed: the API call
@@ -17,12 +19,19 @@ the audience page makes from the browser after it is shown (its overlap with the
 from __future__ import annotations
 
 import argparse
+import random
 import sqlite3
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
+import psycopg
+from sklearn.linear_model import LogisticRegression
 
 from bench.audiences import AUDIENCES
 from bench.load import percentile
@@ -41,16 +50,23 @@ from cdp.journeys.schemas import parse_journey
 from cdp.journeys.service import save_journey
 from cdp.predictions.schemas import PredictionDefinition
 from cdp.predictions.service import create_prediction
+from cdp.predictions.traits import PREDICTED, trait_names
 from cdp.setup import prepare_store
 from cdp.store.db import write_transaction
+from models.predict import record_outcomes
+from models.tracking import log_scoring, track_training
 
 EMAIL, PASSWORD = "bench-marketer@example.com", "bench-marketer-password"
+SCORED_DAYS_AGO = 35  # the churn scoring: its 30-day window has passed
+CHUNK = 50_000
 GOAL_MS = 300
 PAGES = ("/ui", "/ui/audiences", "/ui/audiences/plan_pro", "/ui/audiences/new", "/ui/profiles",
          "/ui/profiles?id=user-0000042", "/ui/predictions", "/ui/predictions/churn", "/ui/journeys",
          "/ui/journeys/cart_recovery", "/ui/journeys/new", "/ui/recommendations", "/ui/destinations",
          "/ui/destinations/1", "/ui/governance",
-         "/v1/audiences/plan_pro/overlap")  # the audience page's overlap, fetched by the browser once it is shown
+         "/v1/audiences/plan_pro/overlap",  # the audience page's overlap, fetched by the browser once it is shown
+         # the model card page's two API calls (its realized outcomes are the ones recorded: timed once, above)
+         "/v1/predictions/churn", "/v1/predictions/churn/scores")
 
 
 def fill(home, database_url, count: int, log) -> None:  # type: ignore[no-untyped-def]
@@ -77,6 +93,79 @@ def fill(home, database_url, count: int, log) -> None:  # type: ignore[no-untype
             f"{sum(c.size or 0 for c in changes):,} memberships")
     finally:
         engine.dispose()
+    started = time.perf_counter()
+    write_scores(home, database_url, count, as_of=now - timedelta(days=SCORED_DAYS_AGO), now=now)
+    settings = Settings(home=home, database_url=database_url)
+    champion(settings.resolved_mlflow_tracking_uri, count, as_of=now - timedelta(days=SCORED_DAYS_AGO))
+    log(f"churn scores of {count:,} people and its champion's card written in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    engine = prepare_store(settings)
+    try:
+        record_outcomes(engine, "churn", settings=settings, now=now)  # as the scoring flow does, for the card
+    finally:
+        engine.dispose()
+    log(f"realized outcomes of the {count:,} scores computed and recorded in {time.perf_counter() - started:.0f} s")
+
+
+def score_rows(count: int, *, as_of: datetime, now: datetime) -> Iterator[list[tuple]]:
+    """Chunks of rows (profile_id, name, value as JSON text, class, event_time, received_at): the six
+    traits a churn scoring writes per person (cdp.predictions.traits), scores drawn at random."""
+    scores = np.random.default_rng(7).beta(2, 5, count)
+    ranks = np.empty(count, dtype=np.int64)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(count)  # 0 = highest risk
+    rng = random.Random(7)
+    names = trait_names("churn", "churn")
+    stamp, when, received = (as_of.isoformat(), as_of.replace(tzinfo=None).isoformat(" ", "microseconds"),
+                             now.replace(tzinfo=None).isoformat(" ", "microseconds"))
+    for start in range(0, count, CHUNK):
+        rows = []
+        for i in range(start, min(start + CHUNK, count)):
+            percentile = round(1 - ranks[i] / count, 4)
+            values = (f"{scores[i]:.6f}", str(percentile), str(int(ranks[i] * 10 // count) + 1),
+                      f'["no order in {rng.randrange(20, 200)} days"]', '"1"', f'"{stamp}"')
+            rows.extend((i + 1, name, value, PREDICTED, when, received) for name, value in zip(names, values))
+        yield rows
+
+
+def write_scores(home: Path, database_url: str | None, count: int, *, as_of: datetime, now: datetime) -> None:
+    """The scores in the current traits and in the trait log (their history), as a scoring leaves them."""
+    current = "INSERT INTO profile_traits (profile_id, name, value, class, event_time, received_at) "
+    logged = "INSERT INTO trait_changes (profile_id, name, value, class, event_time, received_at) "
+    if database_url is None:
+        conn = sqlite3.connect(home / "cdp.sqlite")
+        for rows in score_rows(count, as_of=as_of, now=now):
+            for statement in (current, logged):
+                conn.executemany(statement + "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.commit()
+        conn.execute("ANALYZE")
+        conn.close()
+        return
+    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        for rows in score_rows(count, as_of=as_of, now=now):
+            for statement in (current, logged):
+                with conn.cursor().copy(statement.replace("INSERT INTO", "COPY") + "FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE profile_traits")
+        conn.execute("VACUUM ANALYZE trait_changes")
+
+
+def champion(tracking_uri: str, count: int, *, as_of: datetime) -> None:
+    """A registered churn model promoted by the gate, with held-out metrics beside the baselines, and the
+    scoring's run (how many profiles): what the model card shows. The model itself is a stand-in."""
+    rng = np.random.default_rng(3)
+    example = pd.DataFrame({"recency_days": rng.integers(0, 365, 200), "orders_90d": rng.integers(0, 6, 200)})
+    model = LogisticRegression().fit(example, (example["recency_days"] > 120).astype(int))
+    metrics = pd.DataFrame({"model": [0.81, 0.42, 0.16, 3.1], "repeat_rate": [0.66, 0.27, 0.19, 1.8],
+                            "btyd": [0.72, 0.31, 0.18, 2.2]},
+                           index=["roc_auc", "pr_auc", "brier", "lift_at_10"])
+    segments = pd.DataFrame(columns=["roc_auc"], index=pd.MultiIndex.from_tuples([], names=["predictor", "segment"]))
+    track_training(tracking_uri=tracking_uri, key="churn", task="churn", params={"window_days": 30},
+                   metrics=metrics, segments=segments, figures={}, training_set={"rows": count}, model=model,
+                   input_example=example.head(5))
+    log_scoring(tracking_uri=tracking_uri, key="churn", model_version="1", as_of=as_of, profiles=count, drift=None)
 
 
 def signed_in(url: str) -> httpx.Client:
@@ -108,6 +197,9 @@ def console_pages(store: str, args: argparse.Namespace, log) -> None:  # type: i
         server = start_server(Settings(home=home, database_url=database_url), workers=2, log=home / "server.log")
         try:
             client = signed_in(server.url)
+            card = client.get("/ui/predictions/churn").text
+            if "Predicted beside realized rate" not in card or "roc_auc" not in card:
+                raise SystemExit("the churn model card lacks its metrics or its realized outcomes")
             health, _ = timed(client, "/health", args.requests)
             log(f"  {store}, {args.profiles:,} profiles, {args.requests} GETs each (ms):")
             log(f"    {'page':34} {'p50':>7} {'p99':>7} {'p50/health':>11}  status")

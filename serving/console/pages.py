@@ -115,11 +115,11 @@ async def _profile(api: Any, identifier: str) -> dict[str, Any]:
 @router.get("/ui/predictions/{key}")
 async def prediction(request: Request, session: ConsoleSession, key: str) -> HTMLResponse:
     async with api_for(request) as api:
-        found, scores, outcomes = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
-                                                       api.get(f"/v1/predictions/{quote(key, safe='')}/scores"),
-                                                       _outcomes(api, key))
-    stored, distribution = found["data"], scores["data"]
-    card = stored["model_card"]
+        found, scores = await asyncio.gather(api.get(f"/v1/predictions/{quote(key, safe='')}"),
+                                             api.get(f"/v1/predictions/{quote(key, safe='')}/scores"))
+        stored, distribution = found["data"], scores["data"]
+        card = stored["model_card"]
+        outcomes = _recorded_outcomes(card, stored["task"]) or await _outcomes(api, key)
     metrics = card["metrics"] if card else {}
     predictors = (["model"] if "model" in metrics else []) + sorted(p for p in metrics if p != "model")
     names = sorted({m for values in metrics.values() for m in values})
@@ -135,8 +135,26 @@ async def prediction(request: Request, session: ConsoleSession, key: str) -> HTM
                   scoring=scoring, drift=drift, outcomes=outcomes, outcomes_chart=_outcomes_chart(outcomes))
 
 
+def _recorded_outcomes(card: dict[str, Any] | None, task: str) -> dict[str, Any] | None:
+    """The realized outcomes the scoring flow last recorded beside the champion (``/outcomes``' shape), if any.
+
+    Read from the card rather than computed: over a million scored profiles the computation takes far
+    longer than a page may.
+    """
+    logged = (card or {}).get("last_outcomes")
+    if not logged:
+        return None
+    metrics = logged["metrics"]
+    deciles = sorted(name.split(".")[0] for name in metrics if name.startswith("decile_") and name.endswith(".predicted"))
+    return {"task": task, "as_of": logged["as_of"], "window_end": logged["window_end"],
+            "model_version": logged["model_version"], "profiles": int(metrics["profiles"]),
+            "predicted": metrics["predicted"], "realized": metrics["realized"],
+            "bands": [{"decile": int(d.removeprefix("decile_")), "predicted": metrics[f"{d}.predicted"],
+                       "realized": metrics[f"{d}.realized"]} for d in deciles]}
+
+
 async def _outcomes(api: Any, key: str) -> dict[str, Any]:
-    """Realized outcomes by score decile, or ``{"missing": why}`` while no scoring's window has passed."""
+    """Realized outcomes by score decile computed now, or ``{"missing": why}`` while no scoring's window has passed."""
     try:
         return (await api.get(f"/v1/predictions/{quote(key, safe='')}/outcomes"))["data"]
     except ApiProblem as problem:

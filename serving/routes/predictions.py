@@ -113,18 +113,20 @@ def scores(engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResp
     return ORJSONResponse({"data": {"sampled": len(values), "bins": bins}})
 
 
-
 @router.get("/{key}/outcomes")
 def outcomes(
-    engine: EngineDep, _token: PredictionsReader, key: str,
+    request: Request, engine: EngineDep, caller: PredictionsReader, key: str,
     as_of: Annotated[datetime | None, Query(description="Which scoring (its as_of); default the latest whose "
                                                         "window has passed.")] = None,
 ) -> ORJSONResponse:
     """Realized outcomes of a past scoring: per score decile (1 = top 10 %), the profiles, the mean predicted
-    probability or value and the realized rate or value, once the prediction's window has passed."""
+    probability or value and the realized rate or value, once the prediction's window has passed. It reads
+    every score of that scoring (seconds per 100k profiles): ``Prefer: respond-async`` answers with a job.
+    The scoring flow records them with the model card, which the console shows."""
     with reader(engine).connect() as conn:
         definition = get_prediction(conn, key=key).definition
     if as_of is not None and as_of.tzinfo is None:
         raise InvalidInput("as_of needs a time zone, e.g. 2026-06-01T00:00:00Z")
-    found = realized_outcomes(reader(engine), definition, now=datetime.now(UTC), as_of=as_of)
-    return ORJSONResponse({"data": found.as_json()})
+    return run_or_start(request, caller, kind="prediction_outcomes", scope="predictions:read",
+                        work=lambda _progress: realized_outcomes(reader(engine), definition, now=datetime.now(UTC),
+                                                                 as_of=as_of).as_json())
