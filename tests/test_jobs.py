@@ -163,3 +163,8 @@ def test_long_actions_answer_a_job_to_follow(live_server: LiveServer) -> None:
     assert saved["state"] == "done" and saved["result"]["key"] == "everyone_pro"
     assert saved["result"]["status"] == "created" and saved["result"]["size"] == 0
     assert httpx.get(f"{live_server.url}/v1/audiences/everyone_pro", headers=admin).json()["data"]["version"] == 1
+
+    replaying = httpx.post(f"{live_server.url}/v1/quarantine/replay", headers={**admin, "Prefer": "respond-async"})
+    assert replaying.status_code == 202
+    assert poll(live_server, replaying.headers["location"], admin)["result"] == {"replayed": 0, "still_invalid": 0}
+    assert httpx.get(f"{live_server.url}{replaying.headers['location']}", headers=segments).status_code == 403

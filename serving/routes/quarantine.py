@@ -9,8 +9,10 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import ORJSONResponse
 
 from cdp.events.quarantine import count_pending, list_pending, replay
+from cdp.jobs import ProgressReport
 from cdp.store.db import reader, write_transaction
 from serving.deps import Admin, EngineDep, GovernanceReader
+from serving.routes.jobs import run_or_start
 
 router = APIRouter(prefix="/v1/quarantine", tags=["tracking plans"])
 
@@ -30,12 +32,18 @@ def pending(
 
 @router.post("/replay")
 def replay_pending(
-    request: Request, engine: EngineDep, _: Admin,
+    request: Request, engine: EngineDep, caller: Admin,
     body: Annotated[dict[str, Any] | None, Body(openapi_examples={"some": {"value": {"ids": [1, 2]}}})] = None,
 ) -> ORJSONResponse:
-    """Validate quarantined messages again (all, or the given ``ids``) and store those that now pass."""
+    """Validate quarantined messages again (all, or the given ``ids``) and store those that now pass; with
+    ``Prefer: respond-async`` as a job to follow (``GET /v1/jobs/{id}``)."""
     ids = (body or {}).get("ids")
     chosen = [int(i) for i in ids if isinstance(i, int)] if isinstance(ids, list) else None
     config = request.app.state.ingest_config
-    result = write_transaction(engine, lambda conn: replay(conn, now=datetime.now(UTC), config=config, ids=chosen))
-    return ORJSONResponse({"data": {"replayed": result.replayed, "still_invalid": result.still_invalid}})
+
+    def run(progress: ProgressReport) -> dict[str, int]:
+        progress(0, None, "validating the quarantined messages again")
+        result = write_transaction(engine, lambda conn: replay(conn, now=datetime.now(UTC), config=config, ids=chosen))
+        return {"replayed": result.replayed, "still_invalid": result.still_invalid}
+
+    return run_or_start(request, caller, kind="quarantine_replay", scope="admin", work=run)

@@ -54,6 +54,7 @@ const cdp = {
 
 // <button data-api="POST /v1/..." data-body='{"...": ...}' data-confirm="..." data-then="reload|URL">
 // <form data-api="POST /v1/..." data-then="..."> sends its fields as JSON (numbers as numbers).
+// data-job="ID" on either: long work, run as a job whose progress shows in the element ID.
 function formBody(form) {
   const body = {};
   for (const field of form.elements) {
@@ -82,7 +83,9 @@ async function runAction(element, event) {
     const body = element.dataset.raw ? rawJson(element.elements[element.dataset.raw])
       : element.tagName === "FORM" ? formBody(element)
       : (element.dataset.body ? JSON.parse(element.dataset.body) : undefined);
-    const answer = await cdp.api(method, path, body);
+    const answer = element.dataset.job
+      ? { data: await cdp.job(method, path, body, document.getElementById(element.dataset.job)) }
+      : await cdp.api(method, path, body);
     const then = element.dataset.then || "reload";
     if (then === "reload") location.reload();
     else if (then === "show") cdp.show(document.getElementById(element.dataset.result), JSON.stringify(answer.data, null, 2));
