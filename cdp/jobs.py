@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from cdp.errors import CdpError, NotFound
 from cdp.store.db import reader, write_transaction
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LIVE = ("queued", "running")
 HEARTBEAT = timedelta(seconds=5)
 STALE_AFTER = timedelta(seconds=30)
+KEEP_FINISHED = timedelta(days=7)  # then a finished job's row is deleted (when a runner starts)
 INTERRUPTED = "the server process running it stopped before it finished: start it again"
 
 
@@ -106,7 +107,10 @@ class JobRunner:
         self._stopping = threading.Event()
 
     def start(self) -> JobRunner:
-        interrupt_abandoned(self._engine, now=datetime.now(UTC), stale_after=self._stale_after)
+        now = datetime.now(UTC)
+        interrupt_abandoned(self._engine, now=now, stale_after=self._stale_after)
+        write_transaction(self._engine, lambda conn: conn.execute(
+            delete(jobs).where(jobs.c.finished_at < now - KEEP_FINISHED)))
         for n in range(self._workers):
             threading.Thread(target=self._work, daemon=True, name=f"jobs-{n}").start()
         threading.Thread(target=self._beat, daemon=True, name="jobs-heartbeat").start()

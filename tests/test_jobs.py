@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from cdp.auth.service import create_token
 from cdp.config import Settings
 from cdp.errors import InvalidInput, NotFound
 from cdp.jobs import Job, JobRunner, get_job
+from cdp.store.tables import jobs
 from tests.conftest import LiveServer
 
 FAST = {"heartbeat": timedelta(seconds=0.2), "stale_after": timedelta(seconds=1)}
@@ -113,8 +114,13 @@ def test_results_and_failures_in_plain_words(engine: Engine) -> None:
                        lambda j: j.state == "failed")
     assert crashed.error == "it failed unexpectedly (ZeroDivisionError); the server log has the details"
     runner.stop()
+    # A week after it finished, a job is forgotten (when a runner starts).
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == failed.id).values(finished_at=datetime.now(UTC) - timedelta(days=8)))
+    JobRunner(engine, **FAST).start().stop()
     with pytest.raises(NotFound):
-        get_job(engine, 10_000)
+        get_job(engine, failed.id)
+    assert get_job(engine, done.id).state == "done"
 
 
 def poll(server: LiveServer, location: str, headers: dict[str, str]) -> dict:
