@@ -19,16 +19,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from models.recommend.base import Filters, Recommender, top_n
+from models.recommend.data import Interactions
 from models.recommend.filters import AlignedCatalog, ItemRules, diversify
 from models.recommend.popularity import PopularityRecommender
 
 PERSONALIZED, SESSION, POPULAR, SIMILAR = "personalized", "session", "popular", "similar_items"
 PRECOMPUTED = 50  # best unseen items kept per known profile at training; a request needing more scores live
+# Lists precomputed at training for this many profiles, the most recently active: the ones who come back.
+# Known profiles beyond it (long inactive) are scored on their first request and kept in an LRU cache
+# of LAZY_PROFILES per server process. Scoring every profile at training would cost hours at a million
+# profiles (a re-ranker scores tens of users a second per core) for lists most of them never fetch.
+PRECOMPUTED_PROFILES = 100_000
+LAZY_PROFILES = 20_000
 SESSION_DECAY = 0.5  # the k-th latest session item weighs SESSION_DECAY ** k
 DIVERSITY_POOL = 5  # with a per-category cap, rank this many times ``n`` candidates first
 
@@ -49,9 +57,11 @@ class RecommenderBundle:
         Index ``item_id``; ``name``, ``category``, ``brand``, ``price``, ``available`` as of training.
     as_of : datetime
     top, top_scores : numpy.ndarray, optional
-        ``(profiles, PRECOMPUTED)``: each known profile's best unseen item positions (-1 pads a short
-        list) and their scores, from :func:`precompute`: a request answered from them costs no
-        model scoring (a re-ranker scores in milliseconds, the API's budget is a fraction of that).
+        ``(precomputed profiles, PRECOMPUTED)``: their best unseen item positions (-1 pads a short
+        list) and scores, from :func:`precompute`: a request answered from them costs no model
+        scoring (a re-ranker scores in milliseconds, the API's budget is a fraction of that).
+    top_rows : numpy.ndarray, optional
+        int32 per model user: its row of ``top``, -1 when not precomputed.
     """
 
     name: str
@@ -61,12 +71,29 @@ class RecommenderBundle:
     as_of: datetime
     top: np.ndarray | None = None
     top_scores: np.ndarray | None = None
+    top_rows: np.ndarray | None = None
 
 
-def precompute(model: Recommender, n: int = PRECOMPUTED) -> tuple[np.ndarray, np.ndarray]:
-    """Every known profile's ``n`` best unseen item positions and scores (``RecommenderBundle.top``)."""
-    top, scores = model.recommend_positions(np.arange(model.data_.n_users), n, Filters(exclude_seen=True))
-    return top.astype(np.int32), scores.astype(np.float32)
+def precompute(model: Recommender, n: int = PRECOMPUTED,
+               profiles: int = PRECOMPUTED_PROFILES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n`` best unseen item positions and scores of the ``profiles`` most recently active
+    users (``RecommenderBundle.top``, ``top_scores``, ``top_rows``)."""
+    data = model.data_
+    users = np.sort(most_recent_users(data, profiles))
+    top, scores = model.recommend_positions(users, n, Filters(exclude_seen=True))
+    rows = np.full(data.n_users, -1, dtype=np.int32)
+    rows[users] = np.arange(len(users), dtype=np.int32)
+    return top.astype(np.int32), scores.astype(np.float32), rows
+
+
+def most_recent_users(data: Interactions, count: int) -> np.ndarray:
+    """Rows of the ``count`` users whose last interaction is the latest (all of them when fewer)."""
+    if count >= data.n_users:
+        return np.arange(data.n_users)
+    user = data.events["user"].to_numpy()
+    last = np.flatnonzero(np.append(user[1:] != user[:-1], True))  # events are by user then time
+    moment = data.events["timestamp"].to_numpy()[last]
+    return user[last][np.argsort(moment, kind="stable")[-count:]]
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,7 @@ class ServingModel:
         self.catalog = AlignedCatalog.from_frame(bundle.catalog if catalog is None else catalog, bundle.model.item_ids_)
         # A request names a handful of items: a dict finds them faster than a pandas index lookup.
         self.column = {str(item): column for column, item in enumerate(bundle.model.item_ids_)}
+        self._scored_lazily = lru_cache(maxsize=LAZY_PROFILES)(self._score)
 
     def for_profile(self, profile_id: int | None, recent: Sequence[str], ask: Ask) -> Answer:
         """Recommendations for a profile (``None``: unknown) whose latest interactions are ``recent`` (newest first)."""
@@ -133,11 +161,12 @@ class ServingModel:
         return self._ranked(scores, np.array([column]), allowed, ask, SIMILAR)
 
     def _precomputed(self, row: int, recent: np.ndarray, allowed: np.ndarray | None, ask: Ask) -> Answer | None:
-        """The answer from the bundle's precomputed list, or ``None`` when it can't give it (none
-        precomputed, seen items wanted, or the rules leave fewer items than the request needs)."""
+        """The answer from the profile's list of best unseen items (precomputed, or scored once and
+        cached), or ``None`` when it can't give it (no lists in the bundle, seen items wanted, or the
+        rules leave fewer items than the request needs)."""
         if self.bundle.top is None or self.bundle.top_scores is None or not ask.exclude_seen:
             return None
-        top, scores = self.bundle.top[row], self.bundle.top_scores[row]
+        top, scores = self._best_unseen(row)
         keep = top >= 0
         if len(recent):
             keep &= ~(top[:, None] == recent[None, :]).any(axis=1)  # interactions since training count as seen too
@@ -147,6 +176,17 @@ class ServingModel:
         if keep.sum() < self._pool(ask) and not whole:
             return None
         return self._answer(top[keep], scores[keep], ask, PERSONALIZED)
+
+    def _best_unseen(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        stored = row if self.bundle.top_rows is None else self.bundle.top_rows[row]  # no top_rows: every user's
+        if stored < 0:
+            return self._scored_lazily(row)
+        return self.bundle.top[stored], self.bundle.top_scores[stored]  # type: ignore[index]
+
+    def _score(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        top, scores = self.bundle.model.recommend_positions(np.array([row]), self.bundle.top.shape[1],  # type: ignore[union-attr]
+                                                            Filters(exclude_seen=True))
+        return top[0].astype(np.int32), scores[0].astype(np.float32)
 
     def _pool(self, ask: Ask) -> int:
         return ask.n if ask.max_per_category is None else ask.n * DIVERSITY_POOL
