@@ -4,7 +4,8 @@ A background thread asks the MLflow registry every ``CDP_RECS_POLL_SECONDS`` whi
 ``champion``; when it changed, it loads that version and replaces :attr:`ChampionHolder.current`
 in one assignment. A request reads the reference once and uses that model to the end, so a swap
 never fails or mixes two models; the old one is freed when its last request is done. The same
-thread refreshes the imported catalog (availability) on every poll.
+thread reads the imported catalog (availability) on every poll and swaps in a model aligned to it
+when it changed (only then: a serving model keeps the lists it scored on demand).
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class ChampionHolder:
         if version is None:
             return
         held = self.current
-        bundle = held.bundle if held is not None and held.version == version else load_recommender(self._tracking_uri, version)
+        same = held is not None and held.version == version
+        bundle = held.bundle if same else load_recommender(self._tracking_uri, version)
         catalog = with_imported(bundle.catalog, read_imported_catalog(self._engine))
+        if same and held is not None and held.catalog_frame.equals(catalog):
+            return
         self.current = ServingModel(bundle, version, catalog)
-        if held is None or held.version != version:
+        if not same:
             log.warning("recommender champion v%s (%s) now serving", version, bundle.name)
 
     def _follow(self) -> None:

@@ -188,11 +188,17 @@ def test_precomputed_answers_are_the_live_answers(data: Interactions) -> None:
                            index=[item_id(i) for i in range(ITEMS)])
     live = ServingModel(RecommenderBundle("ease", model, popularity, catalog, AS_OF), "1")
     stored = ServingModel(RecommenderBundle("ease", model, popularity, catalog, AS_OF, *precompute(model, n=6)), "2")
+    # Half the profiles precomputed, the least recently active scored on their first request.
+    partly = ServingModel(RecommenderBundle("ease", model, popularity, catalog, AS_OF,
+                                            *precompute(model, n=6, profiles=data.n_users // 2)), "3")
+    assert (partly.bundle.top_rows >= 0).sum() == data.n_users // 2
     asks = [Ask(n=3), Ask(n=3, rules=ItemRules(categories=["odd"])), Ask(n=2, max_per_category=1), Ask(n=8)]
     for user in data.user_ids[::5]:
         for ask in asks:
             for recent in ([], [item_id(int(user) % ITEMS)]):
-                assert ranked(stored.for_profile(int(user), recent, ask)) == ranked(live.for_profile(int(user), recent, ask))
+                expected = ranked(live.for_profile(int(user), recent, ask))
+                assert ranked(stored.for_profile(int(user), recent, ask)) == expected
+                assert ranked(partly.for_profile(int(user), recent, ask)) == expected
 
 
 def ranked(answer: Answer) -> list[tuple[str | None, float]]:

@@ -177,30 +177,25 @@ class _Stage:
         standardised scores, -inf for seen items."""
         n = self.owner.candidates
         seen = self.data.seen[users]
-        standardized, ranks = [], []
-        best_rank = np.full((len(users), self.data.n_items), float(n), dtype=np.float32)
+        standardized, tops = [], []
         for model in self.models.values():
             scores = standardize(model.user_scores(users))
             scores[~np.isfinite(scores)] = 0.0
             masked = scores.copy()
             mask_seen(masked, seen)
-            top, _ = top_n(masked, n)
-            rank = np.full(masked.shape, float(n), dtype=np.float32)
-            valid = top >= 0
-            rows = np.repeat(np.arange(len(users)), valid.sum(axis=1))
-            rank[rows, top[valid]] = np.tile(np.arange(n, dtype=np.float32), (len(users), 1))[valid]
-            np.minimum(best_rank, rank, out=best_rank)
             standardized.append(scores)
-            ranks.append(rank)
+            tops.append(top_n(masked, n)[0])
         # Candidates: each retriever's first few, then by the sum of scores; never a seen item.
         retrieval = np.clip(sum(standardized), -100, 100)
         mask_seen(retrieval, seen)
-        order = retrieval - np.minimum(best_rank, n // len(self.models)) * 1e3
-        candidates, _ = top_n(order, n)
+        candidates, _ = top_n(_first_of_each(retrieval, tops, n // len(self.models)), n)
         candidates = np.where(candidates >= 0, candidates, 0)  # a tiny catalog: pad with item 0, scored low
         pick = lambda matrix: np.take_along_axis(matrix, candidates, axis=1).ravel()  # noqa: E731
-        columns = [pick(m) for m in standardized] + [pick(m) for m in ranks]
-        columns.append(pick(best_rank))
+        # A candidate's rank in each retriever's top ``n`` (``n`` when outside): small arrays, not users x items.
+        ranks = [_rank_in(candidates, top, n) for top in tops]
+        best_rank = np.minimum.reduce(ranks)
+        columns = [pick(m) for m in standardized] + [rank.ravel() for rank in ranks]
+        columns.append(best_rank.ravel())
         columns.append(pick(self._after_latest(users)))
         columns += [self.item_features[candidates.ravel(), j] for j in range(self.item_features.shape[1])]
         columns += [np.repeat(self.user_features[users, j], n) for j in range(self.user_features.shape[1])]
@@ -266,6 +261,23 @@ class _Taste:
         usual = np.where(np.asarray(had @ priced.astype(np.float32)) > 0, usual, np.nan)
         gap = (self.log_price[candidates] - usual[:, None]).ravel()
         return [*columns, gap, np.abs(gap)]
+
+
+def _first_of_each(retrieval: np.ndarray, tops: list[np.ndarray], first: int) -> np.ndarray:
+    """``retrieval`` lowered by 1,000 per rank step, the rank being an item's best among the
+    ``first`` of each retriever's ``tops`` (``first`` when in none): those come first, in rank order."""
+    order = retrieval - np.float32(first) * 1e3
+    for top in tops:
+        rows, rank = np.nonzero(top[:, :first] >= 0)
+        items = top[rows, rank]
+        order[rows, items] = np.maximum(order[rows, items], retrieval[rows, items] - rank.astype(np.float32) * 1e3)
+    return order
+
+
+def _rank_in(candidates: np.ndarray, top: np.ndarray, n: int) -> np.ndarray:
+    """``(users, candidates)`` float32: each candidate's position in the user's ``top`` row, ``n`` when absent."""
+    same = candidates[:, :, None] == top[:, None, :]
+    return np.where(same.any(axis=2), same.argmax(axis=2), n).astype(np.float32)
 
 
 def _batch(data: Interactions) -> int:

@@ -109,8 +109,7 @@ def train_recommender(
     metrics = side_by_side(selection.table, selection.name)
     model = selection.model
     popularity = _popularity_of(selection).fit(model.data_)
-    top, top_scores = precompute(model)
-    bundle = RecommenderBundle(selection.name, model, popularity, catalog, as_of, top, top_scores)
+    bundle = RecommenderBundle(selection.name, model, popularity, catalog, as_of, *precompute(model))
     if not track:
         return RecommenderTraining(as_of, selection, metrics, bundle)
     tracked = track_recommender(

@@ -72,13 +72,21 @@ def recommended_items(bundle: RecommenderBundle, *, n: int) -> dict[int, list[st
     model = bundle.model
     found: dict[int, list[str]] = {}
     for users in batches(np.arange(model.data_.n_users), 4096):
-        if bundle.top is not None and n <= bundle.top.shape[1]:
-            top = bundle.top[users, :n]  # computed once at training
-        else:
-            top, _ = model.recommend_positions(users, n, Filters(exclude_seen=True))
+        stored = _precomputed_rows(bundle, users, n)
+        top = np.empty((len(users), n), dtype=np.int64)
+        top[stored >= 0] = bundle.top[stored[stored >= 0], :n]  # type: ignore[index]  # computed once at training
+        if (stored < 0).any():
+            top[stored < 0] = model.recommend_positions(users[stored < 0], n, Filters(exclude_seen=True))[0]
         for user, row in zip(users, top, strict=True):
             found[int(model.user_ids_[user])] = [str(item) for item in model.item_ids_[row[row >= 0]]]
     return found
+
+
+def _precomputed_rows(bundle: RecommenderBundle, users: np.ndarray, n: int) -> np.ndarray:
+    """Each user's row of ``bundle.top``, -1 when it has none or it is shorter than ``n``."""
+    if bundle.top is None or n > bundle.top.shape[1]:
+        return np.full(len(users), -1)
+    return users if bundle.top_rows is None else bundle.top_rows[users]
 
 
 def affinity_scores(bundle: RecommenderBundle, affinity: Affinity) -> pd.Series:
