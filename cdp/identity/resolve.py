@@ -11,18 +11,41 @@ point to; a refused link is logged, like every merge, with the rule, identifier 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, union_all, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from cdp.identity.extract import MessageIdentifiers
 from cdp.identity.schemas import USERS, Identifier, IdentityRules
 from cdp.profiles.traits import rebuild_current_traits
+from cdp.store.rows import insert_rows
+from cdp.store.types import dumps_json
 from cdp.store.tables import events, identities, merges, profile_links, profiles, trait_changes
+
+
+_PROFILE_COLUMNS = ("id", "entity", "created_at", "updated_at", "first_message_id", "first_source_id")
+_IDENTITY_COLUMNS = ("entity", "type", "value", "profile_id", "source_id", "first_message_id", "seen_at", "created_at")
+
+
+# The identities of every profile that owns one of the batch's (entity, type, value) keys, in one
+# statement: the keys travel as one JSON array on SQLite, as column arrays on PostgreSQL; each is
+# looked up through the unique index.
+_SQLITE_IDENTITIES_OF_OWNERS = """
+    SELECT entity, type, value, profile_id, seen_at FROM identities WHERE profile_id IN (
+        SELECT i.profile_id FROM json_each(?) AS k JOIN identities AS i
+        ON i.value = json_extract(k.value, '$[2]') AND i.type = json_extract(k.value, '$[1]')
+        AND i.entity = json_extract(k.value, '$[0]'))"""
+_PG_OWNED = """unnest(%b::text[], %b::text[], %b::text[]) AS k(entity, type, value)
+    JOIN identities AS o ON o.value = k.value AND o.type = k.type AND o.entity = k.entity"""
+_PG_OWNERS = f"SELECT k.entity, k.type, k.value, o.profile_id FROM {_PG_OWNED}"
+_PG_IDENTITIES_OF_OWNERS = f"""
+    SELECT entity, type, value, profile_id, seen_at FROM identities
+    WHERE profile_id IN (SELECT o.profile_id FROM {_PG_OWNED})"""
+# Shared locks in id order, as a merge takes its exclusive ones.
+_PG_LOCK_PROFILES = "SELECT id FROM profiles WHERE id = ANY(%b::bigint[]) ORDER BY id FOR SHARE"
 
 
 @dataclass(eq=False)
@@ -106,55 +129,43 @@ class IdentityBatch:
                 keys.update((USERS, Identifier(t, found.previous_id)) for t in ("user_id", "anonymous_id"))
         if not keys:
             return
-        rows = self._identities_of_owners(keys)
+        key_rows = [(entity, identifier.type, identifier.value) for entity, identifier in keys]
         if self.conn.dialect.name == "postgresql":
-            rows = self._hold(keys, rows)
-        for row in rows:
-            profile = self.by_id.setdefault(row.profile_id, Profile(entity=row.entity, id=row.profile_id))
-            identifier = Identifier(row.type, row.value)
-            profile.identities[identifier] = row.seen_at
-            self.owners[(row.entity, identifier)] = profile
+            rows = self._hold(keys, key_rows)
+        else:
+            rows = [(entity, type_, value, profile_id, _sqlite_time(seen_at)) for entity, type_, value, profile_id, seen_at
+                    in self.conn.exec_driver_sql(_SQLITE_IDENTITIES_OF_OWNERS, (dumps_json(key_rows),))]
+        for entity, type_, value, profile_id, seen_at in rows:
+            profile = self.by_id.get(profile_id)
+            if profile is None:
+                profile = self.by_id[profile_id] = Profile(entity=entity, id=profile_id)
+            identifier = Identifier(type_, value)
+            profile.identities[identifier] = seen_at
+            self.owners[(entity, identifier)] = profile
 
-    def _hold(self, keys: set[tuple[str, Identifier]], rows: list[Any]) -> list[Any]:
+    def _hold(self, keys: set[tuple[str, Identifier]], key_rows: list[tuple[str, str, str]]) -> list[Any]:
         """PostgreSQL only (SQLite has one writer at a time): keep what was read true until commit.
 
         Identifiers nobody has yet get an advisory lock, so two workers racing on the same new
         person wait for each other instead of both creating it. Profiles that own identifiers get a
         shared row lock: ordinary traffic never waits on it, but a merge, which locks both
-        profiles for update first, waits until their readers commit. Read again until stable: a
-        merge may have moved identifiers between the read and the lock.
+        profiles for update first, waits until their readers commit. Read after the locks, and again
+        until every owner read was locked before: a merge may have moved identifiers meanwhile.
         """
-        missing = keys - {(row.entity, Identifier(row.type, row.value)) for row in rows}
+        columns = tuple(list(column) for column in zip(*key_rows, strict=True))
+        owned = self.conn.exec_driver_sql(_PG_OWNERS, columns).all()
+        missing = keys - {(entity, Identifier(type_, value)) for entity, type_, value, _ in owned}
         if missing:
             self._lock_identifiers(missing)
-            rows = self._identities_of_owners(keys)
-        while rows:
-            owners = sorted({row.profile_id for row in rows})
-            self.conn.execute(
-                select(profiles.c.id).where(profiles.c.id.in_(owners)).order_by(profiles.c.id).with_for_update(read=True)
-            ).all()
-            again = self._identities_of_owners(keys)
-            if {row.profile_id for row in again} == set(owners):
-                return again
-            rows = again
-        return rows
-
-    def _identities_of_owners(self, keys: set[tuple[str, Identifier]]) -> list[Any]:
-        """Every identity of every profile that owns one of ``keys``, in one query."""
-        grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for entity, identifier in keys:
-            grouped[(entity, identifier.type)].append(identifier.value)
-        # One "entity = ? AND type = ? AND value IN (...)" branch per type: each searches the unique
-        # index (SQLite scans the table for a row-value IN, and only half-uses the index for an OR).
-        owners = union_all(*(
-            select(identities.c.profile_id).where(
-                identities.c.entity == entity, identities.c.type == type_, identities.c.value.in_(values))
-            for (entity, type_), values in sorted(grouped.items())
-        ))
-        return self.conn.execute(
-            select(identities.c.entity, identities.c.type, identities.c.value, identities.c.profile_id,
-                   identities.c.seen_at).where(identities.c.profile_id.in_(owners))
-        ).all()
+        owners = {profile_id for *_, profile_id in owned}
+        locked: set[int] = set()
+        while True:
+            if unlocked := sorted(owners - locked):
+                locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
+            rows = self.conn.exec_driver_sql(_PG_IDENTITIES_OF_OWNERS, columns).all()
+            owners = {row[3] for row in rows}
+            if owners <= locked:
+                return rows
 
     def _lock_identifiers(self, keys: set[tuple[str, Identifier]]) -> None:
         # Two workers racing on the same new user must not both create it: each takes the
@@ -274,17 +285,14 @@ class IdentityBatch:
         if self.new_profiles:
             for profile, profile_id in zip(self.new_profiles, self._reserve_profile_ids(), strict=True):
                 profile.id = profile_id
-            self.conn.execute(insert(profiles), [
-                {"id": p.id, "entity": p.entity, "created_at": p.created_at, "updated_at": p.created_at,
-                 "first_message_id": p.first_message_id, "first_source_id": p.first_source_id}
+            insert_rows(self.conn, profiles, _PROFILE_COLUMNS, [
+                (p.id, p.entity, p.created_at, p.created_at, p.first_message_id, p.first_source_id)
                 for p in self.new_profiles
             ])
-        if self.new_identities:
-            self.conn.execute(insert(identities), [
-                {"entity": n.entity, "type": n.identifier.type, "value": n.identifier.value, "profile_id": n.owner.key,
-                 "source_id": n.source_id, "first_message_id": n.message_id, "seen_at": n.seen_at, "created_at": now}
-                for n in self.new_identities
-            ])
+        insert_rows(self.conn, identities, _IDENTITY_COLUMNS, [
+            (n.entity, n.identifier.type, n.identifier.value, n.owner.key, n.source_id, n.message_id, n.seen_at, now)
+            for n in self.new_identities
+        ])
 
     def _reserve_profile_ids(self) -> list[int]:
         # Ids first, then one bulk insert: SQLAlchemy inserts row by row when it must return ids
@@ -365,3 +373,7 @@ def _lock_key(entity: str, identifier: Identifier) -> int:
 def message_context(row: dict[str, Any]) -> Context:
     return Context(at=row["timestamp"], received_at=row["received_at"], message_id=row["message_id"],
                    source_id=row["source_id"], call=row["type"])
+
+
+def _sqlite_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
