@@ -56,8 +56,9 @@ def fold_into_current(conn: Connection, changes: Sequence[dict[str, Any]]) -> No
         key = (change["profile_id"], change["name"])
         if key not in newest or _order(change) >= _order(newest[key]):
             newest[key] = change
-    insert_rows(conn, profile_traits, _CURRENT, [[change[name] for name in _CURRENT] for change in newest.values()],
-                suffix=_NEWER)
+    # In key order: two followers upserting the same profiles' traits queue behind each other, never deadlock.
+    rows = [[newest[key][name] for name in _CURRENT] for key in sorted(newest)]
+    insert_rows(conn, profile_traits, _CURRENT, rows, suffix=_NEWER)
 
 
 def write_trait_values(
