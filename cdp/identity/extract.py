@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cdp.identity.schemas import ACCOUNTS, USERS, Identifier, IdentityRules
 
 
-@dataclass(frozen=True)
-class MessageIdentifiers:
-    """The person's identifiers (highest priority first) and the entities the message links them to."""
+class MessageIdentifiers(NamedTuple):
+    """The person's identifiers (highest priority first) and the entities the message links them to.
+    A named tuple: one is built per message."""
 
     person: tuple[Identifier, ...]
     links: tuple[tuple[str, Identifier], ...]  # (entity, identifier of the account / household ...)
@@ -26,36 +25,43 @@ def identifiers_of(message: dict[str, Any], rules: IdentityRules) -> MessageIden
     found: list[Identifier] = []
     links: list[tuple[str, Identifier]] = []
 
-    def add(target: list[Any], type_: str, value: Any, entity: str | None = None) -> None:
+    def identifier(type_: str, value: Any) -> Identifier | None:
         text = _text(value)
-        if text is not None and not rules.is_blocked(text):
-            identifier = Identifier(type_.lower(), text)
-            target.append((entity, identifier) if entity else identifier)
+        return None if text is None or rules.is_blocked(text) else Identifier(type_.lower(), text)
 
-    add(found, "user_id", message.get("userId"))
-    add(found, "anonymous_id", message.get("anonymousId"))
+    def add(type_: str, value: Any) -> None:
+        if (found_id := identifier(type_, value)) is not None:
+            found.append(found_id)
+
+    def link(entity: str, type_: str, value: Any) -> None:
+        if (linked := identifier(type_, value)) is not None:
+            links.append((entity, linked))
+
+    add("user_id", message.get("userId"))
+    add("anonymous_id", message.get("anonymousId"))
     # Group traits describe the account, not the person: its email is the company's.
     email = (properties.get("email") or traits.get("email")) if kind == "track" else traits.get("email")
     if kind != "group" and isinstance(email, str) and "@" in email:
-        add(found, "email", email.strip().lower())
+        add("email", email.strip().lower())
     for external in context.get("externalIds") or []:
         if isinstance(external, dict) and isinstance(external.get("type"), str):
             if external.get("collection", USERS) == ACCOUNTS:
-                add(links, external["type"], external.get("id"), ACCOUNTS)
+                link(ACCOUNTS, external["type"], external.get("id"))
             elif external["type"].lower() not in ("user_id", "anonymous_id"):
-                add(found, external["type"], external.get("id"))
+                add(external["type"], external.get("id"))
     if kind == "group":
-        add(links, "group_id", message.get("groupId"), ACCOUNTS)
+        link(ACCOUNTS, "group_id", message.get("groupId"))
     for entity, key in rules.entities.items():
         for bag in (context, properties, traits):
             if bag.get(key) is not None:
-                add(links, key, bag[key], entity)
+                link(entity, key, bag[key])
                 break
     previous = _text(message.get("previousId")) if kind == "alias" else None
     if previous is not None and rules.is_blocked(previous):
         previous = None
-    person = tuple(sorted(dict.fromkeys(found), key=rules.rank))
-    return MessageIdentifiers(person=person, links=tuple(dict.fromkeys(links)), previous_id=previous)
+    # Most messages carry one identifier: nothing to deduplicate or order.
+    person = tuple(found) if len(found) < 2 else tuple(sorted(dict.fromkeys(found), key=rules.rank))
+    return MessageIdentifiers(person, tuple(dict.fromkeys(links)) if links else (), previous)
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -10,19 +10,46 @@ point to; a refused link is logged, like every merge, with the rule, identifier 
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, insert, select, text, union_all, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from cdp.identity.extract import MessageIdentifiers
 from cdp.identity.schemas import USERS, Identifier, IdentityRules
 from cdp.profiles.traits import rebuild_current_traits
+from cdp.store.rows import insert_rows
+from cdp.store.types import dumps_json
 from cdp.store.tables import events, identities, merges, profile_links, profiles, trait_changes
+
+
+_PROFILE_COLUMNS = ("id", "entity", "created_at", "updated_at", "first_message_id", "first_source_id")
+_IDENTITY_COLUMNS = ("entity", "type", "value", "profile_id", "source_id", "first_message_id", "seen_at", "created_at")
+
+
+# The batch's identifiers travel as one JSON array of [entity, type, value] (cheaper to send than
+# column arrays, which psycopg dumps element by element), each looked up through the unique index.
+_SQLITE_IDENTITIES_OF_OWNERS = """
+    SELECT entity, type, value, profile_id, seen_at FROM identities WHERE profile_id IN (
+        SELECT o.profile_id FROM json_each(?) AS k JOIN identities AS o
+        ON o.value = json_extract(k.value, '$[2]') AND o.type = json_extract(k.value, '$[1]')
+        AND o.entity = json_extract(k.value, '$[0]'))"""
+_PG_OWNED = """json_array_elements(%s::json) AS k
+    JOIN identities AS o ON o.value = k->>2 AND o.type = k->>1 AND o.entity = k->>0"""
+_PG_OWNERS = f"SELECT o.entity, o.type, o.value, o.profile_id FROM {_PG_OWNED}"
+# seen_at as naive UTC: psycopg builds time zone aware datetimes several times slower.
+_PG_IDENTITIES_OF_OWNERS = f"""
+    SELECT entity, type, value, profile_id, seen_at AT TIME ZONE 'UTC' FROM identities
+    WHERE profile_id IN (SELECT o.profile_id FROM {_PG_OWNED})"""
+# Shared locks in id order, as a merge takes its exclusive ones.
+_PG_LOCK_PROFILES = "SELECT id FROM profiles WHERE id = ANY(%b::bigint[]) ORDER BY id FOR SHARE"
+# Advisory locks on identifiers, in one sorted order so that two workers cannot deadlock on them.
+_PG_LOCK_IDENTIFIERS = """
+    SELECT pg_advisory_xact_lock(h) FROM (
+        SELECT DISTINCT hashtextextended(concat_ws(chr(31), k->>0, k->>1, k->>2), 0) AS h
+        FROM json_array_elements(%s::json) AS k ORDER BY 1) AS s"""
 
 
 @dataclass(eq=False)
@@ -70,9 +97,8 @@ class _Merge:
     source_id: int
 
 
-@dataclass(frozen=True)
-class Context:
-    """Where the message that caused a change came from."""
+class Context(NamedTuple):
+    """Where the message that caused a change came from (a named tuple: one per message, built in C)."""
 
     at: datetime  # event time
     received_at: datetime
@@ -98,72 +124,49 @@ class IdentityBatch:
 
     def load(self, wanted: Iterable[MessageIdentifiers]) -> None:
         """Read every profile that owns an identifier of the batch, with all its identifiers."""
-        keys: set[tuple[str, Identifier]] = set()
+        keys: set[tuple[str, str, str]] = set()  # (entity, type, value)
         for found in wanted:
-            keys.update((USERS, i) for i in found.person)
-            keys.update(found.links)
+            keys.update((USERS, *identifier) for identifier in found.person)
+            keys.update((entity, *identifier) for entity, identifier in found.links)
             if found.previous_id is not None:
-                keys.update((USERS, Identifier(t, found.previous_id)) for t in ("user_id", "anonymous_id"))
+                keys.update((USERS, type_, found.previous_id) for type_ in ("user_id", "anonymous_id"))
         if not keys:
             return
-        rows = self._identities_of_owners(keys)
         if self.conn.dialect.name == "postgresql":
-            rows = self._hold(keys, rows)
-        for row in rows:
-            profile = self.by_id.setdefault(row.profile_id, Profile(entity=row.entity, id=row.profile_id))
-            identifier = Identifier(row.type, row.value)
-            profile.identities[identifier] = row.seen_at
-            self.owners[(row.entity, identifier)] = profile
+            rows = self._hold(keys)
+        else:
+            rows = self.conn.exec_driver_sql(_SQLITE_IDENTITIES_OF_OWNERS, (dumps_json(list(keys)),)).all()
+        for entity, type_, value, profile_id, seen_at in rows:
+            profile = self.by_id.get(profile_id)
+            if profile is None:
+                profile = self.by_id[profile_id] = Profile(entity=entity, id=profile_id)
+            identifier = Identifier(type_, value)
+            profile.identities[identifier] = _utc(seen_at)
+            self.owners[(entity, identifier)] = profile
 
-    def _hold(self, keys: set[tuple[str, Identifier]], rows: list[Any]) -> list[Any]:
+    def _hold(self, keys: set[tuple[str, str, str]]) -> list[Any]:
         """PostgreSQL only (SQLite has one writer at a time): keep what was read true until commit.
 
         Identifiers nobody has yet get an advisory lock, so two workers racing on the same new
         person wait for each other instead of both creating it. Profiles that own identifiers get a
         shared row lock: ordinary traffic never waits on it, but a merge, which locks both
-        profiles for update first, waits until their readers commit. Read again until stable: a
-        merge may have moved identifiers between the read and the lock.
+        profiles for update first, waits until their readers commit. Read after the locks, and again
+        until every owner read was locked before: a merge may have moved identifiers meanwhile.
         """
-        missing = keys - {(row.entity, Identifier(row.type, row.value)) for row in rows}
+        wanted = (dumps_json(list(keys)),)
+        owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
+        missing = keys - {(entity, type_, value) for entity, type_, value, _ in owned}
         if missing:
-            self._lock_identifiers(missing)
-            rows = self._identities_of_owners(keys)
-        while rows:
-            owners = sorted({row.profile_id for row in rows})
-            self.conn.execute(
-                select(profiles.c.id).where(profiles.c.id.in_(owners)).order_by(profiles.c.id).with_for_update(read=True)
-            ).all()
-            again = self._identities_of_owners(keys)
-            if {row.profile_id for row in again} == set(owners):
-                return again
-            rows = again
-        return rows
-
-    def _identities_of_owners(self, keys: set[tuple[str, Identifier]]) -> list[Any]:
-        """Every identity of every profile that owns one of ``keys``, in one query."""
-        grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for entity, identifier in keys:
-            grouped[(entity, identifier.type)].append(identifier.value)
-        # One "entity = ? AND type = ? AND value IN (...)" branch per type: each searches the unique
-        # index (SQLite scans the table for a row-value IN, and only half-uses the index for an OR).
-        owners = union_all(*(
-            select(identities.c.profile_id).where(
-                identities.c.entity == entity, identities.c.type == type_, identities.c.value.in_(values))
-            for (entity, type_), values in sorted(grouped.items())
-        ))
-        return self.conn.execute(
-            select(identities.c.entity, identities.c.type, identities.c.value, identities.c.profile_id,
-                   identities.c.seen_at).where(identities.c.profile_id.in_(owners))
-        ).all()
-
-    def _lock_identifiers(self, keys: set[tuple[str, Identifier]]) -> None:
-        # Two workers racing on the same new user must not both create it: each takes the
-        # identifiers' advisory locks, in one sorted order so that they cannot deadlock.
-        hashes = sorted({_lock_key(entity, identifier) for entity, identifier in keys})
-        self.conn.execute(
-            text("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS s"),
-            {"keys": hashes},
-        ).all()
+            self.conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
+        owners = {profile_id for *_, profile_id in owned}
+        locked: set[int] = set()
+        while True:
+            if unlocked := sorted(owners - locked):
+                locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
+            rows = self.conn.exec_driver_sql(_PG_IDENTITIES_OF_OWNERS, wanted).all()
+            owners = {row[3] for row in rows}
+            if owners <= locked:
+                return rows
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -274,17 +277,14 @@ class IdentityBatch:
         if self.new_profiles:
             for profile, profile_id in zip(self.new_profiles, self._reserve_profile_ids(), strict=True):
                 profile.id = profile_id
-            self.conn.execute(insert(profiles), [
-                {"id": p.id, "entity": p.entity, "created_at": p.created_at, "updated_at": p.created_at,
-                 "first_message_id": p.first_message_id, "first_source_id": p.first_source_id}
+            insert_rows(self.conn, profiles, _PROFILE_COLUMNS, [
+                (p.id, p.entity, p.created_at, p.created_at, p.first_message_id, p.first_source_id)
                 for p in self.new_profiles
             ])
-        if self.new_identities:
-            self.conn.execute(insert(identities), [
-                {"entity": n.entity, "type": n.identifier.type, "value": n.identifier.value, "profile_id": n.owner.key,
-                 "source_id": n.source_id, "first_message_id": n.message_id, "seen_at": n.seen_at, "created_at": now}
-                for n in self.new_identities
-            ])
+        insert_rows(self.conn, identities, _IDENTITY_COLUMNS, [
+            (n.entity, n.identifier.type, n.identifier.value, n.owner.key, n.source_id, n.message_id, n.seen_at, now)
+            for n in self.new_identities
+        ])
 
     def _reserve_profile_ids(self) -> list[int]:
         # Ids first, then one bulk insert: SQLAlchemy inserts row by row when it must return ids
@@ -357,11 +357,13 @@ def move_links(conn: Connection, *, source: int, target: int, now: datetime) -> 
             conn.execute(insert(profile_links), rows)
 
 
-def _lock_key(entity: str, identifier: Identifier) -> int:
-    digest = hashlib.blake2b(f"{entity}\x1f{identifier.type}\x1f{identifier.value}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 def message_context(row: dict[str, Any]) -> Context:
     return Context(at=row["timestamp"], received_at=row["received_at"], message_id=row["message_id"],
                    source_id=row["source_id"], call=row["type"])
+
+
+def _utc(seen_at: str | datetime) -> datetime:
+    """An identity's ``seen_at`` as read by the driver: ISO text on SQLite, naive UTC on PostgreSQL."""
+    if isinstance(seen_at, str):
+        seen_at = datetime.fromisoformat(seen_at)
+    return seen_at.replace(tzinfo=UTC)

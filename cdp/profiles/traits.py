@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from cdp.store.rows import insert_rows
 from cdp.store.tables import profile_traits, trait_changes
 
 TRAIT_CLASSES = ("identify", "computed", "predicted", "audience")
@@ -33,33 +33,32 @@ def record_trait_changes(conn: Connection, changes: Sequence[dict[str, Any]]) ->
     fold_into_current(conn, changes)
 
 
+_CHANGE = ("profile_id", "name", "value", "class", "source_id", "message_id", "event_time", "received_at")
+_CURRENT = ("profile_id", "name", "value", "class", "source_id", "event_time", "received_at")
+# The newest event time wins, then the newest arrival (the rows of one call are deduplicated first:
+# PostgreSQL refuses to update a row twice in one statement).
+_NEWER = (
+    "ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value, class = excluded.class, "
+    "source_id = excluded.source_id, event_time = excluded.event_time, received_at = excluded.received_at "
+    "WHERE excluded.event_time > profile_traits.event_time "
+    "OR (excluded.event_time = profile_traits.event_time AND excluded.received_at >= profile_traits.received_at)"
+)
+
+
 def append_trait_changes(conn: Connection, changes: Sequence[dict[str, Any]]) -> None:
-    if changes:
-        conn.execute(insert(trait_changes), list(changes))
+    insert_rows(conn, trait_changes, _CHANGE, [[change[name] for name in _CHANGE] for change in changes])
 
 
 def fold_into_current(conn: Connection, changes: Sequence[dict[str, Any]]) -> None:
     """Upsert the current traits with ``changes`` where they are newer (event time, then arrival)."""
-    if not changes:
-        return
     newest: dict[tuple[int, str], dict[str, Any]] = {}
     for change in changes:
         key = (change["profile_id"], change["name"])
         if key not in newest or _order(change) >= _order(newest[key]):
             newest[key] = change
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(profile_traits)
-    excluded = statement.excluded
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["profile_id", "name"],
-            set_={c: excluded[c] for c in ("value", "class", "source_id", "event_time", "received_at")},
-            where=(excluded.event_time > profile_traits.c.event_time)
-            | ((excluded.event_time == profile_traits.c.event_time)
-               & (excluded.received_at >= profile_traits.c.received_at)),
-        ),
-        [{k: v for k, v in change.items() if k != "message_id"} for change in newest.values()],
-    )
+    # In key order: two followers upserting the same profiles' traits queue behind each other, never deadlock.
+    rows = [[newest[key][name] for name in _CURRENT] for key in sorted(newest)]
+    insert_rows(conn, profile_traits, _CURRENT, rows, suffix=_NEWER)
 
 
 def write_trait_values(
