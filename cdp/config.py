@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     max_batch_messages: int = 2500
     import_chunk_rows: int = Field(default=5000, ge=1)
 
+    tracking_poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often a server asks MLflow whether a model card, a champion or the latest "
+                                        "trainings changed (it keeps what it read until then).")
+
     # Recommendations (models/recommend, serving/routes/recommendations).
     recs_poll_seconds: float = Field(
         default=10.0, gt=0, description="How often a server asks the MLflow registry for a new recommender champion.")

@@ -377,6 +377,18 @@ def champions(tracking_uri: str) -> dict[str, str]:
     return {model.name: str(model.aliases[CHAMPION]) for model in found if CHAMPION in (model.aliases or {})}
 
 
+def tracking_state(tracking_uri: str) -> tuple[Any, ...]:
+    """What changes whenever a card, a champion or the latest trainings may have: the champion of every
+    registered model, and the newest run of any experiment with its status (a run being logged ends later)."""
+    if not _store_exists(tracking_uri):
+        return ()
+    client = _client(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=200)]
+    newest = client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    run = (newest[0].info.run_id, newest[0].info.status, newest[0].info.end_time) if newest else None
+    return tuple(sorted(champions(tracking_uri).items())), run
+
+
 def plot_artifact(tracking_uri: str, key: str, name: str) -> bytes | None:
     """A model card plot (``plots/NAME`` of the champion's training run) as PNG bytes; ``None`` when absent."""
     if not _store_exists(tracking_uri):

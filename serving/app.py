@@ -24,10 +24,12 @@ from serving.errors import install_error_handlers
 from serving.champion import ChampionHolder
 from serving.console import pages as console_pages
 from serving.console import session as console_session
+from serving.kept import Kept
 from serving.routes import (
     audiences, computed_traits, destinations, health, jobs, journeys, overview, plans, predictions, profiles,
     quarantine, recommendations, regulations, tracking,
 )
+from serving.tracked import Tracked
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
         app.state.journeys = JourneyWorker(engine, poll_s=settings.journeys_poll_s).start()
         app.state.profile_counts = overview.profile_counts_for(engine)
+        app.state.audience_counts = Kept()
+        app.state.tracked = Tracked(settings.resolved_mlflow_tracking_uri, poll_seconds=settings.tracking_poll_seconds)
         app.state.jobs = JobRunner(engine).start()
         yield
         app.state.jobs.stop()

@@ -32,7 +32,10 @@ from cdp.predictions.schemas import PredictionDefinition
 from cdp.predictions.service import create_prediction
 from cdp.predictions.traits import ScoredProfiles, write_back
 from cdp.setup import prepare_store
+from models.tracking import log_scoring
+from serving.kept import Kept
 from serving.refreshed import Refreshed
+from serving.tracked import Tracked
 from tests.conftest import LiveServer, start_server
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -91,6 +94,40 @@ def test_a_slow_count_is_served_from_the_background() -> None:
     assert counts.get()[0] == 1 and time.monotonic() - started < 0.1  # one refresh at a time, nobody waits
     time.sleep(0.5)
     assert counts.get()[0] == 2
+
+
+def test_kept_answers_are_computed_again_once_their_state_changed() -> None:
+    kept, computed = Kept(), []
+
+    def count(n: int) -> int:
+        computed.append(n)
+        return n
+
+    assert kept.get((7, ()), "sizes", lambda: count(1)) == 1
+    assert kept.get((7, ()), "sizes", lambda: count(2)) == 1  # same state: kept
+    assert kept.get((8, ()), "sizes", lambda: count(3)) == 3  # a membership changed
+    assert computed == [1, 3]
+
+
+def test_tracked_answers_follow_new_runs_in_mlflow(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_scoring(tracking_uri=uri, key="churn", model_version="1", as_of=NOW, profiles=10, drift=None)
+    tracked, reads = Tracked(uri, poll_seconds=0.01), iter(range(1000))
+
+    def settled() -> int:  # once the state was read in the background, the same answer twice
+        deadline = time.monotonic() + 60
+        while (first := tracked.get("card", lambda: next(reads))) != tracked.get("card", lambda: next(reads)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return first
+
+    before = settled()
+    assert tracked.get("card", lambda: next(reads)) == before  # MLflow is not read again
+    log_scoring(tracking_uri=uri, key="churn", model_version="1", as_of=NOW, profiles=20, drift=None)
+    deadline = time.monotonic() + 60
+    while settled() == before:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

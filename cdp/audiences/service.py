@@ -12,7 +12,7 @@ from sqlalchemy import Connection, func, select, update
 
 from cdp.audiences.schemas import AudienceDefinition, referenced_audiences
 from cdp.errors import InvalidInput, NotFound
-from cdp.store.tables import audience_members, audience_versions, audiences, destinations
+from cdp.store.tables import audience_history, audience_members, audience_versions, audiences, destinations
 from cdp.store.versioned import save_version
 
 
@@ -61,6 +61,15 @@ def get_audience(conn: Connection, *, key: str) -> StoredAudience:
     if row is None:
         raise NotFound(f"no audience with key {key!r}")
     return _stored(row)
+
+
+def membership_state(conn: Connection) -> tuple[Any, ...]:
+    """Changes whenever a membership does (every entry and exit is recorded in the history), or an audience
+    comes, goes or gets a new version: two index reads, so counts over every member can be kept meanwhile.
+    An erasure removes a person's memberships with their history, so it shows at the next change."""
+    newest = conn.execute(select(func.max(audience_history.c.id))).scalar()
+    versions = conn.execute(select(audiences.c.id, audiences.c.version).order_by(audiences.c.id)).all()
+    return newest, tuple(tuple(row) for row in versions)
 
 
 def audience_sizes(conn: Connection) -> dict[int, int]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import ORJSONResponse
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from cdp.audiences.membership import members_of, preview, recompute
 from cdp.audiences.schemas import AudienceDefinition, parse_audience, parse_condition
-from cdp.audiences.service import audience_sizes, get_audience, list_audiences, save_audience, shared_members
+from cdp.audiences.service import (
+    audience_sizes, get_audience, list_audiences, membership_state, save_audience, shared_members,
+)
 from cdp.audiences.sync import profile_identifiers
 from cdp.errors import InvalidInput
 from cdp.jobs import ProgressReport
@@ -20,6 +23,7 @@ from serving.deps import AudiencesReader, AudiencesWriter, EngineDep
 from serving.routes.jobs import run_or_start
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
+T = TypeVar("T")
 
 EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",
            "condition": {"type": "and", "conditions": [
@@ -75,32 +79,40 @@ def preview_audience(
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: AudiencesReader) -> ORJSONResponse:
+def list_all(request: Request, engine: EngineDep, _token: AudiencesReader) -> ORJSONResponse:
     """Every audience with its size now."""
     with reader(engine).connect() as conn:
-        sizes = audience_sizes(conn)
+        sizes = _counted(request, conn, "sizes", lambda: audience_sizes(conn))
         return ORJSONResponse({"data": [a.as_json(size=sizes.get(a.id, 0)) for a in list_audiences(conn)]})
 
 
 @router.get("/{key}")
-def read_audience(engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
+def read_audience(request: Request, engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
     """One audience with its size now."""
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
-        return ORJSONResponse({"data": stored.as_json(size=audience_sizes(conn).get(stored.id, 0))})
+        sizes = _counted(request, conn, "sizes", lambda: audience_sizes(conn))
+        return ORJSONResponse({"data": stored.as_json(size=sizes.get(stored.id, 0))})
 
 
 @router.get("/{key}/overlap")
-def overlap(engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
+def overlap(request: Request, engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
     """Every other audience with the members it shares with this one (0 included), most shared first."""
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
-        shared, sizes = shared_members(conn, audience_id=stored.id), audience_sizes(conn)
+        shared = _counted(request, conn, ("shared", stored.id), lambda: shared_members(conn, audience_id=stored.id))
+        sizes = _counted(request, conn, "sizes", lambda: audience_sizes(conn))
         others = [a for a in list_audiences(conn) if a.id != stored.id]
     data = [{"key": a.key, "name": a.definition.title, "size": sizes.get(a.id, 0), "shared": shared.get(a.id, 0)}
             for a in others]
     return ORJSONResponse({"data": sorted(data, key=lambda row: (-row["shared"], row["key"])),
                            "size": sizes.get(stored.id, 0)})
+
+
+def _counted(request: Request, conn: Connection, name: Hashable, count: Callable[[], T]) -> T:
+    """A count over every member (a second or so over a million), kept by this server until a membership
+    changes (:func:`cdp.audiences.service.membership_state`)."""
+    return request.app.state.audience_counts.get(membership_state(conn), name, count)  # type: ignore[no-any-return]
 
 
 @router.get("/{key}/members")

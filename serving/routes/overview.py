@@ -45,8 +45,9 @@ def overview(request: Request, engine: EngineDep, settings: SettingsDep, _token:
         per_minute, capped = recent_rate(conn, now=now)
         stored = list_predictions(conn)
         failures = failing(conn)
-    trainings = latest_trainings(settings.resolved_mlflow_tracking_uri, limit=5)
-    promoted = champions(settings.resolved_mlflow_tracking_uri)
+    uri, tracked = settings.resolved_mlflow_tracking_uri, request.app.state.tracked
+    trainings = tracked.get("trainings", lambda: latest_trainings(uri, limit=5))
+    promoted = tracked.get("champions", lambda: champions(uri))
     warnings = [{"prediction": p.definition.key,
                  "message": "no trained model passed the gate yet: its traits come from the fallback heuristic, if any"}
                 for p in stored if registered_name(p.definition.key) not in promoted]

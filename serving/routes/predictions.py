@@ -76,12 +76,12 @@ def list_all(engine: EngineDep, _token: PredictionsReader) -> ORJSONResponse:
 
 
 @router.get("/{key}")
-def read(engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+def read(request: Request, engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
     """A prediction's definition and its champion's model card (metrics beside the baselines, gate decision,
     artifact names, last scoring's drift); ``model_card`` is null until a model is trained and promoted."""
     with reader(engine).connect() as conn:
         stored = get_prediction(conn, key=key)
-    card = model_card(settings.resolved_mlflow_tracking_uri, key)
+    card = request.app.state.tracked.get(("card", key), lambda: model_card(settings.resolved_mlflow_tracking_uri, key))
     return ORJSONResponse({"data": {**stored.as_json(), "model_card": card}})
 
 
@@ -97,20 +97,26 @@ def plot(settings: SettingsDep, _token: PredictionsReader, key: str,
 
 
 @router.get("/{key}/scores")
-def scores(engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
-    """The distribution of the scores written back to profiles: 20 bins over a sample of up to 20,000."""
+def scores(request: Request, engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+    """The distribution of the scores written back to profiles: 20 bins over a sample of up to 20,000, read
+    again after each scoring."""
     with reader(engine).connect() as conn:
-        stored = get_prediction(conn, key=key)
-        values = score_sample(conn, key=key, task=stored.definition.task)
+        task = get_prediction(conn, key=key).definition.task
+    return ORJSONResponse({"data": request.app.state.tracked.get(("scores", key), lambda: _distribution(engine, key, task))})
+
+
+def _distribution(engine: Engine, key: str, task: str) -> dict[str, Any]:
+    with reader(engine).connect() as conn:
+        values = score_sample(conn, key=key, task=task)
     if not values:
-        return ORJSONResponse({"data": {"sampled": 0, "bins": []}})
+        return {"sampled": 0, "bins": []}
     low, high = min(values), max(values)
     width = (high - low) / 20 or 1.0
     counts = [0] * 20
     for value in values:
         counts[min(int((value - low) / width), 19)] += 1
     bins = [{"from": low + i * width, "to": low + (i + 1) * width, "profiles": n} for i, n in enumerate(counts)]
-    return ORJSONResponse({"data": {"sampled": len(values), "bins": bins}})
+    return {"sampled": len(values), "bins": bins}
 
 
 @router.get("/{key}/outcomes")
