@@ -40,9 +40,9 @@ from cdp.store.tables import sources
 
 CHUNK = 50_000
 # Bump when the generated rows change, so that cached SQLite files are rebuilt.
-FORMAT = 1
+FORMAT = 2
 EVENTS_COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
-                  "original_timestamp", "sent_at", "received_at", "payload")
+                  "original_timestamp", "sent_at", "received_at", "payload", "profile_id")
 CEILING_COLUMNS = ("message_id", "payload")
 TABLES = {"ours": ("events", EVENTS_COLUMNS), "ceiling": ("ceiling_events", CEILING_COLUMNS)}
 
@@ -78,11 +78,13 @@ def event_rows(count: int, *, source_id: int, seed: int = 7) -> Iterator[list[tu
             iso = stamp[:10] + "T" + stamp[11:23] + "+00:00"
             user = rng.randrange(USERS)
             user_id = f"user-{user:06d}"
+            # Attributed, as a store's past events are: each user's profile, one per anonymous visitor.
+            profile_id = user + 1
             draw = rng.random()
             if draw < 0.6:
                 event = TRACK_EVENTS[user % len(TRACK_EVENTS)]
                 payload = _TRACK % (rng.randrange(5000), rng.uniform(5, 200), iso, user_id, event, message_id)
-                row = (source_id, message_id, "track", event, user_id, None, stamp, None, sent, sent, payload)
+                row = (source_id, message_id, "track", event, user_id, None, stamp, None, sent, sent, payload, profile_id)
             elif draw < 0.9:
                 name, path = PAGES[user % len(PAGES)]
                 anonymous = draw < 0.7
@@ -90,10 +92,10 @@ def event_rows(count: int, *, source_id: int, seed: int = 7) -> Iterator[list[tu
                 payload = _PAGE % (f'"{anonymous_id}"' if anonymous else "null", path, path, name, iso,
                                    "null" if anonymous else f'"{user_id}"', name, message_id)
                 row = (source_id, message_id, "page", name, None if anonymous else user_id, anonymous_id,
-                       stamp, None, sent, sent, payload)
+                       stamp, None, sent, sent, payload, USERS + done + i + 1 if anonymous else profile_id)
             else:
                 payload = _IDENTIFY % (iso, user_id, user, user, PLANS[user % len(PLANS)], message_id)
-                row = (source_id, message_id, "identify", None, user_id, None, stamp, None, sent, sent, payload)
+                row = (source_id, message_id, "identify", None, user_id, None, stamp, None, sent, sent, payload, profile_id)
             rows.append(row)
         done += n
         yield rows
@@ -233,4 +235,4 @@ def copy_text(rows: list[tuple], kind: str) -> str:
     n = "\\N"
     # original_timestamp (r[7]) is never set: the load's messages carry no originalTimestamp.
     return "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{n if r[3] is None else r[3]}\t{n if r[4] is None else r[4]}\t"
-                    f"{n if r[5] is None else r[5]}\t{r[6]}+00\t{n}\t{r[8]}+00\t{r[9]}+00\t{r[10]}\n" for r in rows])
+                    f"{n if r[5] is None else r[5]}\t{r[6]}+00\t{n}\t{r[8]}+00\t{r[9]}+00\t{r[10]}\t{r[11]}\n" for r in rows])

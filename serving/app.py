@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,7 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audience_counts = Kept()
         app.state.tracked = Tracked(settings.resolved_mlflow_tracking_uri, poll_seconds=settings.tracking_poll_seconds)
         app.state.jobs = JobRunner(engine).start()
+        # What the start loaded (pandas, scikit-learn, ... hundreds of thousands of objects) lives as
+        # long as the app: out of the collector's full passes, which would otherwise scan all of it
+        # every few hundred requests, about a quarter of the Tracking API's CPU per event.
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
         app.state.jobs.stop()
         app.state.journeys.stop()
         app.state.delivery.stop()

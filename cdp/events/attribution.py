@@ -24,7 +24,7 @@ from cdp.computed.service import definitions_for_ingest
 from cdp.events.bulk import read_pending, set_attributions
 from cdp.events.ingest import IngestConfig, attribute, fire_live_hooks
 from cdp.store.group_commit import GroupCommitter
-from cdp.store.tables import events
+from cdp.store.tables import EVENT_PENDING, events
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def attribute_pending(conn: Connection, *, config: IngestConfig, now: datetime, 
 
 def count_pending(conn: Connection) -> int:
     """Events stored and not yet attributed to a profile: the follower's backlog."""
-    return conn.execute(select(func.count()).select_from(events).where(events.c.pending)).scalar_one()
+    return conn.execute(select(func.count()).select_from(events).where(EVENT_PENDING)).scalar_one()
 
 
 class AttributionFollower:
@@ -143,5 +143,5 @@ class AttributionFollower:
 
 
 def _give_up_on_oldest(conn: Connection) -> None:
-    oldest = select(func.min(events.c.id)).where(events.c.pending).scalar_subquery()
+    oldest = select(func.min(events.c.id)).where(EVENT_PENDING).scalar_subquery()
     conn.execute(update(events).where(events.c.id == oldest).values(pending=False))

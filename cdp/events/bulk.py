@@ -47,16 +47,24 @@ def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         columns[_COLUMNS.index("pending")] = [bool(row.get("pending")) for row in rows]
         conn.exec_driver_sql(_PG_INSERT, tuple(columns))
         return
-    conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_params(row) for row in rows])
+    conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_params(rows))
 
 
-def _sqlite_params(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        row["source_id"], row["message_id"], row["type"], row.get("event"), row.get("user_id"),
-        row.get("anonymous_id"), sqlite_datetime(row["timestamp"]), sqlite_datetime(row.get("original_timestamp")),
-        sqlite_datetime(row.get("sent_at")), sqlite_datetime(row["received_at"]), _payload_text(row),
-        row.get("profile_id"), bool(row.get("pending")),
-    )
+def _sqlite_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    # The rows of a request share receivedAt and mostly sentAt: each distinct time is formatted once.
+    texts: dict[datetime | None, str | None] = {None: None}
+
+    def text(value: datetime | None) -> str | None:
+        if value not in texts:
+            texts[value] = sqlite_datetime(value)
+        return texts[value]
+
+    return [
+        (row["source_id"], row["message_id"], row["type"], row.get("event"), row.get("user_id"),
+         row.get("anonymous_id"), text(row["timestamp"]), text(row.get("original_timestamp")), text(row.get("sent_at")),
+         text(row["received_at"]), _payload_text(row), row.get("profile_id"), bool(row.get("pending")))
+        for row in rows
+    ]
 
 
 def _payload_text(row: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from cdp.identity.service import find_profile
 from cdp.store.cache import StoreCache
 from cdp.store.db import write_transaction
 from cdp.store.tables import (
+    EVENT_PENDING,
     audience_history,
     audience_members,
     events,
@@ -198,7 +199,7 @@ def _delete(conn: Connection, graph: _Graph) -> dict[str, int]:
     # Devices that only still-pending events tie to the subject (an identify not yet attributed):
     # left behind, their events would become an anonymous profile of the person once attributed.
     anonymous_ids += conn.execute(select(events.c.anonymous_id.distinct()).where(
-        events.c.pending, events.c.user_id.in_(user_ids), events.c.anonymous_id.is_not(None))).scalars().all()
+        EVENT_PENDING, events.c.user_id.in_(user_ids), events.c.anonymous_id.is_not(None))).scalars().all()
     ids = graph.profile_ids
     # Events the graph attributes, and those it could not (e.g. stored before an id was linked).
     deleted_events = conn.execute(delete(events).where(or_(
