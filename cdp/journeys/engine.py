@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
 
 from cdp.audiences.compile import ConditionSql
 from cdp.computed.schemas import value_at
@@ -143,10 +143,9 @@ def process_events(conn: Connection, rows: list[dict[str, Any]], *, now: datetim
     _flush(run)
 
 
-def any_due(conn: Connection, *, now: datetime) -> bool:
-    """Whether a timer is due: a read, so that an idle worker never takes the store's writer."""
-    due = (journey_instances.c.status == ACTIVE) & (journey_instances.c.due_at <= now)
-    return conn.execute(select(journey_instances.c.id).where(due).limit(1)).first() is not None
+def due(now: datetime) -> ColumnElement[bool]:
+    """Instances whose timer is due at ``now``."""
+    return (journey_instances.c.status == ACTIVE) & (journey_instances.c.due_at <= now)
 
 
 def advance_due(conn: Connection, *, now: datetime, limit: int = 500) -> int:
