@@ -30,7 +30,7 @@ from cdp.destinations.service import Destination, get_destination
 from cdp.destinations.signing import HEADER, sign
 from cdp.errors import NotFound
 from cdp.store.db import any_row, reader, write_transaction
-from cdp.store.group_commit import GroupCommitter
+from cdp.store.group_commit import GroupCommitter, write
 from cdp.store.tables import outbox as outbox_table
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ def deliver_due(engine: Engine, client: httpx.Client, config: DeliveryConfig, *,
 
     if not any_row(engine, outbox_table, outbox.due(clock())):
         return 0
-    claim = partial(_claim, now=clock(), lease=config.lease)
-    claimed = committer.submit(claim).result() if committer else write_transaction(engine, claim)
+    claimed = write(engine, committer, partial(_claim, now=clock(), lease=config.lease))
     return deliver(engine, client, config, claimed, now=now, committer=committer)
 
 
@@ -199,15 +198,16 @@ class DeliveryWorker:
     def _run(self) -> None:
         while True:
             outbox.handoff.wake.clear()  # before looking: a commit while we look makes the wait below return at once
-            handed = outbox.handoff.take()
-            if self._stop.is_set():
-                deliver(self._engine, self._client, self._config, handed, committer=self._committer)
-                return
+            stopping = self._stop.is_set()
             try:
-                attempted = deliver(self._engine, self._client, self._config, handed, committer=self._committer)
-                attempted += deliver_due(self._engine, self._client, self._config, committer=self._committer)
+                attempted = deliver(self._engine, self._client, self._config, outbox.handoff.take(),
+                                    committer=self._committer)
+                if not stopping:
+                    attempted += deliver_due(self._engine, self._client, self._config, committer=self._committer)
             except DBAPIError:  # the store is down or busy: the messages wait, stored, for the next round
                 log.exception("delivering the outbox failed; retrying")
                 attempted = 0
+            if stopping:
+                return
             if attempted < CLAIM_BATCH:
                 outbox.handoff.wake.wait(self._config.poll_s)

@@ -13,8 +13,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from cdp.journeys.engine import advance_due, due
-from cdp.store.db import any_row, write_transaction
-from cdp.store.group_commit import GroupCommitter
+from cdp.store.db import any_row
+from cdp.store.group_commit import GroupCommitter, write
 from cdp.store.tables import journey_instances
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,13 @@ class JourneyWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                fired = self._advance() if any_row(self._engine, journey_instances, due(self._clock())) else 0
+                fired = write(self._engine, self._committer, self._advance) if any_row(
+                    self._engine, journey_instances, due(self._clock())) else 0
             except DBAPIError:  # the store is down or busy: the timers wait, stored, for the next round
                 log.exception("advancing journeys failed; retrying")
                 fired = 0
             if fired < BATCH:
                 self._stop.wait(self._poll_s)
 
-    def _advance(self) -> int:
-        def advance(conn: Connection) -> int:
-            return advance_due(conn, now=self._clock(), limit=BATCH)
-
-        if self._committer is None:
-            return write_transaction(self._engine, advance)
-        return self._committer.submit(advance).result()
+    def _advance(self, conn: Connection) -> int:
+        return advance_due(conn, now=self._clock(), limit=BATCH)
