@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         description="While attribution keeps up, events are attributed at most this long after they are stored.")
     attribution_idle_ms: int = Field(
         default=200, ge=0,
-        description="Behind a burst, attribution waits for this long a pause in requests (or 10x as long at most).")
+        description="Behind a burst, attribution waits for this long a pause in requests (or, while they keep coming, as long as its last batch took).")
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(
         default=[r"^[0-]*$", r"^-1$", r"(?i:^null$)", r"(?i:^none$)", r"(?i:^anonymous$)", r"(?i:^undefined$)",

@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lag_s=settings.attribution_lag_ms / 1000, idle_s=settings.attribution_idle_ms / 1000).start()
         app.state.recommender = ChampionHolder(
             engine, settings.resolved_mlflow_tracking_uri, poll_seconds=settings.recs_poll_seconds).start()
-        app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings)).start()
-        app.state.journeys = JourneyWorker(engine, poll_s=settings.journeys_poll_s).start()
+        app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings), app.state.committer).start()
+        app.state.journeys = JourneyWorker(engine, poll_s=settings.journeys_poll_s, committer=app.state.committer).start()
         app.state.profile_counts = overview.profile_counts_for(engine)
         app.state.audience_counts = Kept()
         app.state.tracked = Tracked(settings.resolved_mlflow_tracking_uri, poll_seconds=settings.tracking_poll_seconds)

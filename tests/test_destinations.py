@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
@@ -24,13 +24,14 @@ from cdp.audiences.service import save_audience
 from cdp.auth.service import create_source
 from cdp.config import Settings
 from cdp.destinations.addresses import Allowlist, RefusedAddress, check_url
-from cdp.destinations.deliver import DeliveryConfig, deliver_due
+from cdp.destinations.deliver import DeliveryConfig, DeliveryWorker, deliver_due
 from cdp.destinations.outbox import claim_due, enqueue, replay
 from cdp.destinations.schemas import parse_destination
 from cdp.destinations.service import create_destination
 from cdp.destinations.signing import HEADER, verify
 from cdp.events.ingest import IngestConfig, ingest
 from cdp.events.schemas import Envelope
+from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import delivery_attempts, outbox
 from tests.conftest import start_server
 
@@ -196,6 +197,42 @@ def test_redirects_are_failures_and_a_crashed_delivery_is_taken_up_after_its_lea
         assert deliver_due(engine, client, settings, now=later) == 1  # k1's retry; k2 is leased
         assert deliver_due(engine, client, settings, now=later + settings.lease) == 1
     assert [row[0] for row in state(engine)] == ["delivered", "delivered"]
+
+
+def test_a_server_worker_sends_what_its_process_commits_at_once_and_nothing_rolled_back(
+    engine: Engine, receiver: Receiver
+) -> None:
+    destination_id = register(engine, receiver.url)
+    settings = config(delivery_poll_s=300.0)  # only the hand-over can send within the wait below
+    now = datetime.now(UTC)
+
+    def enqueue_then(key: str, *, fail: bool) -> Callable[[Connection], datetime]:
+        def work(conn: Connection) -> datetime:
+            enqueue(conn, destination_ids=[destination_id], now=now,
+                    messages=[(key, {"type": "track", "event": "E", "messageId": key})])
+            if fail:
+                raise ValueError("this unit rolls back to its savepoint")
+            return conn.execute(select(outbox.c.next_attempt_at).where(outbox.c.idempotency_key == key)).scalar_one()
+        return work
+
+    committer = GroupCommitter.for_store(engine)
+    worker = DeliveryWorker(engine, settings, committer).start()
+    try:
+        kept = committer.submit(enqueue_then("kept", fail=False))
+        dropped = committer.submit(enqueue_then("dropped", fail=True))
+        assert kept.result() == now + settings.lease, "written claimed for the worker: no poll's claim takes it"
+        with pytest.raises(ValueError):
+            dropped.result()
+        deadline = time.monotonic() + 10
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        committer.close()
+    assert [orjson.loads(body)["messageId"] for _, body in receiver.received] == ["kept"]
+    assert [row[0:2] for row in state(engine)] == [("delivered", 1)]
+    queue(engine, destination_id, "after")  # no worker: written due at once, for any worker's claim
+    assert state(engine)[-1][2] == NOW
 
 
 def test_audience_changes_become_identify_and_track_calls(engine: Engine, receiver: Receiver) -> None:

@@ -201,6 +201,32 @@ def test_reentry_key_one_instance_per_value_at_a_time(shop) -> None:  # type: ig
     assert [(i.reentry_value, i.status) for i in instances(engine)][3:] == [("A", "active"), ("", "active")]
 
 
+def test_an_instance_goes_on_as_the_profile_its_own_was_merged_into(shop) -> None:  # type: ignore[no-untyped-def]
+    engine, source_id, hook = shop
+    define(engine, key="cart", entry={"event": "Product Added"}, reentry_key="cart_id",
+           steps=[{"id": "checkout", "type": "wait_for_event", "event": "Checkout Started", "timeout": {"days": 1},
+                   "arrived": [send_step("thanks", hook, "Thanks")]}])
+
+    def live(**message: object) -> int:
+        """Ingest one message as the server's follower does (identity, then the live hooks); its profile."""
+        message_id = f"m{next(_ids)}"
+        with engine.begin() as conn:
+            ingest(conn, source_id=source_id, envelope=Envelope(received_at=datetime.now(UTC)), config=CONFIG,
+                   messages=[{"messageId": message_id, **message}])
+            return conn.execute(select(events.c.profile_id).where(events.c.message_id == message_id)).scalar_one()
+
+    known = live(type="track", userId="u-1", event="Product Added", properties={"cart_id": "B"})
+    guest = live(type="track", anonymousId="a-1", event="Product Added", properties={"cart_id": "A"})
+    live(type="track", anonymousId="a-1", event="Product Added", properties={"cart_id": "B"})
+    survivor = live(type="identify", userId="u-1", anonymousId="a-1")  # one person: the profiles merge
+    assert survivor in (known, guest)
+    by_cart = {(i.reentry_value, i.status): i for i in instances(engine)}
+    assert {i.profile_id for (_, status), i in by_cart.items() if status == "active"} == {survivor}
+    assert sorted(by_cart) == [("A", "active"), ("B", "active"), ("B", "exited")], "one cart B goes on, not two"
+    live(type="track", userId="u-1", event="Checkout Started")
+    assert [m["event"] for m in sent(engine)] == ["Thanks", "Thanks"], "the survivor's event releases both waits"
+
+
 def test_holdout_is_sticky_never_sent_and_measured(shop) -> None:  # type: ignore[no-untyped-def]
     shares = [stable_fraction("winback", "holdout", pid) < 0.1 for pid in range(1, 20_001)]
     assert abs(sum(shares) / len(shares) - 0.1) < 0.01

@@ -3,6 +3,10 @@
 Delivery is at least once: a message is claimed by pushing its ``next_attempt_at`` past a lease,
 sent outside any transaction, then marked. A worker killed between the send and the mark leaves it
 claimed until the lease ends, and it is sent again with the same ``Idempotency-Key``.
+
+While a delivery worker runs in this process (``handoff``), messages are written claimed for its
+lease and handed to it as their transaction commits: a live event's message is sent without a
+claim transaction or a poll in between, and a crash before the send still only delays it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,9 @@ from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, up
 from cdp.errors import InvalidInput
 from cdp.store.db import after_commit
 from cdp.store.tables import delivery_attempts, destinations, outbox
+from cdp.store.types import dumps_json, loads_json
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
-# Set when this process's enqueueing transaction commits, so that its delivery worker looks at once
-# instead of at its next poll (and not before the commit, when it would find nothing and sleep).
-enqueued = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,43 @@ class Claimed:
     attempts: int  # before this one
 
 
+class Handoff:
+    """This process's delivery worker, as ``enqueue`` sees it: open while the worker runs."""
+
+    def __init__(self) -> None:
+        self._lease: timedelta | None = None
+        self._held: list[Claimed] = []
+        self._lock = threading.Lock()
+        # Set when this process commits messages, or replays some, so that its worker looks at once
+        # instead of at its next poll (and not before the commit, when it would find nothing and sleep).
+        self.wake = threading.Event()
+
+    @property
+    def lease(self) -> timedelta | None:
+        return self._lease
+
+    def open(self, lease: timedelta) -> None:
+        self._lease = lease
+
+    def close(self) -> None:
+        """From now on messages are written unclaimed, for any worker; those held stay claimed until
+        their lease ends (or the worker sends them on its way out)."""
+        self._lease = None
+
+    def put(self, messages: list[Claimed]) -> None:
+        with self._lock:
+            self._held.extend(messages)
+        self.wake.set()
+
+    def take(self) -> list[Claimed]:
+        with self._lock:
+            taken, self._held = self._held, []
+        return taken
+
+
+handoff = Handoff()
+
+
 def enqueue(
     conn: Connection, *, destination_ids: Sequence[int], messages: Sequence[tuple[str, dict[str, Any]]], now: datetime
 ) -> int:
@@ -52,28 +91,33 @@ def enqueue(
     if not messages or not destination_ids:
         return 0
     live = list(conn.execute(select(destinations.c.id).where(destinations.c.id.in_(list(destination_ids)))).scalars())
+    lease = handoff.lease
     rows = [{"destination_id": destination_id, "idempotency_key": key, "payload": payload, "status": PENDING,
-             "attempts": 0, "next_attempt_at": now, "created_at": now}
+             "attempts": 0, "next_attempt_at": now if lease is None else now + lease, "created_at": now}
             for destination_id in live for key, payload in messages]
-    if rows:
+    if not rows:
+        return 0
+    if lease is None:
         conn.execute(insert(outbox), rows)
-        after_commit(conn, enqueued.set)
+        after_commit(conn, handoff.wake.set)
+        return len(rows)
+    ids = conn.execute(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    # The payload as a claim would read it back from its JSON column.
+    claimed = [Claimed(id, row["destination_id"], row["idempotency_key"], loads_json(dumps_json(row["payload"])), 0)
+               for id, row in zip(ids, rows, strict=True)]
+    after_commit(conn, lambda: handoff.put(claimed))
     return len(rows)
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+def due(now: datetime) -> ColumnElement[bool]:
+    """Messages waiting for an attempt at ``now``."""
     return and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now)
-
-
-def any_due(conn: Connection, *, now: datetime) -> bool:
-    """Whether a message is due: a read, so that an idle worker never takes the store's writer."""
-    return conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first() is not None
 
 
 def claim_due(conn: Connection, *, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
     """Take up to ``limit`` due messages, oldest first, for ``lease``; concurrent workers skip each other's."""
     query = (select(outbox.c.id, outbox.c.destination_id, outbox.c.idempotency_key, outbox.c.payload, outbox.c.attempts)
-             .where(_due(now)).order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit))
+             .where(due(now)).order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = [Claimed(**row._mapping) for row in conn.execute(query)]
@@ -113,7 +157,7 @@ def replay(conn: Connection, *, destination_id: int, now: datetime, ids: Sequenc
     count = conn.execute(query.values(status=PENDING, attempts=0, next_attempt_at=now, last_error=None,
                                       delivered_at=None)).rowcount
     if count:
-        after_commit(conn, enqueued.set)
+        after_commit(conn, handoff.wake.set)
     return count
 
 

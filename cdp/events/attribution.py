@@ -57,14 +57,16 @@ def count_pending(conn: Connection) -> int:
 class AttributionFollower:
     """A thread that keeps attributing pending events through the process's group committer.
 
-    While it keeps up (its last batch was not full), events are attributed at most ``lag_s`` after
-    the first of them was stored: a steady stream reaches profiles, audiences and journeys within
-    that, in batches of what arrived meanwhile. Once it falls behind (a full batch: a burst),
-    requests come first: the next batch starts once the API has had no request for ``idle_s``, or
-    when the last batch is ``10 * idle_s`` old. A burst is thus acknowledged at the API's full speed
-    and attributed as it eases; with ``idle_s=0``, attribution and requests share the process
-    evenly. Without requests the follower looks every ``poll_s`` for events that other server
-    processes stored.
+    While it keeps up (its last batch was not full), events are attributed as soon as they are
+    stored when the follower is idle, and else ``lag_s`` after the last batch started: a steady
+    stream reaches profiles, audiences and journeys in batches of what arrived meanwhile. Once it
+    falls behind (a full batch: a burst), requests come first: the next batch starts once the API
+    has had no request for ``idle_s``, or, while requests keep coming, once the API has had the
+    writer for as long as the last batch took. A burst is thus acknowledged at (at least half) the
+    API's speed and attributed as it eases, and a steady stream that filled one batch (after a
+    stall) is not left seconds behind; with ``idle_s=0``, attribution and requests share the
+    process evenly. Without requests the follower looks every ``poll_s`` for events that other
+    server processes stored.
     """
 
     def __init__(
@@ -76,7 +78,6 @@ class AttributionFollower:
         self._batch = batch
         self._lag_s = lag_s
         self._idle_s = idle_s
-        self._max_lag_s = 10 * idle_s
         self._poll_s = poll_s
         self._last_request = 0.0
         self._first_unattributed: float | None = None  # when the first request since the last batch stored events
@@ -100,21 +101,22 @@ class AttributionFollower:
         self._wake.set()
         self._thread.join()
 
-    def _due(self, *, behind: bool, last_batch: float) -> float:
-        """When (``time.monotonic``) the next batch should start."""
+    def _due(self, *, behind: bool, last_batch: float, took: float) -> float:
+        """When (``time.monotonic``) the next batch should start, the last one having started at
+        ``last_batch`` and taken ``took`` seconds."""
         if behind:
-            return min(self._last_request + self._idle_s, last_batch + self._max_lag_s)
+            return min(self._last_request + self._idle_s, last_batch + 2 * took)
         if self._first_unattributed is not None:
-            return self._first_unattributed + self._lag_s
+            return max(self._first_unattributed, last_batch + self._lag_s)
         return last_batch + self._poll_s
 
     def _run(self) -> None:
         limit = self._batch
         behind = False
-        last_batch = time.monotonic()
+        last_batch, took = time.monotonic(), 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            due = self._due(behind=behind, last_batch=last_batch)
+            due = self._due(behind=behind, last_batch=last_batch, took=took)
             if now < due:
                 self._wake.wait(due - now)
                 self._wake.clear()
@@ -123,6 +125,7 @@ class AttributionFollower:
             self._first_unattributed = None  # events stored from here on wait for the next batch
             try:
                 taken = self._committer.submit(lambda conn: self._attribute(conn, limit)).result()
+                took = time.monotonic() - now
                 behind = taken >= limit
                 limit = self._batch
             except DBAPIError:  # the store is down or busy: the events wait, stored, for the next try

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
 
 from cdp.audiences.compile import ConditionSql
 from cdp.computed.schemas import value_at
@@ -115,7 +115,39 @@ class Run:
 
 def on_live_events(conn: Connection, _source_id: int, rows: list[dict[str, Any]]) -> None:
     """The live hook (``cdp.events.ingest.LIVE_HOOKS``): journeys react to the events now."""
-    process_events(conn, rows, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    adopt_merged(conn, sorted({row["profile_id"] for row in rows if row.get("merged")}), now=now)
+    process_events(conn, rows, now=now)
+
+
+def adopt_merged(conn: Connection, survivors: list[int], *, now: datetime) -> None:
+    """Active instances of the profiles merged into ``survivors`` go on as the survivors': their
+    waits are released and their sends addressed by the survivor's events and identifiers. One that
+    duplicates an instance of the survivor (same journey, same re-entry value) ends instead."""
+    if not survivors:
+        return
+    into = dict(conn.execute(select(profiles.c.id, profiles.c.merged_into)
+                             .where(profiles.c.merged_into.in_(survivors))).all())
+    if not into:
+        return
+    query = (select(journey_instances.c.id, journey_instances.c.journey_id, journey_instances.c.profile_id,
+                    journey_instances.c.reentry_value)
+             .where(journey_instances.c.status == ACTIVE, journey_instances.c.profile_id.in_([*into, *survivors]))
+             .order_by(journey_instances.c.id))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = conn.execute(query).all()
+    held = {(i.journey_id, i.profile_id, i.reentry_value) for i in found if i.profile_id not in into}
+    for instance in found:
+        if instance.profile_id not in into:
+            continue
+        survivor = into[instance.profile_id]
+        values: dict[str, Any] = {"profile_id": survivor}
+        if (instance.journey_id, survivor, instance.reentry_value) in held:
+            values = {"status": EXITED, "exit_reason": f"merged into profile {survivor}", "step_id": None,
+                      "due_at": None, "ended_at": now}
+        held.add((instance.journey_id, survivor, instance.reentry_value))
+        conn.execute(update(journey_instances).where(journey_instances.c.id == instance.id).values(**values))
 
 
 def process_events(conn: Connection, rows: list[dict[str, Any]], *, now: datetime) -> None:
@@ -143,10 +175,9 @@ def process_events(conn: Connection, rows: list[dict[str, Any]], *, now: datetim
     _flush(run)
 
 
-def any_due(conn: Connection, *, now: datetime) -> bool:
-    """Whether a timer is due: a read, so that an idle worker never takes the store's writer."""
-    due = (journey_instances.c.status == ACTIVE) & (journey_instances.c.due_at <= now)
-    return conn.execute(select(journey_instances.c.id).where(due).limit(1)).first() is not None
+def due(now: datetime) -> ColumnElement[bool]:
+    """Instances whose timer is due at ``now``."""
+    return (journey_instances.c.status == ACTIVE) & (journey_instances.c.due_at <= now)
 
 
 def advance_due(conn: Connection, *, now: datetime, limit: int = 500) -> int:

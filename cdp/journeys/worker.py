@@ -1,5 +1,6 @@
 """The journey worker: a thread of ``cdp serve`` (in every process, beside the delivery worker) that
-fires due timers. Its clock is a parameter, so tests can run it on a chosen time."""
+fires due timers, writing through the process's group committer when given one. Its clock is a
+parameter, so tests can run it on a chosen time."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from cdp.journeys.engine import advance_due, any_due
-from cdp.store.db import reader, write_transaction
+from cdp.journeys.engine import advance_due, due
+from cdp.store.db import any_row
+from cdp.store.group_commit import GroupCommitter, write
+from cdp.store.tables import journey_instances
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -25,8 +28,10 @@ def wall_clock() -> datetime:
 class JourneyWorker:
     """Fires due timers every ``poll_s``, at once again while a round found a full batch."""
 
-    def __init__(self, engine: Engine, *, poll_s: float, clock: Callable[[], datetime] = wall_clock) -> None:
+    def __init__(self, engine: Engine, *, poll_s: float, clock: Callable[[], datetime] = wall_clock,
+                 committer: GroupCommitter | None = None) -> None:
         self._engine = engine
+        self._committer = committer
         self._poll_s = poll_s
         self._clock = clock
         self._stop = threading.Event()
@@ -43,12 +48,13 @@ class JourneyWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with reader(self._engine).connect() as conn:
-                    due = any_due(conn, now=self._clock())
-                fired = write_transaction(self._engine, lambda conn: advance_due(
-                    conn, now=self._clock(), limit=BATCH)) if due else 0
+                fired = write(self._engine, self._committer, self._advance) if any_row(
+                    self._engine, journey_instances, due(self._clock())) else 0
             except DBAPIError:  # the store is down or busy: the timers wait, stored, for the next round
                 log.exception("advancing journeys failed; retrying")
                 fired = 0
             if fired < BATCH:
                 self._stop.wait(self._poll_s)
+
+    def _advance(self, conn: Connection) -> int:
+        return advance_due(conn, now=self._clock(), limit=BATCH)

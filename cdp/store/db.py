@@ -12,7 +12,7 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from psycopg.types.json import set_json_loads
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import ColumnElement, Connection, Engine, Table, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -23,7 +23,7 @@ from cdp.store.types import dumps_json, loads_json
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "cdp_read_only"
-_AFTER_COMMIT, _COMMITTED = "cdp_after_commit", "cdp_committed"
+_AFTER_COMMIT, _COMMITTED, _SAVEPOINTS = "cdp_after_commit", "cdp_committed", "cdp_savepoints"
 T = TypeVar("T")
 
 
@@ -32,9 +32,17 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
+def any_row(engine: Engine, table: Table, where: ColumnElement[bool]) -> bool:
+    """Whether a row of ``table`` matches ``where``: a read, so that a worker looking for due work
+    takes the store's writer (SQLite's one write lock) only when there is some."""
+    with reader(engine).connect() as conn:
+        return conn.execute(select(table.c.id).where(where).limit(1)).first() is not None
+
+
 def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
     """Call ``callback`` once the transaction ``conn`` is in has committed and the connection is
-    released; not when it rolls back. For wake-ups: a thread woken before the commit reads too early.
+    released; not when it, or the savepoint it was registered in, rolls back. For wake-ups and
+    hand-overs: a thread woken before the commit reads too early.
     """
     conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
@@ -44,11 +52,28 @@ def _run_after_commit(engine: Engine) -> None:
     # a transaction's connection goes back to the pool after it: callbacks committed by then run.
     @event.listens_for(engine, "commit")
     def _committing(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.info.pop(_SAVEPOINTS, None)
         connection.info.setdefault(_COMMITTED, []).extend(connection.info.pop(_AFTER_COMMIT, ()))
 
     @event.listens_for(engine, "rollback")
     def _forget(connection) -> None:  # type: ignore[no-untyped-def]
         connection.info.pop(_AFTER_COMMIT, None)
+        connection.info.pop(_SAVEPOINTS, None)
+
+    # A unit of a group commit (cdp.store.group_commit) that fails rolls back to its savepoint
+    # alone: the callbacks it registered go with it, those of the units beside it stay. Savepoints
+    # nest, so their marks are a stack (the "savepoint" event is not told the savepoint's name).
+    @event.listens_for(engine, "savepoint")
+    def _mark(connection, _name) -> None:  # type: ignore[no-untyped-def]
+        connection.info.setdefault(_SAVEPOINTS, []).append(len(connection.info.get(_AFTER_COMMIT, ())))
+
+    @event.listens_for(engine, "release_savepoint")
+    def _keep(connection, _name, _context) -> None:  # type: ignore[no-untyped-def]
+        connection.info[_SAVEPOINTS].pop()
+
+    @event.listens_for(engine, "rollback_savepoint")
+    def _forget_since(connection, _name, _context) -> None:  # type: ignore[no-untyped-def]
+        del connection.info.get(_AFTER_COMMIT, [])[connection.info[_SAVEPOINTS].pop():]
 
     @event.listens_for(engine, "checkin")
     def _run(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]

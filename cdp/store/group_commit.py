@@ -6,14 +6,15 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from cdp.store.db import RETRYABLE_SQLSTATES
+from cdp.store.db import RETRYABLE_SQLSTATES, write_transaction
 
 Work = Callable[[Connection], Any]
+T = TypeVar("T")
 
 
 class GroupCommitter:
@@ -102,3 +103,9 @@ class GroupCommitter:
             except Exception as error:
                 return None, error
         raise AssertionError("unreachable")
+
+
+def write(engine: Engine, committer: GroupCommitter | None, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in a write transaction: in the committer's next group when given one (a server's
+    threads share its writer), else in a transaction of its own (the CLI, tests)."""
+    return committer.submit(work).result() if committer else write_transaction(engine, work)
