@@ -505,7 +505,7 @@ def _fetch(
     if not chunks:
         return _typed(pd.DataFrame(columns=names), text_columns, categorical)
     for name in categorical:  # the same categories in every chunk, else concat falls back to strings
-        found = union_categoricals([chunk[name] for chunk in chunks]).categories
+        found = union_categoricals([chunk[name] for chunk in chunks], sort_categories=True).categories
         for chunk in chunks:
             chunk[name] = chunk[name].cat.set_categories(found)
     return pd.concat(chunks, ignore_index=True)
