@@ -24,7 +24,22 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection, Engine, Float, Select, Text, and_, case, func, literal, null, select, true, union_all
+from pandas.api.types import union_categoricals
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Select,
+    Text,
+    and_,
+    case,
+    func,
+    literal,
+    null,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from cdp.config import Settings
@@ -483,9 +498,17 @@ def _fetch(
         return _typed(_copy_out(conn, query, text_columns, categorical), text_columns, categorical)
     result = conn.execute(query)
     names = list(result.keys())
-    chunks = [pd.DataFrame(rows, columns=names) for rows in result.partitions(_FETCH_ROWS)]
-    frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=names)
-    return _typed(frame, text_columns, categorical)
+    # Typed chunk by chunk, so that 50M events never sit in memory as Python strings; plain
+    # tuples, because pandas probes every SQLAlchemy Row's attributes (longer than the query).
+    chunks = [_typed(pd.DataFrame([tuple(row) for row in rows], columns=names), text_columns, categorical)
+              for rows in result.partitions(_FETCH_ROWS)]
+    if not chunks:
+        return _typed(pd.DataFrame(columns=names), text_columns, categorical)
+    for name in categorical:  # the same categories in every chunk, else concat falls back to strings
+        found = union_categoricals([chunk[name] for chunk in chunks], sort_categories=True).categories
+        for chunk in chunks:
+            chunk[name] = chunk[name].cat.set_categories(found)
+    return pd.concat(chunks, ignore_index=True)
 
 
 def _copy_out(conn: Connection, query: Select, text_columns: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:

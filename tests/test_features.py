@@ -137,6 +137,18 @@ def test_sql_equals_the_pandas_reference_on_random_data(engine, seed: int) -> No
         assert_same(read_features(engine, as_of=cutoff, features=chosen), expected)
 
 
+def test_an_export_read_in_chunks_equals_one_read(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's rows come in one COPY, not in chunks")
+    store(engine, random_shop(4, users=15, start=START, days=60))
+    whole = export(engine)
+    monkeypatch.setattr(features.read, "_FETCH_ROWS", 7)
+    chunked = export(engine)
+    assert isinstance(chunked.events["event"].dtype, pd.CategoricalDtype)  # not strings again after the concat
+    pd.testing.assert_frame_equal(chunked.events, whole.events)
+    pd.testing.assert_frame_equal(chunked.lines, whole.lines)
+
+
 def test_the_reference_covers_every_builtin_feature() -> None:
     computed = {f.name for f in resolve("default") if f.family not in ("categories", "traits")}
     assert computed <= set(REFERENCE) and set(BUILTIN_NAMES) - {"category_share"} <= set(REFERENCE)
