@@ -447,3 +447,31 @@ def test_cli_journeys_contact_policy_and_backfill(settings: Settings, tmp_path: 
     assert_user_error(cdp(settings, "contact-policy", "set", "--file", str(policy_file)), "greater than or equal to 0")
     assert "deleted" in cdp(settings, "journeys", "delete", "welcome").stdout
     assert_user_error(cdp(settings, "journeys", "show", "welcome"), "no journey with key 'welcome'")
+
+
+def test_two_postgresql_workers_take_turns_at_one_profiles_cap(engine: Engine) -> None:
+    """Each counts the sends already made before adding its own: without turns, two transactions
+    would both see the cap's last slot free and both send."""
+    import threading
+
+    from cdp.journeys.policy import Intent, arbitrate
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's single writer already runs them one after the other")
+    policy = parse_policy({"frequency_caps": [{"max": 1, "window": {"hours": 24}}]})
+    intent = Intent(journey_key="welcome", profile_id=7, destination_id=1, payload=None)
+    now = datetime.now(UTC)
+    decided: list[object] = []
+
+    def second_worker() -> None:
+        with engine.begin() as conn:
+            decided.extend(arbitrate(conn, policy, [intent], now=now))
+
+    with engine.begin() as conn:
+        assert arbitrate(conn, policy, [intent], now=now) == [(intent, None)]
+        other = threading.Thread(target=second_worker, daemon=True)
+        other.start()
+        other.join(timeout=1.0)
+        assert other.is_alive(), "the second worker counted the sends while the first was still deciding"
+    other.join(timeout=30)
+    assert decided == [(intent, None)]  # no send was recorded here: the slot is still free once it gets its turn

@@ -63,6 +63,8 @@ def arbitrate(conn: Connection, policy: ContactPolicy, intents: Sequence[Intent]
     groups: dict[tuple[int, int], list[Intent]] = defaultdict(list)
     for intent in intents:
         groups[(intent.profile_id, intent.destination_id)].append(intent)
+    if policy.frequency_caps and conn.dialect.name == "postgresql":
+        _lock_counts(conn, sorted(groups))
     decided: list[tuple[Intent, str | None]] = []
     for (profile_id, destination_id), group in groups.items():
         ordered = sorted(group, key=lambda i: policy.rank(i.journey_key))
@@ -76,6 +78,18 @@ def arbitrate(conn: Connection, policy: ContactPolicy, intents: Sequence[Intent]
                       else f"frequency_cap: destination {destination_id} has no send left in its window")
             decided.append((intent, reason))
     return decided
+
+
+# Two PostgreSQL workers capping sends to one profile would each count the other's sends as not
+# yet made and both send: they take turns per (profile, destination), in one order (no deadlock).
+# SQLite's single writer already serialises them.
+_PG_LOCK_COUNTS = """
+    SELECT pg_advisory_xact_lock(hashtextextended(concat_ws(':', 'journey_sends', p, d), 0))
+    FROM unnest(%s::bigint[], %s::bigint[]) AS k(p, d)"""
+
+
+def _lock_counts(conn: Connection, keys: list[tuple[int, int]]) -> None:
+    conn.exec_driver_sql(_PG_LOCK_COUNTS, ([p for p, _ in keys], [d for _, d in keys]))
 
 
 def _sends_left(conn: Connection, policy: ContactPolicy, *, profile_id: int, destination_id: int, now: datetime
