@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -35,7 +32,7 @@ import httpx
 
 from bench.load import headers_for, percentile
 from bench.profiles import fill_people, scratch_store
-from bench.report import Report
+from bench.report import Report, run
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
@@ -297,8 +294,7 @@ def main() -> None:
     stores = args.stores or ("postgresql" if args.postgres else "sqlite")
     report = Report("audiences")
     log = report.say
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    log(f"{report.machine()} (commit {commit}), SQLite {sqlite3.sqlite_version}")
+    log(report.machine())
     for store in [s.strip() for s in stores.split(",") if s.strip()]:
         if "live" in args.parts:
             event_to_webhook(store, args, log)
@@ -310,7 +306,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

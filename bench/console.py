@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import random
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from bench.audiences import AUDIENCES
 from bench.load import percentile
 from bench.profiles import fill_people, scratch_store
-from bench.report import Report
+from bench.report import Report, run
 from cdp.audiences.membership import recompute
 from cdp.audiences.schemas import parse_audience
 from cdp.audiences.service import save_audience
@@ -229,14 +228,11 @@ def main() -> None:
     args.profiles = args.profiles or (100_000 if args.quick else 1_000_000)
     stores = args.stores or ("postgresql" if args.postgres else "sqlite")
     report = Report("console")
-    report.say(f"{report.machine()}, SQLite {sqlite3.sqlite_version}")
+    report.say(report.machine())
     for store in [s.strip() for s in stores.split(",") if s.strip()]:
         console_pages(store, args, report.say)
     report.write()
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 from bench.load import BATCH_SIZE, LoadResult, make_bodies, run_load
 from bench.preload import copy_sqlite, fill_postgres, fill_sqlite, prepare_empty, sqlite_cache_path
+from bench.report import run
 from cdp.auth.service import source_for_write_key
 from cdp.config import Settings
 from cdp.events.attribution import count_pending
@@ -590,8 +591,4 @@ def table(outcomes: list[Outcome]) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        stop_all()
-        sys.exit(130)
+    run(main, on_interrupt=stop_all)

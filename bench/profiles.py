@@ -22,8 +22,6 @@ import os
 import random
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +34,7 @@ import psycopg
 from bench.ingest import OUT, WRITE_KEY, Target, create_database, drop_database, run_one, summary, to_sqlalchemy_url
 from bench.load import BATCH_SIZE, make_bodies, percentile
 from bench.preload import schema_revision
-from bench.report import Report
+from bench.report import Report, run
 from cdp.config import Settings
 from cdp.demo.server import start_server
 from cdp.setup import prepare_store
@@ -218,8 +216,7 @@ def main() -> None:
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
     report = Report("profiles")
     log = report.say
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    log(f"{report.machine()} (commit {commit}), SQLite {sqlite3.sqlite_version}")
+    log(report.machine())
     for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
         if "api" in args.parts:
             profile_api(store, args, log)
@@ -229,7 +226,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

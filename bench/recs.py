@@ -48,7 +48,7 @@ from bench.ingest import OUT
 from bench.load import percentile
 from bench.profiles import _TABLES
 from bench.recs_data import END, RecsShape, cached_log, item_ids
-from bench.report import Report, peak_mb
+from bench.report import Report, peak_mb, run
 from cdp.config import Settings
 from cdp.demo.server import free_port, start_server
 from cdp.setup import prepare_store
@@ -396,8 +396,7 @@ def main() -> None:
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
     report = Report("recs")
     log = report.say
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    log(f"{report.machine()} (commit {commit}), {size} sizes; a shared machine makes every figure noisy")
+    log(f"{report.machine()}, {size} sizes; a shared machine makes every figure noisy")
     parts = {p.strip() for p in args.parts.split(",")}
     if "train" in parts:
         training(TRAIN_SHAPES[size], log)
@@ -409,7 +408,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

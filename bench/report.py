@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,15 +29,30 @@ class Report:
         self.lines.append(line)
 
     def machine(self) -> str:
-        """The run's start and the machine it shares: CPUs, memory, load."""
+        """The run's start, the code measured and the machine it shares: CPUs, memory, load."""
         return (f"{self.name} benchmark {self.started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs, "
-                f"{memory_gb():.0f} GB RAM, load average {os.getloadavg()[0]:.1f}")
+                f"{memory_gb():.0f} GB RAM, load average {os.getloadavg()[0]:.1f} (commit {commit()}), "
+                f"SQLite {sqlite3.sqlite_version}")
 
     def write(self) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         path = OUT / f"{self.name}-{self.started:%Y%m%dT%H%M%SZ}.txt"
         path.write_text("\n".join(self.lines) + "\n")
         print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip() or "?"
+
+
+def run(main: Callable[[], None], *, on_interrupt: Callable[[], None] = lambda: None) -> None:
+    """A benchmark's entry point: Ctrl-C ends it with status 130 and no traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        on_interrupt()
+        sys.exit(130)
 
 
 def memory_gb() -> float:
