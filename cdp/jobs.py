@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from cdp.errors import CdpError, NotFound
-from cdp.store.db import reader, write_transaction
+from cdp.store.db import any_row, reader, write_transaction
 from cdp.store.tables import jobs
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,11 @@ def get_job(engine: Engine, job_id: int) -> Job:
 
 def interrupt_abandoned(engine: Engine, *, now: datetime, stale_after: timedelta = STALE_AFTER) -> int:
     """Mark ``interrupted`` the queued and running jobs whose process stopped renewing them; how many."""
-    stale = (jobs.c.state.in_(LIVE), jobs.c.heartbeat_at < now - stale_after)
-    with reader(engine).connect() as conn:  # most times there is none: no write lock taken for nothing
-        if conn.execute(select(jobs.c.id).where(*stale).limit(1)).first() is None:
-            return 0
+    stale = and_(jobs.c.state.in_(LIVE), jobs.c.heartbeat_at < now - stale_after)
+    if not any_row(engine, jobs, stale):  # most times there is none: no write lock taken for nothing
+        return 0
     return write_transaction(engine, lambda conn: conn.execute(
-        update(jobs).where(*stale).values(state="interrupted", error=INTERRUPTED, finished_at=now))).rowcount
+        update(jobs).where(stale).values(state="interrupted", error=INTERRUPTED, finished_at=now))).rowcount
 
 
 class JobRunner:
