@@ -1,10 +1,7 @@
 """Bulk writes of events at the driver level: the Tracking API's insert, the follower's attribution.
 
-SQLAlchemy's per-row bind processing, and the statement compilation that ``ON CONFLICT`` statements
-repeat on every call (they have no cache key), cost more than the insert itself; psycopg runs an
-``executemany`` as one pipelined statement per row. So rows become driver parameters here, once: a
-prepared ``executemany`` on SQLite; on PostgreSQL one statement over ``unnest`` of column arrays
-(one round trip whatever the batch size).
+Why the driver level, and the insert statement itself: :mod:`cdp.store.rows`. Here the rows of a
+request become its parameters, reusing what validation already serialized.
 """
 
 from __future__ import annotations
@@ -15,23 +12,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from cdp.store.rows import insert_statement
+from cdp.store.tables import events
 from cdp.store.types import dumps_json, sqlite_datetime
 
 _COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
             "original_timestamp", "sent_at", "received_at", "payload", "profile_id", "pending")
-_PG_TYPES = ("int", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz",
-             "timestamptz", "text", "bigint", "boolean")  # payload: see _SELECTED
-_NAMES = ", ".join(_COLUMNS)
 _ON_CONFLICT = "ON CONFLICT (message_id, source_id) DO NOTHING"
-_SQLITE_INSERT = f"INSERT INTO events ({_NAMES}) VALUES ({', '.join('?' * len(_COLUMNS))}) {_ON_CONFLICT}"
-_ALIASES = [f"c{n}" for n in range(len(_COLUMNS))]
-# payload travels as text and becomes jsonb in the select: one cast, server side. Arrays go in
-# binary (%b): in text format psycopg escapes every element of them with a regular expression.
-_SELECTED = ", ".join(f"{alias}::jsonb" if name == "payload" else alias for name, alias in zip(_COLUMNS, _ALIASES))
-_PG_INSERT = (
-    f"INSERT INTO events ({_NAMES}) SELECT {_SELECTED} "
-    f"FROM unnest({', '.join(f'%b::{kind}[]' for kind in _PG_TYPES)}) AS t({', '.join(_ALIASES)}) {_ON_CONFLICT}"
-)
 
 
 def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -41,13 +28,15 @@ def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
+    # The statement is cdp.store.rows'; the parameters are built here, where the rows' shape is known.
+    statement = insert_statement(conn.dialect.name, events, _COLUMNS, _ON_CONFLICT)
     if conn.dialect.name == "postgresql":
         columns = [[row.get(name) for row in rows] for name in _COLUMNS]
         columns[_COLUMNS.index("payload")] = [_payload_text(row) for row in rows]
         columns[_COLUMNS.index("pending")] = [bool(row.get("pending")) for row in rows]
-        conn.exec_driver_sql(_PG_INSERT, tuple(columns))
+        conn.exec_driver_sql(statement, tuple(columns))
         return
-    conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_params(rows))
+    conn.exec_driver_sql(statement, _sqlite_params(rows))
 
 
 def _sqlite_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

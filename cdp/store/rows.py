@@ -44,6 +44,12 @@ def insert_rows(
     conn.exec_driver_sql(statement, [tuple(row) for row in rows])
 
 
+def insert_statement(dialect: str, table: Table, columns: tuple[str, ...], suffix: str = "") -> str:
+    """The statement :func:`insert_rows` runs, for a caller that builds the driver parameters itself:
+    on PostgreSQL, one array per column (JSON as text); on SQLite, one tuple per row."""
+    return _statement(dialect, table, columns, suffix)[0]
+
+
 @cache
 def _statement(
     dialect: str, table: Table, columns: tuple[str, ...], suffix: str
@@ -55,6 +61,7 @@ def _statement(
     names = ", ".join(f'"{name}"' for name in columns)
     if dialect == "postgresql":
         # JSON travels as text and becomes jsonb in the select: psycopg sends a list of str as text[].
+        # Arrays go in binary (%b): in text format psycopg escapes every element with a regular expression.
         aliases = [f"c{index}" for index in range(len(columns))]
         arrays = ", ".join(
             f"%b::{'text' if _is_json(type_) else type_.compile(dialect=_PG_DIALECT)}[]" for type_ in types)
