@@ -206,11 +206,13 @@ def fill_postgres(jobs: list[tuple[str, str, int | None]], count: int, stop: thr
             list(pool.map(lambda stream: _finish(*stream), streams))
 
 
-def secondary_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, bool]]:
-    """(name, definition, is a constraint) of the table's indexes but its primary key."""
+def secondary_indexes(conn: psycopg.Connection, table: str, *, foreign_keys: bool = False) -> list[tuple[str, str, bool]]:
+    """(name, definition, is a constraint) of the table's indexes but its primary key (and its
+    foreign keys if asked: a load that drops them checks them once, when they are added back)."""
+    kinds = ["u", "x", "f"] if foreign_keys else ["u", "x"]
     constraints = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid), true FROM pg_constraint "
-        "WHERE conrelid = %s::regclass AND contype IN ('u', 'x')", (table,)).fetchall()
+        "WHERE conrelid = %s::regclass AND contype = ANY(%s)", (table, kinds)).fetchall()
     indexes = conn.execute(
         "SELECT indexname, indexdef, false FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
         "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)", (table, table)).fetchall()

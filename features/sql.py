@@ -38,9 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.expression import CTE, FromClause, Select, type_coerce
+from sqlalchemy.sql.expression import CTE, FromClause, Select, TableClause, type_coerce
 
-from cdp.store.tables import events
+from cdp.store.tables import PURCHASE_FACT_EVENTS, events, purchase_facts
 from features.schemas import Partition, Purchases
 
 UNIX_EPOCH_JULIAN_DAY = 2440587.5
@@ -320,19 +320,33 @@ class EventRows:
 PRODUCTS = ("properties", "products")
 
 
+@dataclass(frozen=True)
+class Properties:
+    """Where a row's event properties are: a JSON column, and the path to them inside it."""
+
+    document: ColumnElement
+    prefix: tuple[str, ...] = ()
+
+    def at(self, *path: str) -> tuple[str, ...]:
+        return (*self.prefix, *path)
+
+
+EVENT_PROPERTIES = Properties(events.c.payload, ("properties",))
+
+
 def is_track(names: Sequence[str]) -> ColumnElement[bool]:
     return and_(events.c.type == "track", events.c.event.in_(list(names)))
 
 
-def order_value(dialect: Dialect, purchases: Purchases) -> ColumnElement[float]:
+def order_value(dialect: Dialect, purchases: Purchases, properties: Properties = EVENT_PROPERTIES) -> ColumnElement[float]:
     """The value of an order event: ``properties.<revenue>``, else the sum of its product lines
     (price x quantity, quantity 1 when absent); NULL if neither is there."""
-    elements, element = dialect.array_elements(events.c.payload, PRODUCTS)
+    elements, element = dialect.array_elements(properties.document, properties.at("products"))
     price = dialect.json_number(element, ("price",))
     quantity = func.coalesce(dialect.json_number(element, ("quantity",)), 1.0)
     # Correlated on the event row; COALESCE only evaluates it when the property is absent.
     lines = func.sum(price * quantity).select().select_from(elements).scalar_subquery()
-    return func.coalesce(dialect.json_number(events.c.payload, ("properties", purchases.revenue)), lines)
+    return func.coalesce(dialect.json_number(properties.document, properties.at(purchases.revenue)), lines)
 
 
 def product_lines(
@@ -355,12 +369,12 @@ def known_by(cutoff: datetime, backfilled_until: datetime | None) -> datetime:
     return cutoff if backfilled_until is None else max(cutoff, backfilled_until)
 
 
-def visible(cutoff: datetime, backfilled_until: datetime | None = None) -> ColumnElement[bool]:
+def visible(cutoff: datetime, backfilled_until: datetime | None = None, rows: TableClause = events) -> ColumnElement[bool]:
     """A fact exists as of ``cutoff`` only if it happened and was received by then (see :func:`known_by`)."""
     return and_(
-        events.c.timestamp <= cutoff,
-        events.c.received_at <= known_by(cutoff, backfilled_until),
-        events.c.profile_id.is_not(None),
+        rows.c.timestamp <= cutoff,
+        rows.c.received_at <= known_by(cutoff, backfilled_until),
+        rows.c.profile_id.is_not(None),
     )
 
 
@@ -382,6 +396,8 @@ class PurchaseRows:
     previous purchase, NULL for its first); ``gap_mean_days`` (the profile's mean gap);
     ``first_day`` (the day of its first purchase). Only purchases read the payload, each once:
     :attr:`purchase` is a materialized CTE that :meth:`lines` (product lines) reads as well.
+    Purchases named in ``PURCHASE_FACT_EVENTS`` come from the narrow ``purchase_facts`` mirror
+    (migration 0015); other names from ``events``.
     """
 
     purchase: CTE
@@ -392,15 +408,22 @@ class PurchaseRows:
     @classmethod
     def build(cls, scope: EventRows) -> PurchaseRows:
         dialect = scope.dialect
+        names = list(scope.purchases.events)
+        if set(names) <= set(PURCHASE_FACT_EVENTS):  # the narrow mirror has them all
+            rows, properties = purchase_facts, Properties(purchase_facts.c.properties)
+            which = and_(visible(scope.cutoff, scope.backfilled_until, rows), in_partition(rows.c.profile_id, scope.partition),
+                         rows.c.event.in_(names))
+        else:
+            rows, properties, which = events, EVENT_PROPERTIES, and_(scope.visible, scope.is_purchase)
         purchase = (
             select(
-                events.c.profile_id,
-                events.c.timestamp,
-                dialect.day_number(events.c.timestamp).label("day"),
-                func.coalesce(scope.revenue, 0.0).label("revenue"),
-                dialect.json_at(events.c.payload, PRODUCTS).label("products"),
+                rows.c.profile_id,
+                rows.c.timestamp,
+                dialect.day_number(rows.c.timestamp).label("day"),
+                func.coalesce(order_value(dialect, scope.purchases, properties), 0.0).label("revenue"),
+                dialect.json_at(properties.document, properties.at("products")).label("products"),
             )
-            .where(scope.visible, scope.is_purchase)
+            .where(which)
             .cte("purchase")
             .prefix_with("MATERIALIZED")
         )

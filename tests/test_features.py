@@ -12,9 +12,11 @@ import pytest
 from sqlalchemy import func
 
 import features
+from cdp.store.tables import PURCHASE_FACT_EVENTS
 from features.definitions import BUILTIN_NAMES, resolve
 from features.read import export, read_features
 from features.reference import REFERENCE, reference_features
+from features.schemas import Purchases
 from tests.features_data import START, iso, profile_of, random_shop, store, track
 
 CUTOFF = datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -135,6 +137,20 @@ def test_sql_equals_the_pandas_reference_on_random_data(engine, seed: int) -> No
     for cutoff in (START + timedelta(days=d, hours=seed) for d in (20, 110, 200)):
         expected = reference_features(exported, as_of=cutoff, features=chosen)
         assert_same(read_features(engine, as_of=cutoff, features=chosen), expected)
+
+
+def test_purchases_named_outside_the_mirror_are_read_from_the_events(engine) -> None:  # type: ignore[no-untyped-def]
+    """``purchase_facts`` mirrors Order Completed only; another name takes the events' path, same answers."""
+    store(engine, random_shop(4, users=40, start=START, days=200))
+    bought = Purchases(events=("Order Completed", "Signed Up"))
+    assert not set(bought.events) <= set(PURCHASE_FACT_EVENTS)
+    chosen = resolve("default")
+    exported = export(engine, purchases=bought)
+    cutoff = START + timedelta(days=150)
+    frame = read_features(engine, as_of=cutoff, features=chosen, purchases=bought)
+    assert_same(frame, reference_features(exported, as_of=cutoff, features=chosen, purchases=bought))
+    orders_only = read_features(engine, as_of=cutoff, features=chosen)
+    assert (frame["btyd_frequency"] > orders_only["btyd_frequency"].reindex(frame.index).fillna(-1)).any()
 
 
 def test_an_export_read_in_chunks_equals_one_read(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from cdp.auth.service import create_source
 from cdp.config import Settings
@@ -16,7 +16,7 @@ from cdp.events.schemas import Envelope
 from cdp.identity.schemas import IdentityRules
 from cdp.identity.service import find_profile, merge_log, split
 from cdp.profiles.traits import current_traits
-from cdp.store.tables import events, profile_links, profiles
+from cdp.store.tables import PURCHASE_FACT_EVENTS, events, profile_links, profiles, purchase_facts
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 CONFIG = IngestConfig.from_settings(Settings())
@@ -181,3 +181,44 @@ def test_retried_identify_records_its_traits_once(engine, send) -> None:  # type
 
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(trait_changes)).scalar() == 1
+
+
+def test_purchase_facts_mirror_the_orders_through_merge_split_and_delete(engine, send) -> None:  # type: ignore[no-untyped-def]
+    """The purchase features read ``purchase_facts``: it must hold each order with its current profile."""
+
+    def mirrored() -> dict[int, tuple[int | None, dict]]:
+        with engine.connect() as conn:
+            rows = conn.execute(select(purchase_facts.c.event_id, purchase_facts.c.profile_id, purchase_facts.c.properties))
+            return {row.event_id: (row.profile_id, row.properties) for row in rows}
+
+    def orders() -> dict[int, tuple[int | None, dict]]:
+        with engine.connect() as conn:
+            rows = conn.execute(select(events.c.id, events.c.profile_id, events.c.payload)
+                                .where(events.c.type == "track", events.c.event.in_(PURCHASE_FACT_EVENTS)))
+            return {row.id: (row.profile_id, row.payload["properties"]) for row in rows}
+
+    order = {"type": "track", "event": "Order Completed"}
+    send({**order, "userId": "ann", "properties": {"revenue": 10.5}})
+    send({**order, "anonymousId": "b-dev", "properties": {"products": [{"price": 2, "category": "Books"}]}},
+         {"type": "track", "anonymousId": "b-dev", "event": "Product Viewed", "properties": {"price": 2}},
+         {"type": "identify", "anonymousId": "b-dev", "traits": {"email": "ben@x.io"}}, at=T0 + timedelta(minutes=1))
+    ann, ben = profile_of(engine, "user_id", "ann"), profile_of(engine, "anonymous_id", "b-dev")
+    assert ann != ben
+    assert mirrored() == orders() and sorted(p for p, _ in mirrored().values()) == sorted([ann, ben])
+
+    send({"type": "identify", "anonymousId": "b-dev", "traits": {"email": "ann@x.io"}}, {"type": "identify",
+         "userId": "ann", "traits": {"email": "ann@x.io"}}, at=T0 + timedelta(minutes=2))
+    merged = profile_of(engine, "anonymous_id", "b-dev")
+    assert merged == profile_of(engine, "user_id", "ann")
+    assert mirrored() == orders() and {p for p, _ in mirrored().values()} == {merged}
+
+    with engine.connect() as conn:
+        [merge] = [m for m in merge_log(conn, profile_id=merged) if m.outcome == "merged"]
+    with engine.begin() as conn:
+        split(conn, merge_id=merge.id, rules=CONFIG.identity, now=T0 + timedelta(hours=1))
+    assert mirrored() == orders() and len({p for p, _ in mirrored().values()}) == 2
+
+    ann = profile_of(engine, "user_id", "ann")
+    with engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.profile_id == ann))
+    assert mirrored() == orders() and len(mirrored()) == 1
