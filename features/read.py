@@ -28,17 +28,12 @@ from pandas.api.types import union_categoricals
 from sqlalchemy import (
     Connection,
     Engine,
-    Float,
     Select,
-    Text,
     and_,
     case,
     func,
-    literal,
-    null,
     select,
     true,
-    union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -206,8 +201,10 @@ def features_at(
 
     # Every family but the events one: (columns by feature name, category shares or None).
     jobs: list[Callable[[Connection], Found]] = []
-    if family[PURCHASES] or family[CATEGORIES]:
-        jobs.append(lambda conn: _purchase_families(conn, scope, family[PURCHASES], categories=bool(family[CATEGORIES])))
+    if family[PURCHASES]:
+        jobs.append(lambda conn: _purchase_features(conn, scope, family[PURCHASES]))
+    if family[CATEGORIES]:
+        jobs.append(lambda conn: _category_features(conn, scope))
     if family[SESSIONS]:
         jobs.append(session_features)
     if family[TRAITS]:
@@ -251,32 +248,21 @@ def _finished(feature: Feature, values: pd.Series | None, index: pd.Index) -> pd
     return result.astype(feature.dtype)
 
 
-def _purchase_families(conn: Connection, scope: EventRows, features: Sequence[Feature], *, categories: bool) -> Found:
-    """Purchase features and category shares from one read of the purchases (one statement).
-
-    Product lines come back one per row and are pivoted in pandas: which categories exist is
-    only known from the data, and SQL can't return a column per value it finds. Grouping them
-    by (profile, category) first in the store costs more than it saves in transfer.
-    """
+def _purchase_features(conn: Connection, scope: EventRows, features: Sequence[Feature]) -> Found:
     rows = PurchaseRows.build(scope)
-    stats = [f.sql(rows).label(f.name) for f in features]
-    parts = []
-    if features:
-        parts.append(select(literal("stats").label("part"), rows.c.profile_id.label("profile_id"), *stats,
-                            null().cast(Text).label("category"), null().cast(Float).label("quantity"))
-                     .group_by(rows.c.profile_id))
-    if categories:
-        lines = rows.lines().subquery("lines")
-        parts.append(select(literal("lines").label("part"), lines.c.profile_id,
-                            *(null().cast(Float).label(f.name) for f in features), lines.c.category, lines.c.quantity))
-    found = _fetch(conn, union_all(*parts) if len(parts) > 1 else parts[0], categorical=("part", "category"))
-    by_part = dict(tuple(found.groupby("part")))
-    stats_rows = by_part.get("stats", found.iloc[0:0]).drop(columns=["part", "category", "quantity"])
-    shares = None
-    if categories:
-        line_rows = by_part.get("lines", found.iloc[0:0])[["profile_id", "category", "quantity"]]
-        shares = category_shares(line_rows, scope.purchases.categories)
-    return _by_profile(stats_rows), shares
+    return _by_profile(_fetch(conn, _grouped(rows.c.profile_id, [f.sql(rows).label(f.name) for f in features]))), None
+
+
+def _category_features(conn: Connection, scope: EventRows) -> Found:
+    """Category shares, from one row per purchased product line pivoted in pandas.
+
+    Which categories exist is only known from the data, and SQL can't return a column per value
+    it finds. Grouping the lines by (profile, category) first in the store costs more than it
+    saves in transfer.
+    """
+    lines = PurchaseRows.build(scope).lines()
+    found = _fetch(conn, lines, categorical=("category",))
+    return {}, category_shares(found[["profile_id", "category", "quantity"]], scope.purchases.categories)
 
 
 def category_shares(lines: pd.DataFrame, categories: Sequence[str] | None) -> pd.DataFrame:
