@@ -2,7 +2,7 @@
 
     python -m bench.features                    # 100k profiles x 10 events and 1M x 50 (first run builds the stores)
     python -m bench.features --quick            # 20k x 10 and 20k x 50
-    python -m bench.features --keep --covering-index
+    python -m bench.features --keep --stores postgresql
 
 For each store and size: fill a store (bench/features_data.py; kept with ``--keep`` and reused
 by later runs), then in a fresh subprocess per measurement, so that peak memory belongs to that
@@ -10,9 +10,7 @@ measurement alone:
 
 1. **sql**: ``features.load(engine, as_of=cutoff)``, the default feature set pushed down;
 2. **pandas**: the reference (``features.reference``): export the events, then a plain pandas
-   groupby computing the same columns; export and groupby timed apart;
-3. with ``--covering-index`` (PostgreSQL): **sql** again after adding the index proposed to the
-   lead, ``(profile_id, timestamp) INCLUDE (received_at, type, event)``; dropped afterwards.
+   groupby computing the same columns; export and groupby timed apart.
 
 Both answers are compared (same profiles, same values). Results go to stdout and to
 bench/out/features-<timestamp>.txt. Needs PostgreSQL at ``--pg`` unless ``--stores sqlite``.
@@ -74,13 +72,6 @@ def main() -> None:
             say(f"{store:<10} {shape.label:<10} sql {sql['seconds']:7.1f} s {sql['peak_mb']:7.0f} MB | pandas export "
                 f"{reference['export_seconds']:6.1f} s + groupby {reference['seconds']:6.1f} s {reference['peak_mb']:7.0f} MB"
                 f" | {sql['rows']:,} profiles, {sql['columns']} columns, agree: {reference['agree']}")
-            if store == "postgresql" and args.covering_index:
-                built = covering_index(url, create=True)
-                indexed = run_measurement("sql", url)
-                covering_index(url, create=False)
-                results.append((f"{store}+ix", shape, indexed, reference))
-                say(f"{store + '+ix':<10} {shape.label:<10} sql {indexed['seconds']:7.1f} s {indexed['peak_mb']:7.0f} MB "
-                    f"(covering index built in {built:.0f} s)")
             if not args.keep:
                 drop_store(store, shape, args.pg)
     say()
@@ -96,8 +87,6 @@ def parse_args() -> argparse.Namespace:
                         help="a PostgreSQL server; a database per size is created on it")
     parser.add_argument("--keep", action="store_true", help="keep the stores for the next run")
     parser.add_argument("--sqlite-max-events", type=int, help="skip SQLite sizes with more events (default: none)")
-    parser.add_argument("--covering-index", action="store_true",
-                        help="PostgreSQL: measure sql again with the index recommended to the lead, then drop it")
     parser.add_argument("--measure", choices=("sql", "pandas"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -142,23 +131,6 @@ def open_store(store: str, shape: Shape, pg: str) -> tuple[str, float | None]:
     with psycopg.connect(_libpq(url), autocommit=True) as db:
         db.execute("COMMENT ON TABLE events IS 'complete'")  # a half-built store is rebuilt, never reused
     return url, time.perf_counter() - started
-
-
-# What the lead is asked to add (see the report): the existing index's key, with the columns the
-# event-level features read, so that they come from an index-only scan instead of the heap.
-COVERING_INDEX = "CREATE INDEX ix_bench_covering ON events (profile_id, timestamp) INCLUDE (received_at, type, event)"
-
-
-def covering_index(url: str, *, create: bool) -> float:
-    started = time.perf_counter()
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        if create:
-            conn.execute("SET maintenance_work_mem = '1GB'")
-            conn.execute(COVERING_INDEX)
-            conn.execute("VACUUM events")  # index-only scans need the visibility map
-        else:
-            conn.execute("DROP INDEX IF EXISTS ix_bench_covering")
-    return time.perf_counter() - started
 
 
 def drop_store(store: str, shape: Shape, pg: str) -> None:
@@ -243,8 +215,7 @@ def table(results: list[tuple[str, Shape, dict, dict]]) -> str:
             f"{pandas_total / sql['seconds']:>15.1f}x {ref['peak_mb'] / sql['peak_mb']:>13.1f}x"
         )
     lines.append("sql: features.load (default set, SQL pushed down) end to end; pandas: export of the events "
-                 "+ plain groupby (reference.py); MB: peak RSS (VmHWM) of the measuring process; "
-                 "+ix: with the covering index")
+                 "+ plain groupby (reference.py); MB: peak RSS (VmHWM) of the measuring process")
     return "\n".join(lines)
 
 
