@@ -24,9 +24,14 @@ def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
 
 
+def cutoff_times(cutoff: np.ndarray | pd.Series) -> pd.Series:
+    """Each row's cutoff as a UTC timestamp, indexed by row position."""
+    return pd.to_datetime(pd.Series(np.asarray(cutoff)), utc=True)
+
+
 def latest_cutoff(cutoff: np.ndarray | pd.Series) -> np.ndarray:
     """Mask of the rows of the latest cutoff."""
-    cutoff = pd.to_datetime(pd.Series(np.asarray(cutoff)), utc=True)
+    cutoff = cutoff_times(cutoff)
     return (cutoff == cutoff.max()).to_numpy()
 
 

@@ -1,8 +1,8 @@
 """Honest, out-of-time evaluation of a predictor against the baselines, on the same rows.
 
 The latest cutoff of a training frame is held out; the model (which calibrates on its own
-latest cutoff, the one before) and the baselines are fitted on the earlier cutoffs and all
-predict the held-out one. Nothing fitted has seen the held-out label window.
+latest cutoff, the one before, or for values on its latest few) and the baselines are fitted on
+the earlier cutoffs and all predict the held-out one. Nothing fitted has seen the held-out label window.
 """
 
 from __future__ import annotations
