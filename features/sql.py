@@ -236,7 +236,11 @@ class EventRows:
     @property
     def visible(self) -> ColumnElement[bool]:
         """The events the query reads: visible as of the cutoff, of the partition's profiles."""
-        return and_(visible(self.cutoff, self.backfilled_until), in_partition(events.c.profile_id, self.partition))
+        return self.visible_in(events)
+
+    def visible_in(self, rows: TableClause) -> ColumnElement[bool]:
+        """:attr:`visible` for the rows of another table of facts (``purchase_facts``)."""
+        return and_(visible(self.cutoff, self.backfilled_until, rows), in_partition(rows.c.profile_id, self.partition))
 
     # -- row-level pieces -------------------------------------------------------------------
     @property
@@ -411,8 +415,7 @@ class PurchaseRows:
         names = list(scope.purchases.events)
         if set(names) <= set(PURCHASE_FACT_EVENTS):  # the narrow mirror has them all
             rows, properties = purchase_facts, Properties(purchase_facts.c.properties)
-            which = and_(visible(scope.cutoff, scope.backfilled_until, rows), in_partition(rows.c.profile_id, scope.partition),
-                         rows.c.event.in_(names))
+            which = and_(scope.visible_in(rows), rows.c.event.in_(names))
         else:
             rows, properties, which = events, EVENT_PROPERTIES, and_(scope.visible, scope.is_purchase)
         purchase = (
