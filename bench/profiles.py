@@ -176,7 +176,7 @@ def profile_api(store: str, args: argparse.Namespace, log) -> None:  # type: ign
 
 
 def ingestion_with_identity(store: str, args: argparse.Namespace, log) -> None:  # type: ignore[no-untyped-def]
-    bodies = make_bodies(int((args.warmup + args.seconds) * 15_000 / BATCH_SIZE), write_key=WRITE_KEY)
+    bodies = make_bodies(int((args.warmup + args.seconds) * 25_000 / BATCH_SIZE), write_key=WRITE_KEY)
     rates = {}
     for label, idle_ms in (("as shipped", None), ("attribution during the load", 0)):
         with scratch_store(store, f"identity{idle_ms}", args) as (home, url):

@@ -36,8 +36,12 @@ _SQLITE_IDENTITIES_OF_OWNERS = """
         SELECT o.profile_id FROM json_each(?) AS k JOIN identities AS o
         ON o.value = json_extract(k.value, '$[2]') AND o.type = json_extract(k.value, '$[1]')
         AND o.entity = json_extract(k.value, '$[0]'))"""
-_PG_OWNED = """json_array_elements(%s::json) AS k
-    JOIN identities AS o ON o.value = k->>2 AND o.type = k->>1 AND o.entity = k->>0"""
+# One probe of the unique index per identifier (LIMIT 1 keeps the planner from turning the lateral
+# lookup into a join): as a plain join, a small or freshly grown table got a hash join that read
+# every identity for each batch.
+_PG_OWNED = """json_array_elements(%s::json) AS k CROSS JOIN LATERAL (
+    SELECT entity, type, value, profile_id FROM identities
+    WHERE value = k->>2 AND type = k->>1 AND entity = k->>0 LIMIT 1) AS o"""
 _PG_OWNERS = f"SELECT o.entity, o.type, o.value, o.profile_id FROM {_PG_OWNED}"
 # seen_at as naive UTC: psycopg builds time zone aware datetimes several times slower.
 _PG_IDENTITIES_OF_OWNERS = f"""
