@@ -1,4 +1,5 @@
-"""The aggregate calibration of LTV predictions: a planted factor recovered, steadier than a ratio of totals,\nand only out-of-time windows pooled."""
+"""The aggregate calibration of LTV predictions: a planted factor recovered, steadier than a ratio of
+totals, and only out-of-time windows pooled."""
 
 from __future__ import annotations
 
