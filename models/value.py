@@ -113,16 +113,17 @@ class ValueRegressor(BoostedModel):
     def _refitted_parts(self, X: pd.DataFrame, y: np.ndarray) -> dict[str, object]:
         """The kept shape fitted again on every cutoff, the latest too, for the rounds early stopping kept.
 
-        The latest cutoff is the population nearest the one scored, and the only one whose
-        profiles have the longest histories: without it the trees meet tenures and totals beyond
-        those they split on. The rounds (and the Platt calibrator of the hurdle) stay those chosen
-        out of time; ``scale_`` measured a model one window ahead of its data, as this one is.
+        The latest cutoff is the population nearest the one scored; used only to stop and
+        calibrate, its labels would not shape a single tree (on the simulated shop: +0.001 to
+        +0.005 normalized Gini on held-out cutoffs of five seeds). The rounds, and the hurdle's
+        Platt calibrator, stay those chosen out of time; ``scale_`` measured a model predicting
+        one window past its data, as this one does.
         """
         design = self.design(X)
         if self.objective_ == "hurdle":
-            spends = self.parts_["spends"].refit(X, (y > 0).astype(int))  # type: ignore[attr-defined]
             positive = y > 0
-            return {"spends": spends, "magnitude": self._refitted(self.parts_["magnitude"], design[positive], y[positive])}  # type: ignore[arg-type]
+            magnitude = self._refitted(self.parts_["magnitude"], design[positive], y[positive])  # type: ignore[arg-type]
+            return {"spends": self.parts_["spends"].refit(X, positive.astype(int)), "magnitude": magnitude}  # type: ignore[attr-defined]
         return {"tweedie": self._refitted(self.parts_["tweedie"], design, y)}  # type: ignore[arg-type]
 
     def _fit_shapes(self, X: pd.DataFrame, y: np.ndarray, cutoff: np.ndarray | pd.Series,
