@@ -125,6 +125,12 @@ class BoostedModel:
             callbacks=[lgb.early_stopping(50, verbose=False)],
         )
 
+    @staticmethod
+    def _refitted(booster: lgb.LGBMModel, design: pd.DataFrame, y: np.ndarray) -> lgb.LGBMModel:
+        """A new booster of ``booster``'s parameters fitted on ``design, y`` for the rounds its early stopping kept."""
+        rounds = max(1, booster.best_iteration_ or booster.n_estimators)
+        return type(booster)(**{**booster.get_params(), "n_estimators": rounds}).fit(design, y)
+
     def _boosters(self) -> list[lgb.LGBMModel]:
         raise NotImplementedError
 

@@ -67,6 +67,12 @@ class PropensityClassifier(BoostedModel):
         self.classes_ = np.array([0, 1])
         return self
 
+    def refit(self, X: pd.DataFrame, y: np.ndarray | pd.Series) -> PropensityClassifier:
+        """Fit the booster again on all of ``X`` (the calibration cutoff too), for the rounds early stopping
+        kept; the calibrator stays the one fitted out of time."""
+        self.booster_ = self._refitted(self.booster_, self.design(X), np.asarray(y, dtype=int))
+        return self
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape ``(n, 2)``: P(0), P(1)."""
         raw = self.booster_.predict_proba(self.design(X))[:, 1]
