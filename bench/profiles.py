@@ -105,25 +105,29 @@ def fill_postgres(url: str, count: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+async def get_traits(session: aiohttp.ClientSession, url: str, count: int, rng: random.Random) -> bool:
+    """GET the traits of a random person of 1..``count``; whether the answer was a 200."""
+    path = f"{url}/v1/profiles/user_id:user-{rng.randrange(1, count + 1):07d}/traits"
+    async with session.get(path, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as answer:
+        await answer.read()
+        return answer.status == 200
+
+
 async def hammer(url: str, count: int, *, seconds: float, concurrency: int) -> tuple[int, list[float], int]:
     """GET the traits of random people for ``seconds``; (answers, latencies in ms, errors)."""
     latencies: list[float] = []
     errors = 0
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     deadline = time.perf_counter() + seconds
     rng = random.Random(5)
 
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         while time.perf_counter() < deadline:
-            path = f"{url}/v1/profiles/user_id:user-{rng.randrange(1, count + 1):07d}/traits"
             started = time.perf_counter()
-            async with session.get(path, headers=headers) as answer:
-                await answer.read()
-                if answer.status == 200:
-                    latencies.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
+            if await get_traits(session, url, count, rng):
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
@@ -136,16 +140,12 @@ async def at_rate(url: str, count: int, *, rate: float, seconds: float) -> tuple
     time the request was due, so a server that falls behind is charged for the wait too."""
     latencies: list[float] = []
     errors = 0
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     rng = random.Random(7)
 
     async def one(session: aiohttp.ClientSession, due: float) -> None:
         nonlocal errors
-        path = f"{url}/v1/profiles/user_id:user-{rng.randrange(1, count + 1):07d}/traits"
         try:
-            async with session.get(path, headers=headers) as answer:
-                await answer.read()
-                ok = answer.status == 200
+            ok = await get_traits(session, url, count, rng)
         except aiohttp.ClientError:
             ok = False
         if ok:
