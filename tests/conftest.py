@@ -16,6 +16,7 @@ from cdp.config import Settings
 from cdp.demo.server import LocalServer
 from cdp.demo.server import start_server as start_local_server
 from cdp.setup import prepare_store
+from cdp.store.cache import StoreCache
 from cdp.store.tables import metadata
 
 POSTGRES_URL = os.environ.get("CDP_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -31,6 +32,15 @@ def _postgres_available() -> bool:
         return True
     except Exception:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_store_reads() -> Iterator[None]:
+    # PostgreSQL tests reuse database URLs: one test's cached plans, definitions or suppressions
+    # (cdp.store.cache) must not answer for the next test's store.
+    StoreCache.forget_all()
+    yield
+    StoreCache.forget_all()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ to batch, definitions, the API and the CLI."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sqlalchemy import Engine, select
 from cdp.auth.service import create_source
 from cdp.computed.compute import compute_traits
 from cdp.computed.schemas import ComputedTrait, parse_definition
-from cdp.computed.service import define, delete_definition, forget_cached_definitions, get_definition, list_definitions
+from cdp.computed.service import define, delete_definition, get_definition, list_definitions
 from cdp.config import Settings
 from cdp.errors import InvalidInput
 from cdp.events.ingest import IngestConfig, ingest
@@ -31,14 +30,6 @@ T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 AS_OF = T0 + timedelta(days=10)
 CONFIG = IngestConfig.from_settings(Settings())
 _ids = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_definitions() -> Iterator[None]:
-    # Each PostgreSQL test reuses one database URL: no definition read by one test may leak into the next.
-    forget_cached_definitions()
-    yield
-    forget_cached_definitions()
 
 
 def day(n: float) -> datetime:

@@ -134,11 +134,6 @@ def definitions_for_ingest(conn: Connection) -> list[ComputedTrait]:
     return definitions
 
 
-def forget_cached_definitions() -> None:
-    """Make this process read the definitions again at its next ingestion."""
-    _ingest_cache.forget()
-
-
 def lock_computations(conn: Connection, *, exclusive: bool) -> bool:
     """Ingestion (shared) and a compute's writes (exclusive) take turns, until the transaction ends.
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from sqlalchemy import Connection
 
@@ -20,9 +21,12 @@ class StoreCache(Generic[K, V]):
     workers, the CLI) see it within ``seconds``.
     """
 
+    _instances: ClassVar[weakref.WeakSet[StoreCache]] = weakref.WeakSet()  # type: ignore[type-arg]
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._entries: dict[tuple[str, K], tuple[V, float]] = {}
+        StoreCache._instances.add(self)
 
     def get(self, conn: Connection, key: K, load: Callable[[], V]) -> V:
         entry = (conn.engine.url.render_as_string(hide_password=True), key)
@@ -36,3 +40,10 @@ class StoreCache(Generic[K, V]):
 
     def forget(self) -> None:
         self._entries.clear()
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """Empty every cache of the process: a store dropped and created again under the same URL
+        (as the tests do) must not be answered from the old one's entries."""
+        for cache in list(cls._instances):
+            cache.forget()
