@@ -109,6 +109,71 @@ def test_live_hooks_fire_when_deferred_events_are_attributed(engine, source_id) 
     assert [profile for _, profiles in fired for profile in profiles] == [cy, cy]
 
 
+def _pending_and_profile(conn) -> dict[str, tuple[bool, int | None]]:  # type: ignore[no-untyped-def]
+    rows = conn.execute(select(events.c.message_id, events.c.pending, events.c.profile_id)).tuples()
+    return {message_id: (bool(pending), profile_id) for message_id, pending, profile_id in rows}
+
+
+def test_a_returning_persons_events_are_attributed_as_they_are_stored(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        _store(conn, source_id, _messages("gil"), defer=False)
+        gil = find_profile(conn, type="user_id", value="gil")
+    fired: list[str] = []
+    LIVE_HOOKS.append(lambda conn, source, rows: fired.extend(row["message_id"] for row in rows))
+    try:
+        known = {"type": "track", "userId": "gil", "anonymousId": "gil-phone", "event": "Bought", "messageId": "g1"}
+        with engine.begin() as conn:
+            _store(conn, source_id, [
+                known,
+                {**known, "messageId": "g2", "anonymousId": "gil-tablet"},  # a new device: the graph changes
+                {**known, "messageId": "g3", "type": "identify", "traits": {"plan": "max"}},  # traits: the follower's
+                known,  # repeated in the request: stored once
+            ], defer=True)
+            _store(conn, source_id, [known], defer=True)  # an SDK retry
+            assert fired == ["g1"], "the returning person's event, once"
+            stored = _pending_and_profile(conn)
+        assert stored == {**stored, "g1": (False, gil), "g2": (True, None), "g3": (True, None)}
+        _drain(engine)
+    finally:
+        LIVE_HOOKS.pop()
+    with engine.connect() as conn:
+        assert _pending_and_profile(conn) == {**stored, "g1": (False, gil), "g2": (False, gil), "g3": (False, gil)}
+    assert sorted(fired) == ["g1", "g2", "g3"]
+
+
+def test_an_event_attributed_as_stored_follows_its_profile_into_a_later_merge(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        _store(conn, source_id, [{"type": "track", "userId": "hal", "event": "E", "messageId": "h0"},
+                                 {"type": "track", "anonymousId": "hal-phone", "event": "E", "messageId": "h1"}],
+               defer=False)
+        hal = find_profile(conn, type="user_id", value="hal")
+        phone = find_profile(conn, type="anonymous_id", value="hal-phone")
+    assert hal != phone
+    with engine.begin() as conn:
+        # Stored pending: it links the phone to hal, which merges the two profiles when attributed.
+        _store(conn, source_id, [{"type": "identify", "userId": "hal", "anonymousId": "hal-phone", "messageId": "h2"}],
+               defer=True)
+        # Arrives before the follower got to the identify: the phone is still its own profile.
+        _store(conn, source_id, [{"type": "track", "anonymousId": "hal-phone", "event": "E", "messageId": "h3"}],
+               defer=True)
+        assert _pending_and_profile(conn)["h3"] == (False, phone)
+    _drain(engine)
+    with engine.connect() as conn:
+        assert set(_profile_of_events(conn).values()) == {hal}
+
+
+def test_a_suppressed_returning_persons_events_are_dropped(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        _store(conn, source_id, [{"type": "track", "userId": "ivy", "event": "E", "messageId": "i0"}], defer=False)
+        regulation = create_regulation(conn, regulation_type="SUPPRESS_ONLY", subject_type="USER_ID", subject_ids=["ivy"], now=NOW)
+    run_regulation(engine, regulation, now=NOW)
+    with engine.begin() as conn:
+        _store(conn, source_id, [{"type": "track", "userId": "ivy", "event": "E", "messageId": "i1"}], defer=True)
+    _drain(engine)
+    with engine.connect() as conn:
+        assert sorted(_profile_of_events(conn)) == ["i0"]
+
+
 def test_events_of_a_suppressed_subject_are_accepted_and_dropped(engine, source_id) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         regulation = create_regulation(conn, regulation_type="SUPPRESS_ONLY", subject_type="USER_ID", subject_ids=["dan"], now=NOW)
