@@ -141,6 +141,18 @@ def test_a_returning_persons_events_are_attributed_as_they_are_stored(engine, so
     assert sorted(fired) == ["g1", "g2", "g3"]
 
 
+def test_during_a_burst_the_api_only_stores_and_the_follower_attributes_returning_people_too(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        _store(conn, source_id, [{"type": "track", "userId": "jo", "event": "E", "messageId": "j0"}], defer=False)
+        jo = find_profile(conn, type="user_id", value="jo")
+        ingest(conn, source_id=source_id, messages=[{"type": "track", "userId": "jo", "event": "E", "messageId": "j1"}],
+               envelope=Envelope(received_at=NOW), config=CONFIG, defer_attribution=True, attribute_returning=False)
+        assert _pending_and_profile(conn)["j1"] == (True, None)
+    _drain(engine)
+    with engine.connect() as conn:
+        assert _pending_and_profile(conn)["j1"] == (False, jo)
+
+
 def test_an_event_attributed_as_stored_follows_its_profile_into_a_later_merge(engine, source_id) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         _store(conn, source_id, [{"type": "track", "userId": "hal", "event": "E", "messageId": "h0"},

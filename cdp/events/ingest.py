@@ -56,17 +56,18 @@ def ingest(
     implied_type: str | None = None,
     live: bool = True,
     defer_attribution: bool = False,
+    attribute_returning: bool = True,
 ) -> IngestResult:
     """Validate ``messages``; store valid ones (idempotent on messageId), quarantine the rest.
 
     Runs inside the caller's transaction: when it commits, every accepted message is durable.
     With ``defer_attribution`` (the Tracking API), valid messages are inserted marked pending, and
     identity resolution, traits and live hooks follow in bulk (``cdp.events.attribution``), except
-    for returning people's events (:func:`store_deferred`).
+    for returning people's events with ``attribute_returning`` (:func:`store_deferred`).
     """
     prepared = prepare_batch(messages, envelope, config=config, implied_type=implied_type)
     return store_prepared(conn, source_id=source_id, prepared=prepared, envelope=envelope, config=config, live=live,
-                          defer_attribution=defer_attribution)
+                          defer_attribution=defer_attribution, attribute_returning=attribute_returning)
 
 
 def prepare_batch(
@@ -87,6 +88,7 @@ def store_prepared(
     config: IngestConfig,
     live: bool = True,
     defer_attribution: bool = False,
+    attribute_returning: bool = True,
 ) -> IngestResult:
     """The rest of :func:`ingest` for messages :func:`prepare_batch` checked: tracking plan, insert, quarantine."""
     rows: list[dict[str, Any]] = []
@@ -102,7 +104,8 @@ def store_prepared(
             item["source_id"] = source_id
             rows.append(item)
     if defer_attribution:
-        stored = store_deferred(conn, rows, config=config, now=envelope.received_at)
+        stored = store_deferred(conn, rows, config=config, now=envelope.received_at,
+                                attribute_returning=attribute_returning)
     else:
         stored = store_events(conn, rows, config=config, now=envelope.received_at)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
@@ -192,18 +195,23 @@ def _trait_changes(
 
 
 def store_deferred(
-    conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime
+    conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime, attribute_returning: bool
 ) -> list[dict[str, Any]]:
-    """Insert valid rows for the attribution follower (``pending``), but attribute returning people's
-    events right away; returns those, where they were new to the store.
+    """Insert valid rows for the attribution follower (``pending``), but, with ``attribute_returning``,
+    attribute returning people's events right away; returns those, where they were new to the store.
 
     A track, page or screen whose identifiers all belong to one profile already changes nothing in
     the identity graph, so it needs no batch: a read of the graph here, instead of the follower's
-    re-read and rewrite of each row later. Most live traffic is returning people's.
+    re-read and rewrite of each row later. Most live traffic is returning people's. The API still
+    only stores when requests queue for the store (a burst): acknowledging comes first, and the
+    follower catches up as the burst eases.
     """
-    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
     for row in rows:
         row["pending"] = True
+    if not attribute_returning:
+        insert_event_rows(conn, rows)
+        return []
+    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
     returning = _returning_people(conn, rows, rules=config.identity)
     inserted = insert_event_rows(conn, rows, report_inserted=bool(returning))
     firsts: dict[tuple[int, str], dict[str, Any]] = {}
