@@ -9,12 +9,12 @@
    concurrent keep-alive clients as fast as it answers (the throughput; latency there is mostly
    queueing), then at a steady ``--rate`` sent on schedule (latency at that load); p50 / p99.
 2. **Ingestion with identity resolution** (the bench-ingest load, on an empty store): first as
-   shipped (returning people's events are attributed as they are stored, the rest follows when
-   the API eases, see cdp.events.attribution), then with attribution given an equal share during
-   the load (``CDP_ATTRIBUTION_IDLE_MS=0``), counting events per second until every acknowledged
-   event is attributed; beside a bare server that only stores (bench.ceiling) under the same load.
-   The second's rate over the first's is "identity resolution's cost" (the API loaded to the full
-   mostly only stores, as the foundation's did); over the bare server's, what is left of a bare insert.
+   shipped (the API acknowledges at full speed; attribution to profiles follows when it eases, see
+   cdp.events.attribution), then with attribution given an equal share during the load
+   (``CDP_ATTRIBUTION_IDLE_MS=0``), counting events per second until every acknowledged event is
+   attributed; beside a bare server that only stores (bench.ceiling) under the same load. The
+   second's rate over the first's is "identity resolution's cost"; over the bare server's, what
+   identity resolution leaves of a bare insert.
 """
 
 from __future__ import annotations

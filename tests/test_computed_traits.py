@@ -185,7 +185,7 @@ def test_a_profile_leaving_the_window_is_updated_and_logged(engine: Engine, shop
     assert [tuple(row) for row in log] == [(3, AS_OF), (0, later)]
 
 
-# Deferred: returning people's orders are folded in as the API stores them, the rest by the follower.
+# Deferred: stored pending as the Tracking API stores them, folded in by the follower.
 @pytest.mark.parametrize("send", ["inline", "deferred"], indirect=True)
 def test_ingestion_keeps_traits_equal_to_a_batch_recompute(engine: Engine, send) -> None:  # type: ignore[no-untyped-def]
     coupon = [{"property": "coupon", "op": "neq", "value": True}]

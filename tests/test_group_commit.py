@@ -40,21 +40,3 @@ def test_units_fail_alone_and_resolve_after_commit(engine) -> None:  # type: ign
     assert len(commits) - commits_before <= 2, "the queued units should share a commit"
     with engine.connect() as conn:  # another connection sees every unit that succeeded
         assert conn.execute(select(func.count()).select_from(sources)).scalar() == 10
-
-
-def test_the_committer_is_busy_while_work_is_queued_or_committing(engine) -> None:  # type: ignore[no-untyped-def]
-    gate, started = threading.Event(), threading.Event()
-    committer = GroupCommitter(engine)
-    try:
-        assert not committer.busy()
-        held = committer.submit(lambda conn: started.set() or gate.wait(10))
-        started.wait(10)
-        assert committer.busy(), "a unit is being committed"
-        boom = committer.submit(lambda conn: 1 / 0)
-        gate.set()
-        held.result(10)
-        with pytest.raises(ZeroDivisionError):
-            boom.result(10)
-        assert not committer.busy(), "finished and failed units no longer count"
-    finally:
-        committer.close()

@@ -21,34 +21,22 @@ _COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id
 _ON_CONFLICT = "ON CONFLICT (message_id, source_id) DO NOTHING"
 
 
-def insert_event_rows(conn: Connection, rows: list[dict[str, Any]], *, report_inserted: bool = False) -> set[str]:
+def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``events`` rows (dicts keyed by column; ``profile_id`` and ``pending`` optional).
 
-    A (source, messageId) already stored is skipped. With ``report_inserted``, returns the messageIds
-    of the rows inserted (else nothing).
+    A (source, messageId) already stored is skipped.
     """
     if not rows:
-        return set()
+        return
     # The statement is cdp.store.rows'; the parameters are built here, where the rows' shape is known.
     statement = insert_statement(conn.dialect.name, events, _COLUMNS, _ON_CONFLICT)
     if conn.dialect.name == "postgresql":
         columns = [[row.get(name) for row in rows] for name in _COLUMNS]
         columns[_COLUMNS.index("payload")] = [_payload_text(row) for row in rows]
         columns[_COLUMNS.index("pending")] = [bool(row.get("pending")) for row in rows]
-        if not report_inserted:
-            conn.exec_driver_sql(statement, tuple(columns))
-            return set()
-        # Exact even when a concurrent transaction inserts the same messageId: this one skips it.
-        return set(conn.exec_driver_sql(statement + " RETURNING message_id", tuple(columns)).scalars())
-    # SQLite's executemany returns no rows; with one writer at a time, the ids past the largest
-    # before the insert are this insert's, and they need reading only when some row was skipped.
-    largest = conn.exec_driver_sql("SELECT max(id) FROM events").scalar() if report_inserted else None
-    result = conn.exec_driver_sql(statement, _sqlite_params(rows))
-    if not report_inserted:
-        return set()
-    if result.rowcount == len(rows):
-        return {row["message_id"] for row in rows}
-    return set(conn.exec_driver_sql("SELECT message_id FROM events WHERE id > ?", (largest or 0,)).scalars())
+        conn.exec_driver_sql(statement, tuple(columns))
+        return
+    conn.exec_driver_sql(statement, _sqlite_params(rows))
 
 
 def _sqlite_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

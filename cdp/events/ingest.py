@@ -20,7 +20,7 @@ from cdp.events.validate import prepare_message
 from cdp.governance.enforce import enforce, record_violations
 from cdp.governance.service import active_plan
 from cdp.identity.extract import identifiers_of
-from cdp.identity.resolve import IdentityBatch, Profile, message_context, owners_of
+from cdp.identity.resolve import IdentityBatch, Profile, message_context
 from cdp.identity.schemas import ACCOUNTS, IdentityRules
 from cdp.journeys.engine import on_live_events as journeys_on_live_events
 from cdp.privacy.regulations import suppressed_among
@@ -31,9 +31,6 @@ from cdp.store.tables import events, quarantine
 # ``live=False`` so that replaying last year's history does not fire this morning's campaigns.
 LiveHook = Callable[[Connection, int, list[dict[str, Any]]], None]
 LIVE_HOOKS: list[LiveHook] = [on_live_events, journeys_on_live_events]  # audiences first: entries read them
-
-# Calls that record no traits and link nothing: a returning person's leaves the identity graph as it is.
-_GRAPH_NEUTRAL = frozenset({"track", "page", "screen"})
 
 
 @dataclass(frozen=True)
@@ -56,18 +53,16 @@ def ingest(
     implied_type: str | None = None,
     live: bool = True,
     defer_attribution: bool = False,
-    attribute_returning: bool = True,
 ) -> IngestResult:
     """Validate ``messages``; store valid ones (idempotent on messageId), quarantine the rest.
 
     Runs inside the caller's transaction: when it commits, every accepted message is durable.
-    With ``defer_attribution`` (the Tracking API), valid messages are inserted marked pending, and
-    identity resolution, traits and live hooks follow in bulk (``cdp.events.attribution``), except
-    for returning people's events with ``attribute_returning`` (:func:`store_deferred`).
+    With ``defer_attribution`` (the Tracking API), valid messages are only inserted, marked pending:
+    identity resolution, traits and live hooks follow in bulk (``cdp.events.attribution``).
     """
     prepared = prepare_batch(messages, envelope, config=config, implied_type=implied_type)
     return store_prepared(conn, source_id=source_id, prepared=prepared, envelope=envelope, config=config, live=live,
-                          defer_attribution=defer_attribution, attribute_returning=attribute_returning)
+                          defer_attribution=defer_attribution)
 
 
 def prepare_batch(
@@ -88,7 +83,6 @@ def store_prepared(
     config: IngestConfig,
     live: bool = True,
     defer_attribution: bool = False,
-    attribute_returning: bool = True,
 ) -> IngestResult:
     """The rest of :func:`ingest` for messages :func:`prepare_batch` checked: tracking plan, insert, quarantine."""
     rows: list[dict[str, Any]] = []
@@ -104,8 +98,10 @@ def store_prepared(
             item["source_id"] = source_id
             rows.append(item)
     if defer_attribution:
-        stored = store_deferred(conn, rows, config=config, now=envelope.received_at,
-                                attribute_returning=attribute_returning)
+        for row in rows:
+            row["pending"] = True
+        insert_event_rows(conn, rows)
+        stored = []
     else:
         stored = store_events(conn, rows, config=config, now=envelope.received_at)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
@@ -192,54 +188,6 @@ def _trait_changes(
         for owner, row in owners
         for name, value in identify_traits(row["payload"]).items()
     ]
-
-
-def store_deferred(
-    conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime, attribute_returning: bool
-) -> list[dict[str, Any]]:
-    """Insert valid rows for the attribution follower (``pending``), but, with ``attribute_returning``,
-    attribute returning people's events right away; returns those, where they were new to the store.
-
-    A track, page or screen whose identifiers all belong to one profile already changes nothing in
-    the identity graph, so it needs no batch: a read of the graph here, instead of the follower's
-    re-read and rewrite of each row later. Most live traffic is returning people's. The API still
-    only stores when requests queue for the store (a burst): acknowledging comes first, and the
-    follower catches up as the burst eases.
-    """
-    for row in rows:
-        row["pending"] = True
-    if not attribute_returning:
-        insert_event_rows(conn, rows)
-        return []
-    computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
-    returning = _returning_people(conn, rows, rules=config.identity)
-    inserted = insert_event_rows(conn, rows, report_inserted=bool(returning))
-    firsts: dict[tuple[int, str], dict[str, Any]] = {}
-    for row in rows:  # of a messageId repeated in the request, the first is the one inserted
-        firsts.setdefault((row["source_id"], row["message_id"]), row)
-    fresh = [row for row in returning
-             if row["message_id"] in inserted and firsts[(row["source_id"], row["message_id"])] is row]
-    apply_incremental(conn, fresh, computed, now=now)
-    return fresh
-
-
-def _returning_people(conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules) -> list[dict[str, Any]]:
-    """Rows whose person identifiers all belong to one profile already, given its ``profile_id``."""
-    candidates = [(row, identifiers_of(row["payload"], rules)) for row in rows if row["type"] in _GRAPH_NEUTRAL]
-    candidates = [(row, ids) for row, ids in candidates if ids.person and not ids.links]
-    if not candidates:
-        return []
-    # A suppressed subject's events are the follower's to drop.
-    suppressed = suppressed_among(conn, (i for _, ids in candidates for i in ids.person))
-    candidates = [(row, ids) for row, ids in candidates if suppressed.isdisjoint(ids.person)]
-    owner_of = owners_of(conn, (i for _, ids in candidates for i in ids.person))
-    returning = []
-    for row, ids in candidates:
-        owners = {owner_of.get(identifier) for identifier in ids.person}
-        if len(owners) == 1 and (owner := owners.pop()) is not None:
-            row["profile_id"], row["merged"], row["pending"] = owner, False, False
-            returning.append(row)
-    return returning
 
 
 def _not_yet_stored(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ point to; a refused link is logged, like every merge, with the rule, identifier 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -36,10 +36,6 @@ _SQLITE_IDENTITIES_OF_OWNERS = """
         SELECT o.profile_id FROM json_each(?) AS k JOIN identities AS o
         ON o.value = json_extract(k.value, '$[2]') AND o.type = json_extract(k.value, '$[1]')
         AND o.entity = json_extract(k.value, '$[0]'))"""
-_SQLITE_OWNERS = """
-    SELECT o.entity, o.type, o.value, o.profile_id FROM json_each(?) AS k JOIN identities AS o
-    ON o.value = json_extract(k.value, '$[2]') AND o.type = json_extract(k.value, '$[1]')
-    AND o.entity = json_extract(k.value, '$[0]')"""
 # One probe of the unique index per identifier (LIMIT 1 keeps the planner from turning the lateral
 # lookup into a join): as a plain join, a small or freshly grown table got a hash join that read
 # every identity for each batch.
@@ -170,8 +166,15 @@ class IdentityBatch:
         missing = keys - {(entity, type_, value) for entity, type_, value, _ in owned}
         if missing:
             self.conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
-        return _share_locked(self.conn, lambda: self.conn.exec_driver_sql(_PG_IDENTITIES_OF_OWNERS, wanted).all(),
-                             owners={profile_id for *_, profile_id in owned})
+        owners = {profile_id for *_, profile_id in owned}
+        locked: set[int] = set()
+        while True:
+            if unlocked := sorted(owners - locked):
+                locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
+            rows = self.conn.exec_driver_sql(_PG_IDENTITIES_OF_OWNERS, wanted).all()
+            owners = {row[3] for row in rows}
+            if owners <= locked:
+                return rows
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -329,34 +332,6 @@ class IdentityBatch:
                 self.conn.execute(insert(profile_links), [
                     {"profile_id": p, "linked_id": t, "created_at": now} for p, t in fresh])
         return survivors
-
-
-def owners_of(conn: Connection, found: Iterable[Identifier], *, entity: str = USERS) -> dict[Identifier, int]:
-    """The profile each identifier of ``found`` belongs to, where one does. Identities always name a
-    live profile (a merge moves them), so no tombstone needs following. On PostgreSQL, those profiles
-    stay share-locked until commit, so a merge waits until what this transaction attributes to them
-    is committed, and then moves it along (see ``IdentityBatch._hold``)."""
-    wanted = (dumps_json([(entity, *identifier) for identifier in set(found)]),)
-    if conn.dialect.name == "postgresql":
-        owned = conn.exec_driver_sql(_PG_OWNERS, wanted).all()
-        owned = _share_locked(conn, lambda: conn.exec_driver_sql(_PG_OWNERS, wanted).all(),
-                              owners={profile_id for *_, profile_id in owned})
-    else:
-        owned = conn.exec_driver_sql(_SQLITE_OWNERS, wanted).all()
-    return {Identifier(type_, value): profile_id for _, type_, value, profile_id in owned}
-
-
-def _share_locked(conn: Connection, read: Callable[[], list[Any]], *, owners: set[int]) -> list[Any]:
-    """``read()``'s rows (the owning profile's id fourth) once every profile they name is share-locked,
-    starting with ``owners``: read again after each lock, as a merge may have moved identifiers meanwhile."""
-    locked: set[int] = set()
-    while True:
-        if unlocked := sorted(owners - locked):
-            locked.update(conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
-        rows = read()
-        owners = {row[3] for row in rows}
-        if owners <= locked:
-            return rows
 
 
 def _apply_merge(conn: Connection, *, winner: int, loser: int, now: datetime) -> list[int]:

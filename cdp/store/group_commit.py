@@ -31,8 +31,6 @@ class GroupCommitter:
         self._max_units = max_units
         self._attempts = attempts
         self._queue: queue.SimpleQueue[tuple[Work, Future[Any]] | None] = queue.SimpleQueue()
-        self._unfinished = 0  # units submitted and not yet committed or failed
-        self._count_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, name=f"writer-{n}", daemon=True) for n in range(writers)]
         for thread in self._threads:
             thread.start()
@@ -49,19 +47,8 @@ class GroupCommitter:
     def submit(self, work: Work) -> Future[Any]:
         """Queue ``work``; its future gets its result once the transaction holding it has committed."""
         future: Future[Any] = Future()
-        with self._count_lock:
-            self._unfinished += 1
-        future.add_done_callback(self._finished)
         self._queue.put((work, future))
         return future
-
-    def busy(self) -> bool:
-        """Whether work is queued or being committed: the store is what requests wait for now."""
-        return self._unfinished > 0
-
-    def _finished(self, _future: Future[Any]) -> None:
-        with self._count_lock:
-            self._unfinished -= 1
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer threads."""

@@ -60,18 +60,13 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
     # Checked here, in this worker, so that the store's single writer only inserts and commits.
     prepared = prepare_batch(messages, envelope, config=config, implied_type=implied_type)
 
-    committer = request.app.state.committer
-    # Returning people's events are attributed on the way in, unless requests are queueing for the
-    # store (a burst): then acknowledging comes first (cdp.events.ingest.store_deferred).
-    attribute_returning = not committer.busy()
-
     def store(conn: Connection) -> IngestResult:
         return store_prepared(conn, source_id=source.id, prepared=prepared, envelope=envelope, config=config,
-                              defer_attribution=True, attribute_returning=attribute_returning)
+                              defer_attribution=True)
 
     try:
         # Committed together with the requests that arrived alongside it; answered after the commit.
-        result: IngestResult = await asyncio.wrap_future(committer.submit(store))
+        result: IngestResult = await asyncio.wrap_future(request.app.state.committer.submit(store))
     except OperationalError:
         return store_unavailable()
     request.app.state.attribution.notify()
