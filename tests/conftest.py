@@ -35,11 +35,9 @@ def _postgres_available() -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _no_cached_store_reads() -> Iterator[None]:
+def _no_cached_store_reads() -> None:
     # PostgreSQL tests reuse database URLs: one test's cached plans, definitions or suppressions
     # (cdp.store.cache) must not answer for the next test's store.
-    StoreCache.forget_all()
-    yield
     StoreCache.forget_all()
 
 

@@ -52,13 +52,14 @@ def send(engine: Engine, request: pytest.FixtureRequest):  # type: ignore[no-unt
                  for m in messages]
         for message, message_id in zip(batch, message_ids or [], strict=False):
             message["messageId"] = message_id
+        received_at = received or at or T0
         with engine.begin() as conn:
-            ingest(conn, source_id=source_id, messages=batch, envelope=Envelope(received_at=received or at or T0),
+            ingest(conn, source_id=source_id, messages=batch, envelope=Envelope(received_at=received_at),
                    config=CONFIG, defer_attribution=deferred)
         taken = deferred
         while taken:
             with engine.begin() as conn:
-                taken = attribute_pending(conn, config=CONFIG, now=received or at or T0, limit=100) > 0
+                taken = attribute_pending(conn, config=CONFIG, now=received_at, limit=100) > 0
         return [m["messageId"] for m in batch]
 
     return send
