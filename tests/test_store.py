@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from cdp.auth.service import create_source, create_token, hash_secret, source_for_write_key, token_for_secret
 from cdp.config import Settings
@@ -14,7 +15,7 @@ from cdp.events.ingest import LIVE_HOOKS, IngestConfig, ingest
 from cdp.events.quarantine import count_pending, list_pending, replay
 from cdp.events.schemas import Envelope
 from cdp.setup import prepare_store, register_configured_credentials
-from cdp.store.db import after_commit, migrate
+from cdp.store.db import after_commit, migrate, reader
 from cdp.store.tables import api_tokens, events, quarantine, sources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -191,3 +192,33 @@ def test_after_commit_callbacks_run_once_committed_and_never_after_a_rollback(en
     with engine.begin() as conn:
         conn.execute(select(1))
     assert ran == ["committed"]
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error(engine) -> None:  # type: ignore[no-untyped-def]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL server process ends; SQLite has none")
+    with engine.connect() as other:
+        with engine.connect() as conn:
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        # The first connection is back in the pool, idle: the server ends its process.
+        assert other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar_one()
+        other.commit()
+    pids = set()
+    time.sleep(0.2)  # the server's goodbye reaches the idle socket
+    for _ in range(3):  # every pooled connection in turn, the dead one among them: no error
+        with engine.connect() as conn, engine.connect() as beside:
+            pids |= {conn.execute(text("SELECT pg_backend_pid()")).scalar_one(),
+                     beside.execute(text("SELECT pg_backend_pid()")).scalar_one()}
+    assert first not in pids
+
+
+def test_reads_on_postgresql_run_outside_a_transaction(engine) -> None:  # type: ignore[no-untyped-def]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads keep their transaction: it is their snapshot")
+    idle = 0  # psycopg's TransactionStatus.IDLE
+    with reader(engine).connect() as conn:
+        conn.execute(select(1)).all()
+        assert conn.connection.dbapi_connection.info.transaction_status == idle  # no BEGIN, no ROLLBACK on release
+    with engine.connect() as conn:  # the same pooled connection, back to transactions for writers
+        conn.execute(select(1)).all()
+        assert conn.connection.dbapi_connection.info.transaction_status != idle

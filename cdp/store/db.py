@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import select as socket_select
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from alembic.config import Config
 from psycopg.types.json import set_json_loads
 from sqlalchemy import ColumnElement, Connection, Engine, Table, create_engine, event, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 from cdp.config import Settings
@@ -28,7 +29,12 @@ T = TypeVar("T")
 
 
 def reader(engine: Engine) -> Engine:
-    """The same engine for read-only work: on SQLite it does not queue for the write lock."""
+    """The same engine for read-only work: on SQLite it does not queue for the write lock; on
+    PostgreSQL each statement commits on its own (a read-committed transaction gives its
+    statements no common snapshot anyway, and BEGIN and the ROLLBACK on release would be two more
+    round trips: a Profile API read is a couple of indexed lookups)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(**{READ_ONLY: True}, isolation_level="AUTOCOMMIT")
     return engine.execution_options(**{READ_ONLY: True})
 
 
@@ -93,12 +99,23 @@ def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
         return _sqlite_engine(url, settings, pool=pool)
     if parsed.get_backend_name() != "postgresql":
         raise InvalidInput(f"unsupported store {parsed.get_backend_name()!r}: use sqlite or postgresql+psycopg")
-    pooling = {"pool_size": 8, "max_overflow": 8} if pool else {"poolclass": NullPool}
-    engine = create_engine(url, json_serializer=dumps_json, pool_pre_ping=True, **pooling)
+    # As many kept connections as requests a worker's thread pool serves at once under load: a
+    # connection beyond the pool is closed on release, and opening one (a server process) costs
+    # more than the requests it serves, so under a burst the churn fed the queue it came from.
+    pooling = {"pool_size": 16, "max_overflow": 16} if pool else {"poolclass": NullPool}
+    engine = create_engine(url, json_serializer=dumps_json, **pooling)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         set_json_loads(orjson.loads, dbapi_connection)  # jsonb payloads decode several times faster
+
+    @event.listens_for(engine, "checkout")
+    def _still_open(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        # Instead of pool_pre_ping's round trip per checkout: an idle connection has nothing to
+        # read unless the server has said goodbye (a restart, an idle timeout, a terminated
+        # backend), so a readable socket means a dead one. The pool then opens a fresh connection.
+        if dbapi_connection.closed or socket_select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+            raise DisconnectionError("the server closed this pooled connection")
 
     # Bulk inserts as multi-row VALUES statements (as psycopg2's dialect does), not psycopg 3's
     # pipelined executemany of one statement per row, which costs several times the CPU.
