@@ -18,6 +18,13 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".cdp"), description="Data folder: SQLite store, MLflow store, artifacts.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under home.")
+    # PostgreSQL connections per process: kept ones stay open between requests; beyond them, up to
+    # the overflow, one is opened for a request and closed after it. Mind the server's
+    # max_connections: each `cdp serve` worker and each CLI process has a pool of its own.
+    database_pool_size: int = Field(default=16, ge=1, le=1000,
+                                    description="PostgreSQL connections kept open per process.")
+    database_max_overflow: int = Field(default=16, ge=0, le=1000,
+                                       description="PostgreSQL connections opened beyond the kept ones under a burst.")
     # Read as plain strings: pydantic-settings would parse list-typed env vars as JSON.
     write_keys: str = Field(default="", description="Comma-separated write keys registered at start.")
     admin_token: str | None = Field(default=None, description="Admin token registered at start.")

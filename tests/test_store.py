@@ -15,7 +15,7 @@ from cdp.events.ingest import LIVE_HOOKS, IngestConfig, ingest
 from cdp.events.quarantine import count_pending, list_pending, replay
 from cdp.events.schemas import Envelope
 from cdp.setup import prepare_store, register_configured_credentials
-from cdp.store.db import after_commit, migrate, reader
+from cdp.store.db import after_commit, create_store_engine, migrate, reader
 from cdp.store.tables import api_tokens, events, quarantine, sources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -222,3 +222,13 @@ def test_reads_on_postgresql_run_outside_a_transaction(engine) -> None:  # type:
     with engine.connect() as conn:  # the same pooled connection, back to transactions for writers
         conn.execute(select(1)).all()
         assert conn.connection.dbapi_connection.info.transaction_status != idle
+
+
+def test_the_postgresql_pool_is_sized_by_the_settings(settings: Settings) -> None:
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("SQLite's pool is not sized: one writer, readers beside it")
+    engine = create_store_engine(settings.model_copy(update={"database_pool_size": 3, "database_max_overflow": 1}))
+    try:
+        assert (engine.pool.size(), engine.pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()

@@ -99,10 +99,11 @@ def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
         return _sqlite_engine(url, settings, pool=pool)
     if parsed.get_backend_name() != "postgresql":
         raise InvalidInput(f"unsupported store {parsed.get_backend_name()!r}: use sqlite or postgresql+psycopg")
-    # As many kept connections as requests a worker's thread pool serves at once under load: a
-    # connection beyond the pool is closed on release, and opening one (a server process) costs
-    # more than the requests it serves, so under a burst the churn fed the queue it came from.
-    pooling = {"pool_size": 16, "max_overflow": 16} if pool else {"poolclass": NullPool}
+    # Enough kept connections for the requests a worker serves at once under load (16 by
+    # default): one beyond them is closed on release, and opening one (a server process) costs
+    # more than the requests it serves, so under a burst that churn fed the queue it came from.
+    pooling = ({"pool_size": settings.database_pool_size, "max_overflow": settings.database_max_overflow}
+               if pool else {"poolclass": NullPool})
     engine = create_engine(url, json_serializer=dumps_json, **pooling)
 
     @event.listens_for(engine, "connect")
