@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -232,3 +234,21 @@ def test_the_postgresql_pool_is_sized_by_the_settings(settings: Settings) -> Non
         assert (engine.pool.size(), engine.pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_a_pooled_connection_past_descriptor_1024_is_checked_out(settings: Settings) -> None:
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no socket to check")
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("this process may not open 1,200 files")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # a busy server's open sockets
+    engine = create_store_engine(settings)
+    try:
+        for _ in range(2):  # the second checkout checks the pooled connection's descriptor
+            with engine.connect() as conn:
+                assert conn.connection.dbapi_connection.fileno() > 1024
+                assert conn.execute(select(1)).scalar_one() == 1
+    finally:
+        engine.dispose()
+        for fd in held:
+            os.close(fd)

@@ -115,7 +115,12 @@ def create_store_engine(settings: Settings, *, pool: bool = True) -> Engine:
         # Instead of pool_pre_ping's round trip per checkout: an idle connection has nothing to
         # read unless the server has said goodbye (a restart, an idle timeout, a terminated
         # backend), so a readable socket means a dead one. The pool then opens a fresh connection.
-        if dbapi_connection.closed or socket_select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+        # poll, not select: a busy server's descriptors pass select's limit of 1024.
+        if dbapi_connection.closed:
+            raise DisconnectionError("the pooled connection was closed")
+        readable = socket_select.poll()
+        readable.register(dbapi_connection.fileno(), socket_select.POLLIN)
+        if readable.poll(0):
             raise DisconnectionError("the server closed this pooled connection")
 
     # Bulk inserts as multi-row VALUES statements (as psycopg2's dialect does), not psycopg 3's
