@@ -21,8 +21,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cdp demo
 
+# Two test files at a time (a file's tests share its live servers): much of the suite waits on
+# servers and subprocesses, so two workers on two cores cut its time by a fifth or more.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench-ingest: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.ingest $(ARGS)

@@ -37,7 +37,7 @@ def imports(path: Path) -> list[tuple[str, bool]]:
 
 
 def python_files() -> list[Path]:
-    return [p for layer in OURS for p in (ROOT / layer).rglob("*.py")]
+    return sorted(p for layer in OURS for p in (ROOT / layer).rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))
