@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -196,9 +197,8 @@ def test_after_commit_callbacks_run_once_committed_and_never_after_a_rollback(en
     assert ran == ["committed"]
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # a PostgreSQL server process ends; SQLite has none
 def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error(engine) -> None:  # type: ignore[no-untyped-def]
-    if engine.dialect.name != "postgresql":
-        pytest.skip("a PostgreSQL server process ends; SQLite has none")
     with engine.connect() as other:
         with engine.connect() as conn:
             first = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -214,9 +214,8 @@ def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error(engi
     assert first not in pids
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite reads keep their transaction: it is their snapshot
 def test_reads_on_postgresql_run_outside_a_transaction(engine) -> None:  # type: ignore[no-untyped-def]
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite reads keep their transaction: it is their snapshot")
     idle = 0  # psycopg's TransactionStatus.IDLE
     with reader(engine).connect() as conn:
         conn.execute(select(1)).all()
@@ -226,19 +225,27 @@ def test_reads_on_postgresql_run_outside_a_transaction(engine) -> None:  # type:
         assert conn.connection.dbapi_connection.info.transaction_status != idle
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite's pool is not sized: one writer, readers beside it
 def test_the_postgresql_pool_is_sized_by_the_settings(settings: Settings) -> None:
-    if not settings.resolved_database_url.startswith("postgresql"):
-        pytest.skip("SQLite's pool is not sized: one writer, readers beside it")
     engine = create_store_engine(settings.model_copy(update={"database_pool_size": 3, "database_max_overflow": 1}))
     try:
-        assert (engine.pool.size(), engine.pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
+        held = [engine.connect() for _ in range(4)]  # the pool's 3 and 1 overflow
+        fifth = threading.Thread(target=lambda: engine.connect().close())
+        fifth.start()
+        fifth.join(0.5)
+        assert fifth.is_alive()  # no sixth connection to the server: it waits for one back
+        held.pop().close()
+        fifth.join(10)
+        assert not fifth.is_alive()
+        for conn in held:
+            conn.close()
+        assert engine.pool.checkedin() == 3  # the overflow connection is closed on release, the pool's 3 kept
     finally:
         engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite has no socket to check
 def test_a_pooled_connection_past_descriptor_1024_is_checked_out(settings: Settings) -> None:
-    if not settings.resolved_database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no socket to check")
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
         pytest.skip("this process may not open 1,200 files")
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # a busy server's open sockets
