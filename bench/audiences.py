@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import uvloop
 
 from bench.load import headers_for, percentile
 from bench.profiles import fill_people, scratch_store
@@ -195,8 +196,8 @@ def event_to_webhook(store: str, args: argparse.Namespace, log) -> None:  # type
                 write_keys=WRITE_KEY, admin_token=ADMIN_TOKEN, env={"CDP_DESTINATIONS_ALLOWLIST": "127.0.0.1", **env})
             try:
                 set_up(server.url, receiver)
-                asyncio.run(paced_load(server.url, bodies[:warmup], rate=args.rate))
-                acknowledged, round_trips, errors, seconds = asyncio.run(
+                uvloop.run(paced_load(server.url, bodies[:warmup], rate=args.rate))
+                acknowledged, round_trips, errors, seconds = uvloop.run(
                     paced_load(server.url, bodies[warmup:], rate=args.rate))
                 receiver.wait_for(sum(len(triggers) for _, triggers in bodies), timeout_s=60)
             finally:

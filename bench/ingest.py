@@ -12,7 +12,6 @@ bench/out/ingest-<timestamp>.txt.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import shutil
@@ -32,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import uvloop
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -357,11 +357,11 @@ def run_one(target: Target, bodies, args: argparse.Namespace, log) -> tuple[Load
         elif process.poll() is not None:
             raise RuntimeError(f"server did not start; see {target.home / 'server.log'}")
         url = f"http://127.0.0.1:{port}"
-        warmup = asyncio.run(run_load(url, bodies, write_key=WRITE_KEY, concurrency=args.concurrency,
+        warmup = uvloop.run(run_load(url, bodies, write_key=WRITE_KEY, concurrency=args.concurrency,
                                       seconds=args.warmup))
         database = make_url(target.database_url).database if target.database_url.startswith("postgresql") else None
         before, started = cpu_snapshot(process.pid, database), time.perf_counter()
-        result = asyncio.run(run_load(url, bodies[warmup.bodies_used:], write_key=WRITE_KEY,
+        result = uvloop.run(run_load(url, bodies[warmup.bodies_used:], write_key=WRITE_KEY,
                                       concurrency=args.concurrency, seconds=args.seconds))
         cpu = cpu_used(before, cpu_snapshot(process.pid, database), time.perf_counter() - started)
         attribution = wait_attributed(target) if target.server == "ours" else None

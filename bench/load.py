@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import orjson
+import uvloop
 
 BATCH_SIZE = 100
 USERS = 3000
@@ -224,7 +225,7 @@ def main() -> None:
     print(f"built {len(bodies)} bodies of {BATCH_SIZE} messages "
           f"({sum(len(b.data) for b in bodies) / len(bodies) / BATCH_SIZE:.0f} bytes/message) "
           f"in {time.perf_counter() - built:.1f} s")
-    result = asyncio.run(run_load(args.url, bodies, write_key=args.write_key, concurrency=args.concurrency,
+    result = uvloop.run(run_load(args.url, bodies, write_key=args.write_key, concurrency=args.concurrency,
                                   seconds=args.seconds, requests=args.requests))
     print(describe(result))
     for sample in result.error_samples:
