@@ -11,7 +11,6 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.logging.handlers import APILogHandler
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -82,6 +81,10 @@ def local_api() -> Iterator[None]:
     if PREFECT_API_URL.value():
         yield
         return
+    # Imported here: Prefect's server code takes seconds to import, which `cdp flows list` and a
+    # refused `cdp flows run` don't need.
+    from prefect.server.api.server import SubprocessASGIServer
+
     server = SubprocessASGIServer()
     try:
         server.start(timeout=SERVER_START_SECONDS)
