@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from cdp.errors import CdpError, Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unauthorized, Unavailable
+from serving.responses import JSONBody
 
 STATUS = {
     InvalidInput: 400,
@@ -27,21 +27,21 @@ def status_of(error: CdpError) -> int:
     return 400
 
 
-def tracking_error(error: CdpError) -> ORJSONResponse:
+def tracking_error(error: CdpError) -> JSONBody:
     """Segment's Tracking API shape; RudderStack's SDK retries a 4xx forever without code/message."""
-    return ORJSONResponse(
+    return JSONBody(
         {"success": False, "code": error.code, "message": error.message}, status_code=status_of(error)
     )
 
 
-def api_error(status: int, code: str, message: str) -> ORJSONResponse:
+def api_error(status: int, code: str, message: str) -> JSONBody:
     """Segment's Profile / Public API shape."""
-    return ORJSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    return JSONBody({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def store_unavailable() -> ORJSONResponse:
+def store_unavailable() -> JSONBody:
     # Not the client's fault and worth retrying: every SDK retries a 503 with backoff.
-    return ORJSONResponse(
+    return JSONBody(
         {"success": False, "code": "store_unavailable", "message": "the store is busy or down; retry"},
         status_code=503,
         headers={"Retry-After": "1"},
@@ -50,15 +50,24 @@ def store_unavailable() -> ORJSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CdpError)
-    async def _cdp_error(_request: Request, error: CdpError) -> ORJSONResponse:
+    async def _cdp_error(_request: Request, error: CdpError) -> JSONBody:
         return api_error(status_of(error), error.code, error.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, error: RequestValidationError) -> ORJSONResponse:
+    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONBody:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"])
         return api_error(400, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"])
 
+    # A number in the path or the query beyond what the store's integers hold (SQLite's driver
+    # raises OverflowError before sending it), or text PostgreSQL can't take (a NUL character):
+    # the request's mistake, not the server's.
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_request: Request, _error: Exception) -> JSONBody:
+        return api_error(400, "invalid_request",
+                         "a value in the request is out of the store's range: a number too large, or a NUL character")
+
     @app.exception_handler(OperationalError)
-    async def _store_down(_request: Request, _error: OperationalError) -> ORJSONResponse:
+    async def _store_down(_request: Request, _error: OperationalError) -> JSONBody:
         return store_unavailable()

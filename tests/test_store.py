@@ -143,6 +143,24 @@ def test_invalid_messages_go_to_the_quarantine_and_can_be_replayed(engine, sourc
         assert replay(conn, now=NOW, config=CONFIG).replayed == 0
 
 
+def test_nul_characters_are_dropped_and_their_messages_kept(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL keeps no NUL in text or jsonb: one such message used to fail its whole batch."""
+    batch = [
+        {"type": "track", "userId": "u\x00x", "event": "Viewed\x00", "messageId": "n1",
+         "properties": {"k\x00": ["v\x00", 1]}},
+        {"type": "identify", "userId": "u2", "traits": {"name": "Ann"}, "messageId": "n2"},
+        {"type": "track", "userId": "\x00", "event": "E", "messageId": "n3"},  # no id left: quarantined
+    ]
+    with engine.begin() as conn:
+        result = _ingest(conn, source_id, batch)
+    assert (result.accepted, result.quarantined) == (2, 1)
+    with engine.connect() as conn:
+        stored = conn.execute(select(events.c.user_id, events.c.event, events.c.payload).order_by(events.c.id)).all()
+        assert count_pending(conn) == {"no_user_anon_id": 1}
+    assert (stored[0].user_id, stored[0].event, stored[0].payload["properties"]) == ("ux", "Viewed", {"k": ["v", 1]})
+    assert stored[1].user_id == "u2"
+
+
 def test_backfill_never_fires_live_hooks(engine, source_id) -> None:  # type: ignore[no-untyped-def]
     fired: list[int] = []
     LIVE_HOOKS.append(lambda conn, source, rows: fired.append(len(rows)))

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, func, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from cdp.computed.compute import apply_incremental
 from cdp.computed.service import definitions_for_ingest
@@ -128,12 +128,13 @@ class AttributionFollower:
                 took = time.monotonic() - now
                 behind = taken >= limit
                 limit = self._batch
-            except DBAPIError:  # the store is down or busy: the events wait, stored, for the next try
+            except (OperationalError, InterfaceError):  # the store is down or busy: the events wait for the next try
                 log.exception("attributing pending events failed; retrying")
                 behind = False
             except Exception:
-                # A message our code cannot resolve must not hold up everyone after it: narrow the
-                # batch down to it, then leave it stored but unattributed, and say so.
+                # A message our code cannot resolve (a bug, or a refusal of the store such as a
+                # constraint violation, which a retry only repeats) must not hold up everyone after
+                # it: narrow the batch down to it, then leave it stored but unattributed, and say so.
                 if limit > 1:
                     limit = 1
                 else:

@@ -29,6 +29,12 @@ def prepare_message(
     if implied_type is not None and message.get("type") is None:
         message["type"] = implied_type
     message.pop("writeKey", None)  # a secret: never stored with the event
+    encoded = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+    if b"\\u0000" in encoded:
+        # PostgreSQL can't keep a NUL character in text or jsonb, and identifiers holding one were
+        # found twice on SQLite: it goes (as RudderStack's loaders drop it), the message stays.
+        message = _without_nul(message)
+        encoded = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
 
     message_id = message.get("messageId")
     if isinstance(message_id, int | float) and not isinstance(message_id, bool):
@@ -42,7 +48,6 @@ def prepare_message(
     if rejection is not None:
         return Rejection(rejection[0], rejection[1], message, message_id)
 
-    encoded = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
     size = len(encoded)
     if size > max_bytes:
         return Rejection(
@@ -130,6 +135,16 @@ def _generated_message_id(message: dict[str, Any], *, has_client_time: bool) -> 
     content = {k: v for k, v in message.items() if k not in ("sentAt", "messageId")}
     digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
     return f"cdp-{digest.hexdigest()[:32]}"
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 def _json_type(value: Any) -> str:

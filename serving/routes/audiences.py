@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import ORJSONResponse
 from sqlalchemy import Connection, Engine
 
 from cdp.audiences.membership import members_of, preview, recompute
@@ -20,6 +19,7 @@ from cdp.errors import InvalidInput
 from cdp.jobs import ProgressReport
 from cdp.store.db import reader, write_transaction
 from serving.deps import AudiencesReader, AudiencesWriter, EngineDep
+from serving.responses import JSONBody
 from serving.routes.jobs import run_or_start
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
@@ -36,7 +36,7 @@ EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",
 def define_audience(
     request: Request, engine: EngineDep, caller: AudiencesWriter,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": EXAMPLE}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Create an audience or save a new version of it, and compute its members now (their destinations
     receive "Audience Entered"). Conditions: trait, prediction, event, audience, and, or, not. Computing
     over every profile takes a while on a large store: with ``Prefer: respond-async`` the answer is a job
@@ -68,35 +68,35 @@ def _save(engine: Engine, definition: AudienceDefinition, progress: ProgressRepo
 def preview_audience(
     engine: EngineDep, _token: AudiencesReader,
     body: Annotated[dict[str, Any], Body(openapi_examples={"predicted": {"value": {"condition": EXAMPLE["condition"]}}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Size and a sample of the profiles a condition holds for now; nothing is saved."""
     if not isinstance(body, dict) or "condition" not in body:
         raise InvalidInput("send {\"condition\": {...}}")
     condition = parse_condition(body["condition"])
     with reader(engine).connect() as conn:
         found = preview(conn, condition=condition, as_of=datetime.now(UTC))
-    return ORJSONResponse({"data": {"size": found.size, "sample": found.sample}})
+    return JSONBody({"data": {"size": found.size, "sample": found.sample}})
 
 
 @router.get("")
-def list_all(request: Request, engine: EngineDep, _token: AudiencesReader) -> ORJSONResponse:
+def list_all(request: Request, engine: EngineDep, _token: AudiencesReader) -> JSONBody:
     """Every audience with its size now."""
     with reader(engine).connect() as conn:
         sizes = _counted(request, conn, "sizes", lambda: audience_sizes(conn))
-        return ORJSONResponse({"data": [a.as_json(size=sizes.get(a.id, 0)) for a in list_audiences(conn)]})
+        return JSONBody({"data": [a.as_json(size=sizes.get(a.id, 0)) for a in list_audiences(conn)]})
 
 
 @router.get("/{key}")
-def read_audience(request: Request, engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
+def read_audience(request: Request, engine: EngineDep, _token: AudiencesReader, key: str) -> JSONBody:
     """One audience with its size now."""
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
         sizes = _counted(request, conn, "sizes", lambda: audience_sizes(conn))
-        return ORJSONResponse({"data": stored.as_json(size=sizes.get(stored.id, 0))})
+        return JSONBody({"data": stored.as_json(size=sizes.get(stored.id, 0))})
 
 
 @router.get("/{key}/overlap")
-def overlap(request: Request, engine: EngineDep, _token: AudiencesReader, key: str) -> ORJSONResponse:
+def overlap(request: Request, engine: EngineDep, _token: AudiencesReader, key: str) -> JSONBody:
     """Every other audience with the members it shares with this one (0 included), most shared first."""
     with reader(engine).connect() as conn:
         stored = get_audience(conn, key=key)
@@ -105,7 +105,7 @@ def overlap(request: Request, engine: EngineDep, _token: AudiencesReader, key: s
         others = [a for a in list_audiences(conn) if a.id != stored.id]
     data = [{"key": a.key, "name": a.definition.title, "size": sizes.get(a.id, 0), "shared": shared.get(a.id, 0)}
             for a in others]
-    return ORJSONResponse({"data": sorted(data, key=lambda row: (-row["shared"], row["key"])),
+    return JSONBody({"data": sorted(data, key=lambda row: (-row["shared"], row["key"])),
                            "size": sizes.get(stored.id, 0)})
 
 
@@ -119,12 +119,12 @@ def _counted(request: Request, conn: Connection, name: Hashable, count: Callable
 def list_members(
     engine: EngineDep, _token: AudiencesReader, key: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100, next: Annotated[int, Query(ge=0)] = 0,
-) -> ORJSONResponse:
+) -> JSONBody:
     """Members by profile id, with their first user id, anonymous id and email; ``next`` is the last profile id
     of the previous page."""
     with reader(engine).connect() as conn:
         rows = members_of(conn, audience_id=get_audience(conn, key=key).id, limit=limit, after=next)
         known = profile_identifiers(conn, [r.profile_id for r in rows])
     data = [{"profile_id": r.profile_id, "entered_at": r.entered_at, **known.get(r.profile_id, {})} for r in rows]
-    return ORJSONResponse({"data": data, "cursor": {"has_more": len(rows) == limit,
+    return JSONBody({"data": data, "cursor": {"has_more": len(rows) == limit,
                                                     "next": rows[-1].profile_id if rows else None}})

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from fastapi.responses import ORJSONResponse
 
 from cdp.computed.compute import compute_traits
 from cdp.computed.schemas import parse_definition
@@ -15,6 +14,7 @@ from cdp.errors import InvalidInput
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 from cdp.store.db import reader, write_transaction
 from serving.deps import Admin, EngineDep, ProfilesReader
+from serving.responses import JSONBody
 
 router = APIRouter(prefix="/v1/computed-traits", tags=["computed traits"])
 
@@ -27,40 +27,40 @@ EXAMPLE = {"name": "orders_30d", "kind": "count", "event": "Order Completed", "w
 def define_trait(
     engine: EngineDep, _token: Admin,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"count": {"value": EXAMPLE}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Create or replace a computed trait: kind (count, sum, avg, min, max, most_frequent, first, last,
     unique_list, unique_count), type and event, property, window_days, filters, entity."""
     parsed = parse_definition(definition)
     stored, status = write_transaction(engine, lambda conn: define(conn, definition=parsed, now=datetime.now(UTC)))
-    return ORJSONResponse({"data": stored.as_json()}, status_code=201 if status == "created" else 200)
+    return JSONBody({"data": stored.as_json()}, status_code=201 if status == "created" else 200)
 
 
 @router.get("")
-def list_traits(engine: EngineDep, _token: ProfilesReader) -> ORJSONResponse:
+def list_traits(engine: EngineDep, _token: ProfilesReader) -> JSONBody:
     """Every computed trait, with when it was last computed."""
     with reader(engine).connect() as conn:
-        return ORJSONResponse({"data": [stored.as_json() for stored in list_definitions(conn)]})
+        return JSONBody({"data": [stored.as_json() for stored in list_definitions(conn)]})
 
 
 @router.get("/{name}")
-def read_trait(engine: EngineDep, _token: ProfilesReader, name: str) -> ORJSONResponse:
+def read_trait(engine: EngineDep, _token: ProfilesReader, name: str) -> JSONBody:
     """One computed trait."""
     with reader(engine).connect() as conn:
-        return ORJSONResponse({"data": get_definition(conn, name=name).as_json()})
+        return JSONBody({"data": get_definition(conn, name=name).as_json()})
 
 
 @router.delete("/{name}")
-def delete_trait(engine: EngineDep, _token: Admin, name: str) -> ORJSONResponse:
+def delete_trait(engine: EngineDep, _token: Admin, name: str) -> JSONBody:
     """Delete a computed trait with its values on every profile and their history."""
     removed = write_transaction(engine, lambda conn: delete_definition(conn, name=name))
-    return ORJSONResponse({"data": {"name": name, "deleted": True, "values_removed": removed}})
+    return JSONBody({"data": {"name": name, "deleted": True, "values_removed": removed}})
 
 
 @router.post("/{name}/compute")
 def compute_trait(
     engine: EngineDep, _token: Admin, name: str,
     body: Annotated[dict[str, Any] | None, Body(openapi_examples={"as_of": {"value": {"as_of": AS_OF_EXAMPLE}}})] = None,
-) -> ORJSONResponse:
+) -> JSONBody:
     """Recompute the trait for every profile as of ``as_of`` (default now) and write the values that changed."""
     try:
         as_of = parse_timestamp((body or {}).get("as_of"), "as_of") or datetime.now(UTC)
@@ -69,5 +69,5 @@ def compute_trait(
     with reader(engine).connect() as conn:
         definition = get_definition(conn, name=name).definition
     [result] = write_transaction(engine, lambda conn: compute_traits(conn, definitions=[definition], as_of=as_of))
-    return ORJSONResponse({"data": {"name": result.name, "as_of": result.as_of, "profiles": result.profiles,
+    return JSONBody({"data": {"name": result.name, "as_of": result.as_of, "profiles": result.profiles,
                                     "changed": result.changed}})

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from fastapi.responses import ORJSONResponse
 
 from cdp.journeys.report import lift_report
 from cdp.journeys.schemas import parse_journey, parse_policy
 from cdp.journeys.service import active_counts, delete_journey, get_journey, get_policy, list_journeys, save_journey, set_policy
 from cdp.store.db import reader, write_transaction
 from serving.deps import Admin, EngineDep, JourneysReader, JourneysWriter
+from serving.responses import JSONBody
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
 policy_router = APIRouter(prefix="/v1/contact-policy", tags=["journeys"])
@@ -37,59 +37,59 @@ POLICY = {"frequency_caps": [{"destination": None, "max": 2, "window": {"hours":
 def define_journey(
     engine: EngineDep, _token: JourneysWriter,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"cart": {"value": EXAMPLE}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Create a journey or save a new version of it; live events enter it from now on. Steps: delay,
     wait_for_event, data_split, random_split, send."""
     parsed = parse_journey(definition)
     stored, status = write_transaction(engine, lambda conn: save_journey(conn, definition=parsed, now=datetime.now(UTC)))
-    return ORJSONResponse({"data": stored.as_json()}, status_code=201 if status == "created" else 200)
+    return JSONBody({"data": stored.as_json()}, status_code=201 if status == "created" else 200)
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: JourneysReader) -> ORJSONResponse:
+def list_all(engine: EngineDep, _token: JourneysReader) -> JSONBody:
     """Every journey with the number of profiles on their way now."""
     with reader(engine).connect() as conn:
         active = active_counts(conn)
-        return ORJSONResponse({"data": [j.as_json(active=active.get(j.id, 0)) for j in list_journeys(conn)]})
+        return JSONBody({"data": [j.as_json(active=active.get(j.id, 0)) for j in list_journeys(conn)]})
 
 
 @router.get("/{key}")
-def read_journey(engine: EngineDep, _token: JourneysReader, key: str) -> ORJSONResponse:
+def read_journey(engine: EngineDep, _token: JourneysReader, key: str) -> JSONBody:
     with reader(engine).connect() as conn:
         stored = get_journey(conn, key=key)
-        return ORJSONResponse({"data": stored.as_json(active=active_counts(conn).get(stored.id, 0))})
+        return JSONBody({"data": stored.as_json(active=active_counts(conn).get(stored.id, 0))})
 
 
 @router.delete("/{key}")
-def remove(engine: EngineDep, _token: JourneysWriter, key: str) -> ORJSONResponse:
+def remove(engine: EngineDep, _token: JourneysWriter, key: str) -> JSONBody:
     """Delete a journey, its instances and send log; messages already queued are still delivered."""
     write_transaction(engine, lambda conn: delete_journey(conn, key=key))
-    return ORJSONResponse({"data": {"key": key, "deleted": True}})
+    return JSONBody({"data": {"key": key, "deleted": True}})
 
 
 @router.get("/{key}/report")
-def report(engine: EngineDep, _token: JourneysReader, key: str) -> ORJSONResponse:
+def report(engine: EngineDep, _token: JourneysReader, key: str) -> JSONBody:
     """Lift: entries, sends and goal conversions of treated profiles against the holdout, with 95 % intervals;
     suppressed and deferred sends by reason."""
     with reader(engine).connect() as conn:
-        return ORJSONResponse({"data": lift_report(conn, journey=get_journey(conn, key=key)).as_json()})
+        return JSONBody({"data": lift_report(conn, journey=get_journey(conn, key=key)).as_json()})
 
 
 @policy_router.get("")
-def read_policy(engine: EngineDep, _token: JourneysReader) -> ORJSONResponse:
+def read_policy(engine: EngineDep, _token: JourneysReader) -> JSONBody:
     with reader(engine).connect() as conn:
         policy, updated_at = get_policy(conn)
-    return ORJSONResponse({"data": {**policy.model_dump(mode="json"), "updated_at": updated_at}})
+    return JSONBody({"data": {**policy.model_dump(mode="json"), "updated_at": updated_at}})
 
 
 @policy_router.put("")
 def replace_policy(
     engine: EngineDep, _token: Admin,
     body: Annotated[dict[str, Any], Body(openapi_examples={"caps": {"value": POLICY}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Replace the contact policy: frequency caps per destination and window, quiet hours (sends wait until
     they end, in the profile's time zone trait), and journey priority (highest first) for capped slots."""
     policy = parse_policy(body)
     now = datetime.now(UTC)
     write_transaction(engine, lambda conn: set_policy(conn, policy=policy, now=now))
-    return ORJSONResponse({"data": {**policy.model_dump(mode="json"), "updated_at": now}})
+    return JSONBody({"data": {**policy.model_dump(mode="json"), "updated_at": now}})

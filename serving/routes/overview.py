@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 from sqlalchemy import Engine
 
 from cdp.destinations.outbox import failing
@@ -16,6 +15,7 @@ from cdp.store.db import reader
 from models.tracking import champions, latest_trainings, registered_name
 from serving.deps import EngineDep, ProfilesReader, SettingsDep
 from serving.refreshed import Refreshed
+from serving.responses import JSONBody
 
 router = APIRouter(tags=["overview"])
 # Counting profiles takes seconds on a store of millions: counted in the background at most once a minute.
@@ -34,7 +34,7 @@ def profile_counts_for(engine: Engine) -> Refreshed[tuple[int, int]]:
 
 
 @router.get("/v1/overview")
-def overview(request: Request, engine: EngineDep, settings: SettingsDep, _token: ProfilesReader) -> ORJSONResponse:
+def overview(request: Request, engine: EngineDep, settings: SettingsDep, _token: ProfilesReader) -> JSONBody:
     """Events received per minute over the last 30 minutes, profiles and their identified share (counted at
     ``profiles_counted_at``, at most a minute ago; null while the first count runs), the latest training runs,
     predictions that need attention, and destinations with failing deliveries."""
@@ -58,7 +58,7 @@ def overview(request: Request, engine: EngineDep, settings: SettingsDep, _token:
     for row in failures:
         entry = deliveries.setdefault(row.id, {"destination_id": row.id, "name": row.name, "dead": 0, "retrying": 0})
         entry["dead" if row.status == "dead" else "retrying"] = row.n
-    return ORJSONResponse({"data": {
+    return JSONBody({"data": {
         "events_per_minute": per_minute, "events_per_minute_capped": capped,
         "profiles": total, "identified": identified, "profiles_counted_at": counted_at,
         "identified_share": identified / total if total and identified is not None else None,

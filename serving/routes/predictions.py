@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import Engine
 
 from cdp.config import Settings
@@ -21,6 +21,7 @@ from models.outcomes import realized_outcomes
 from models.tracking import model_card, plot_artifact
 from models.train import training_readiness
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
+from serving.responses import JSONBody
 from serving.routes.jobs import run_or_start
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -32,12 +33,12 @@ EXAMPLE = {"key": "churn_30d", "kind": "churn", "window_days": 30, "active_withi
 def create(
     engine: EngineDep, _token: Admin,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"churn": {"value": EXAMPLE}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Create a prediction (kind churn, purchase, ltv or custom; window_days; events; goal_event, goal_properties,
     goal_min_count; active_within_days, min_purchases; fallback), or a new version when it changed."""
     parsed = parse_definition(definition)
     stored, status = write_transaction(engine, lambda conn: create_prediction(conn, definition=parsed, now=datetime.now(UTC)))
-    return ORJSONResponse({"data": {**stored.as_json(), "status": status}},
+    return JSONBody({"data": {**stored.as_json(), "status": status}},
                           status_code=201 if status == "created" else 200)
 
 
@@ -45,7 +46,7 @@ def create(
 def readiness(
     request: Request, engine: EngineDep, settings: SettingsDep, caller: PredictionsReader,
     definition: Annotated[dict[str, Any], Body(openapi_examples={"churn": {"value": EXAMPLE}})],
-) -> ORJSONResponse:
+) -> JSONBody:
     """Whether the store's data can train this definition now: every readiness check with what it observed
     and what it needs (nothing is saved; it builds the training frame, seconds to minutes on a large store:
     send ``Prefer: respond-async`` to get a job to follow instead, see ``GET /v1/jobs/{id}``)."""
@@ -69,20 +70,20 @@ def _readiness(engine: Engine, settings: Settings, definition: PredictionDefinit
 
 
 @router.get("")
-def list_all(engine: EngineDep, _token: PredictionsReader) -> ORJSONResponse:
+def list_all(engine: EngineDep, _token: PredictionsReader) -> JSONBody:
     """Every prediction, at its newest version."""
     with reader(engine).connect() as conn:
-        return ORJSONResponse({"data": [stored.as_json() for stored in list_predictions(conn)]})
+        return JSONBody({"data": [stored.as_json() for stored in list_predictions(conn)]})
 
 
 @router.get("/{key}")
-def read(request: Request, engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+def read(request: Request, engine: EngineDep, settings: SettingsDep, _token: PredictionsReader, key: str) -> JSONBody:
     """A prediction's definition and its champion's model card (metrics beside the baselines, gate decision,
     artifact names, last scoring's drift); ``model_card`` is null until a model is trained and promoted."""
     with reader(engine).connect() as conn:
         stored = get_prediction(conn, key=key)
     card = request.app.state.tracked.get(("card", key), lambda: model_card(settings.resolved_mlflow_tracking_uri, key))
-    return ORJSONResponse({"data": {**stored.as_json(), "model_card": card}})
+    return JSONBody({"data": {**stored.as_json(), "model_card": card}})
 
 
 @router.get("/{key}/plots/{name}", response_class=Response)
@@ -97,12 +98,12 @@ def plot(settings: SettingsDep, _token: PredictionsReader, key: str,
 
 
 @router.get("/{key}/scores")
-def scores(request: Request, engine: EngineDep, _token: PredictionsReader, key: str) -> ORJSONResponse:
+def scores(request: Request, engine: EngineDep, _token: PredictionsReader, key: str) -> JSONBody:
     """The distribution of the scores written back to profiles: 20 bins over a sample of up to 20,000, read
     again after each scoring."""
     with reader(engine).connect() as conn:
         task = get_prediction(conn, key=key).definition.task
-    return ORJSONResponse({"data": request.app.state.tracked.get(("scores", key), lambda: _distribution(engine, key, task))})
+    return JSONBody({"data": request.app.state.tracked.get(("scores", key), lambda: _distribution(engine, key, task))})
 
 
 def _distribution(engine: Engine, key: str, task: str) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def outcomes(
     request: Request, engine: EngineDep, caller: PredictionsReader, key: str,
     as_of: Annotated[datetime | None, Query(description="Which scoring (its as_of); default the latest whose "
                                                         "window has passed.")] = None,
-) -> ORJSONResponse:
+) -> JSONBody:
     """Realized outcomes of a past scoring: per score decile (1 = top 10 %), the profiles, the mean predicted
     probability or value and the realized rate or value, once the prediction's window has passed. It reads
     every score of that scoring (seconds per 100k profiles): ``Prefer: respond-async`` answers with a job.

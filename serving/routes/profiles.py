@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
 
 from cdp.identity.schemas import USERS
 from cdp.identity.service import merge_log, split
@@ -21,6 +20,7 @@ from cdp.profiles.service import (
 )
 from cdp.store.db import reader, write_transaction
 from serving.deps import Admin, EngineDep, ProfilesReader
+from serving.responses import JSONBody
 
 router = APIRouter(tags=["profiles"])
 
@@ -40,7 +40,7 @@ def traits(
     request: Request, engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS,
     include: Names = None, verbose: bool = False, class_: Annotated[str | None, Query(alias="class")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 10, next: str | None = None,
-) -> ORJSONResponse:
+) -> JSONBody:
     """Current traits (identify, computed, predicted, audience) of a profile; ``verbose`` adds provenance."""
     with reader(engine).connect() as conn:
         profile_id = resolve_identifier(conn, identifier, entity=collection)
@@ -51,20 +51,20 @@ def traits(
                    "updated_at": row.event_time} if verbose else row.value
         for row in page.items
     }
-    return ORJSONResponse({"traits": values, "cursor": _cursor(request, limit, page.next)})
+    return JSONBody({"traits": values, "cursor": _cursor(request, limit, page.next)})
 
 
 def profile_events(
     request: Request, engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS,
     limit: Annotated[int, Query(ge=1, le=100)] = 10, next: str | None = None, start: str | None = None,
     end: str | None = None, include: Names = None, exclude: Names = None,
-) -> ORJSONResponse:
+) -> JSONBody:
     """Events of every call type, newest first, with cursors."""
     with reader(engine).connect() as conn:
         profile_id = resolve_identifier(conn, identifier, entity=collection)
         page = events_page(conn, profile_id=profile_id, limit=limit, before=next, start=start, end=end,
                            include=_names(include), exclude=_names(exclude))
-    return ORJSONResponse({"data": [_event(row) for row in page.items], "cursor": _cursor(request, limit, page.next)})
+    return JSONBody({"data": [_event(row) for row in page.items], "cursor": _cursor(request, limit, page.next)})
 
 
 def _event(row: Any) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def _event(row: Any) -> dict[str, Any]:
 def external_ids(
     request: Request, engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS,
     include: Names = None, limit: Annotated[int, Query(ge=1, le=100)] = 10, next: str | None = None,
-) -> ORJSONResponse:
+) -> JSONBody:
     """Identifiers linked to the profile by the identity graph."""
     with reader(engine).connect() as conn:
         profile_id = resolve_identifier(conn, identifier, entity=collection)
@@ -101,38 +101,38 @@ def external_ids(
          "first_message_id": r.first_message_id, "created_at": r.created_at}
         for r in page.items
     ]
-    return ORJSONResponse({"data": data, "cursor": _cursor(request, limit, page.next)})
+    return JSONBody({"data": data, "cursor": _cursor(request, limit, page.next)})
 
 
-def audiences(engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS) -> ORJSONResponse:
+def audiences(engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS) -> JSONBody:
     """Audiences the profile is in now."""
     with reader(engine).connect() as conn:
         profile_id = resolve_identifier(conn, identifier, entity=collection)
         rows = audiences_of(conn, profile_id=profile_id)
-    return ORJSONResponse({"data": [{"key": r.name, "name": r.name, "entered_at": r.event_time} for r in rows]})
+    return JSONBody({"data": [{"key": r.name, "name": r.name, "entered_at": r.event_time} for r in rows]})
 
 
-def metadata(engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS) -> ORJSONResponse:
+def metadata(engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS) -> JSONBody:
     """When the profile was created and last updated, and its first and last messages."""
     with reader(engine).connect() as conn:
         profile_id = resolve_identifier(conn, identifier, entity=collection)
-        return ORJSONResponse({"metadata": metadata_of(conn, profile_id=profile_id)})
+        return JSONBody({"metadata": metadata_of(conn, profile_id=profile_id)})
 
 
-def merges(engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS) -> ORJSONResponse:
+def merges(engine: EngineDep, _token: ProfilesReader, identifier: Identifier, collection: str = USERS) -> JSONBody:
     """The merge log of a profile: every merge and refused merge, with the rule, identifier and message."""
     with reader(engine).connect() as conn:
         profile_id = resolve_identifier(conn, identifier, entity=collection)
         log = merge_log(conn, profile_id=profile_id)
-    return ORJSONResponse({"profile_id": profile_id, "data": [asdict(record) for record in log]})
+    return JSONBody({"profile_id": profile_id, "data": [asdict(record) for record in log]})
 
 
 @router.post("/v1/merges/{merge_id}/split")
-def split_merge(request: Request, engine: EngineDep, _token: Admin, merge_id: int) -> ORJSONResponse:
+def split_merge(request: Request, engine: EngineDep, _token: Admin, merge_id: int) -> JSONBody:
     """Undo a merge: the merged profile comes back with its identifiers, events and traits."""
     rules = request.app.state.ingest_config.identity
     record = write_transaction(engine, lambda conn: split(conn, merge_id=merge_id, rules=rules, now=datetime.now(UTC)))
-    return ORJSONResponse({"data": asdict(record)})
+    return JSONBody({"data": asdict(record)})
 
 
 for _name, _handler in (("merges", merges), ("traits", traits), ("events", profile_events), ("external_ids", external_ids),

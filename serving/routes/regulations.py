@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from cdp.privacy.regulations import MAX_SUBJECTS, Regulation, claim_and_run, create_regulation, get_regulation
 from cdp.store.db import reader, write_transaction
 from serving.deps import EngineDep, RegulationsWriter
+from serving.responses import JSONBody
 
 router = APIRouter(tags=["regulations"])
 
@@ -23,20 +23,20 @@ class RegulationRequest(BaseModel):
 
 
 @router.post("/v1/regulations")
-def create(body: RegulationRequest, engine: EngineDep, _token: RegulationsWriter, tasks: BackgroundTasks) -> ORJSONResponse:
+def create(body: RegulationRequest, engine: EngineDep, _token: RegulationsWriter, tasks: BackgroundTasks) -> JSONBody:
     """Delete and / or suppress people across the identity graph; runs right after the answer."""
     regulation_id = write_transaction(engine, lambda conn: create_regulation(
         conn, regulation_type=body.regulationType, subject_type=body.subjectType, subject_ids=body.subjectIds,
         now=datetime.now(UTC)))
     tasks.add_task(claim_and_run, engine, regulation_id)
-    return ORJSONResponse({"data": {"regulateId": regulation_id}})
+    return JSONBody({"data": {"regulateId": regulation_id}})
 
 
 @router.get("/v1/regulations/{regulate_id}")
-def show(regulate_id: str, engine: EngineDep, _token: RegulationsWriter) -> ORJSONResponse:
+def show(regulate_id: str, engine: EngineDep, _token: RegulationsWriter) -> JSONBody:
     """Status of a regulation: INITIALIZED, RUNNING, FINISHED or FAILED, with what it removed."""
     with reader(engine).connect() as conn:
-        return ORJSONResponse({"data": {"regulation": public(get_regulation(conn, regulate_id))}})
+        return JSONBody({"data": {"regulation": public(get_regulation(conn, regulate_id))}})
 
 
 def public(regulation: Regulation) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
@@ -21,6 +21,7 @@ from cdp.governance.enforce import PLAN_VIOLATION
 from serving.body import read_json_body
 from serving.deps import basic_user
 from serving.errors import store_unavailable, tracking_error
+from serving.responses import JSONBody
 
 router = APIRouter(tags=["tracking"])
 
@@ -80,7 +81,7 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
         return tracking_error(error)
     if not result.rejections:
         return Response(OK, media_type="application/json")
-    return ORJSONResponse(
+    return JSONBody(
         {
             "success": True,
             "accepted": result.accepted,
