@@ -120,6 +120,8 @@ def test_blocked_messages_are_replayed_after_a_plan_update(live_server, admin) -
         ("post", "/v1/tracking-plans", {"name": "shop", "rules": {}}, 409, "conflict"),
         ("get", "/v1/tracking-plans/nope", None, 404, "not_found"),
         ("get", "/v1/tracking-plans/shop?version=9", None, 404, "not_found"),
+        # Beyond the store's integers (a 500 once: SQLite's driver raised OverflowError).
+        ("get", f"/v1/tracking-plans/shop?version={10**22}", None, 400, "invalid_request"),
         ("post", "/v1/tracking-plans/nope/versions", {"rules": {}}, 404, "not_found"),
         ("put", "/v1/sources/nope/tracking-plan", {"plan": "shop", "mode": "flag"}, 404, "not_found"),
         ("put", "/v1/sources/nope/tracking-plan", {"plan": "shop", "mode": "drop"}, 400, "invalid_request"),
@@ -133,6 +135,12 @@ def test_api_mistakes_get_a_clear_4xx(admin, plan, method, path, body, status, c
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert error["code"] == code and error["message"]
+
+
+def test_a_nul_character_in_a_name_is_a_clear_4xx(admin) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL refuses NUL in text (psycopg's DataError, once a 500); SQLite finds no such plan.
+    answer = admin.get("/v1/tracking-plans/sh%00op")
+    assert answer.status_code in (400, 404) and answer.json()["error"]["message"], answer.text
 
 
 def test_the_api_needs_an_admin_token(live_server, plan) -> None:  # type: ignore[no-untyped-def]
