@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import OperationalError
 
 from cdp.auth.service import create_source, create_token, hash_secret, source_for_write_key, token_for_secret
 from cdp.config import Settings
@@ -230,6 +231,23 @@ def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error(engi
             pids |= {conn.execute(text("SELECT pg_backend_pid()")).scalar_one(),
                      beside.execute(text("SELECT pg_backend_pid()")).scalar_one()}
     assert first not in pids
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # a PostgreSQL server process ends; SQLite has none
+def test_a_connection_lost_mid_transaction_raises_the_store_error(engine) -> None:  # type: ignore[no-untyped-def]
+    """The API answers an OperationalError with a 503 and the attribution follower retries it; the
+    rollback bookkeeping once replaced it with PendingRollbackError (a 500, a message given up)."""
+    ran: list[str] = []
+    with engine.connect() as admin:
+        with pytest.raises(OperationalError), engine.begin() as conn:
+            after_commit(conn, lambda: ran.append("committed"))
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.commit()
+            conn.execute(text("SELECT 1"))
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    assert ran == []
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # SQLite reads keep their transaction: it is their snapshot

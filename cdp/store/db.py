@@ -63,6 +63,11 @@ def _run_after_commit(engine: Engine) -> None:
 
     @event.listens_for(engine, "rollback")
     def _forget(connection) -> None:  # type: ignore[no-untyped-def]
+        if connection.invalidated:
+            # The server dropped the connection mid-transaction: reading ``info`` now raises
+            # PendingRollbackError in place of the OperationalError the caller must see (a 503,
+            # a retry). The check-in below forgets what this transaction registered.
+            return
         connection.info.pop(_AFTER_COMMIT, None)
         connection.info.pop(_SAVEPOINTS, None)
 
@@ -84,6 +89,7 @@ def _run_after_commit(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
     def _run(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
         record.info.pop(_AFTER_COMMIT, None)  # never committed
+        record.info.pop(_SAVEPOINTS, None)
         for callback in record.info.pop(_COMMITTED, ()):
             callback()
 
