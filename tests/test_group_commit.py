@@ -6,7 +6,8 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.exc import OperationalError
 
 from cdp.auth.service import create_source
 from cdp.store.group_commit import GroupCommitter
@@ -40,3 +41,37 @@ def test_units_fail_alone_and_resolve_after_commit(engine) -> None:  # type: ign
     assert len(commits) - commits_before <= 2, "the queued units should share a commit"
     with engine.connect() as conn:  # another connection sees every unit that succeeded
         assert conn.execute(select(func.count()).select_from(sources)).scalar() == 10
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # a PostgreSQL server process ends; SQLite has none
+def test_a_connection_the_server_drops_fails_the_group_with_the_store_error(engine) -> None:  # type: ignore[no-untyped-def]
+    """The group's transaction is gone with its connection: every unit gets the OperationalError (the
+    API's 503, which SDKs retry), not a 500 from SQLAlchemy's PendingRollbackError; the next group
+    runs on a fresh connection."""
+    gate, holding = threading.Event(), threading.Event()
+    committer = GroupCommitter(engine, max_units=32)
+
+    def dropped(conn) -> None:  # type: ignore[no-untyped-def]
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.commit()
+        conn.execute(text("SELECT 1"))
+
+    try:
+        # Hold the writer in a group of its own, so that the next units queue up and go out together.
+        blocker = committer.submit(lambda conn: (holding.set(), gate.wait(10)))
+        holding.wait(10)
+        first = committer.submit(lambda conn: create_source(conn, name="before", now=NOW))
+        drop = committer.submit(dropped)
+        after = committer.submit(lambda conn: create_source(conn, name="after", now=NOW))
+        gate.set()
+        blocker.result(10)
+        for future in (first, drop, after):
+            with pytest.raises(OperationalError):
+                future.result(10)
+        assert committer.submit(lambda conn: create_source(conn, name="next", now=NOW)[0].name).result(10) == "next"
+    finally:
+        committer.close()
+    with engine.connect() as conn:
+        assert conn.execute(select(sources.c.name)).scalars().all() == ["next"]

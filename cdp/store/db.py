@@ -84,6 +84,8 @@ def _run_after_commit(engine: Engine) -> None:
 
     @event.listens_for(engine, "rollback_savepoint")
     def _forget_since(connection, _name, _context) -> None:  # type: ignore[no-untyped-def]
+        if connection.invalidated:  # as in _forget: the whole transaction is gone
+            return
         del connection.info.get(_AFTER_COMMIT, [])[connection.info[_SAVEPOINTS].pop():]
 
     @event.listens_for(engine, "checkin")

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from cdp.store.db import RETRYABLE_SQLSTATES, write_transaction
 
@@ -79,7 +79,10 @@ class GroupCommitter:
         try:
             with self._engine.begin() as conn:
                 for work, future in units:
-                    outcomes.append((future, *self._attempt(conn, work)))
+                    result, error = self._attempt(conn, work)
+                    if conn.invalidated:  # the store dropped the connection: the group's transaction is gone
+                        raise error or DisconnectionError("the store dropped the connection")
+                    outcomes.append((future, result, error))
         except Exception as error:  # the shared commit failed: nothing of anyone's is durable
             for _, future in units:
                 future.set_exception(error)
