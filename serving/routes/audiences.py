@@ -106,7 +106,7 @@ def overlap(request: Request, engine: EngineDep, _token: AudiencesReader, key: s
     data = [{"key": a.key, "name": a.definition.title, "size": sizes.get(a.id, 0), "shared": shared.get(a.id, 0)}
             for a in others]
     return JSONBody({"data": sorted(data, key=lambda row: (-row["shared"], row["key"])),
-                           "size": sizes.get(stored.id, 0)})
+                     "size": sizes.get(stored.id, 0)})
 
 
 def _counted(request: Request, conn: Connection, name: Hashable, count: Callable[[], T]) -> T:
@@ -127,4 +127,4 @@ def list_members(
         known = profile_identifiers(conn, [r.profile_id for r in rows])
     data = [{"profile_id": r.profile_id, "entered_at": r.entered_at, **known.get(r.profile_id, {})} for r in rows]
     return JSONBody({"data": data, "cursor": {"has_more": len(rows) == limit,
-                                                    "next": rows[-1].profile_id if rows else None}})
+                                              "next": rows[-1].profile_id if rows else None}})

@@ -70,4 +70,4 @@ def compute_trait(
         definition = get_definition(conn, name=name).definition
     [result] = write_transaction(engine, lambda conn: compute_traits(conn, definitions=[definition], as_of=as_of))
     return JSONBody({"data": {"name": result.name, "as_of": result.as_of, "profiles": result.profiles,
-                                    "changed": result.changed}})
+                              "changed": result.changed}})

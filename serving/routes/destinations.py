@@ -75,7 +75,7 @@ def deliveries(
                       "duration_ms": a.duration_ms, "at": a.at} for a in attempts.get(r.id, [])]}
             for r in rows]
     return JSONBody({"data": data, "cursor": {"has_more": len(rows) == limit,
-                                                    "next": rows[-1].id if rows else None}})
+                                              "next": rows[-1].id if rows else None}})
 
 
 @router.post("/{destination_id}/replay")

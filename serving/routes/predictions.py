@@ -39,7 +39,7 @@ def create(
     parsed = parse_definition(definition)
     stored, status = write_transaction(engine, lambda conn: create_prediction(conn, definition=parsed, now=datetime.now(UTC)))
     return JSONBody({"data": {**stored.as_json(), "status": status}},
-                          status_code=201 if status == "created" else 200)
+                    status_code=201 if status == "created" else 200)
 
 
 @router.post("/readiness")

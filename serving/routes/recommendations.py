@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +21,7 @@ from models.recommend.fresh import interacted_since
 from models.recommend.serve import Answer, Ask, ServingModel
 from models.tracking import RECOMMENDER, champion_card
 from serving.deps import RecommendationsReader, SettingsDep
+from serving.responses import JSONBody
 
 router = APIRouter(tags=["recommendations"])
 
@@ -71,15 +71,13 @@ def _champion(request: Request) -> ServingModel:
     return current
 
 
-def _response(answer: Answer, model: ServingModel) -> Response:
-    # Serialised here: FastAPI's ORJSONResponse is deprecated and warns on every call, and a
-    # response model would validate what we built ourselves.
-    body = {"items": answer.items, "model_version": model.version, "strategy": answer.strategy}
-    return Response(orjson.dumps(body), media_type="application/json")
+def _response(answer: Answer, model: ServingModel) -> JSONBody:
+    # Not a response model: it would validate what we built ourselves.
+    return JSONBody({"items": answer.items, "model_version": model.version, "strategy": answer.strategy})
 
 
 @router.get("/v1/recommendations/{identifier}")
-async def recommendations(request: Request, _token: RecommendationsReader, identifier: str, query: AskDep) -> Response:
+async def recommendations(request: Request, _token: RecommendationsReader, identifier: str, query: AskDep) -> JSONBody:
     """Recommended items for a person (``user_id:u1``, ``anonymous_id:a1`` or a bare user id); unknown and
     anonymous people get a fallback, named in ``strategy``: personalized, session or popular."""
     # In the event loop: the usual request (a known profile, idle since training) is two indexed
@@ -111,7 +109,7 @@ def _person(engine: Engine, identifier: str, model: ServingModel, session_items:
 
 @router.get("/v1/items/{item_id}/similar")
 def similar_items(request: Request, settings: SettingsDep, _token: RecommendationsReader, item_id: str,
-                  query: AskDep) -> Response:
+                  query: AskDep) -> JSONBody:
     """Items similar to an item, by the champion's item-to-item scores (``strategy`` ``similar_items``)."""
     model = _champion(request)
     try:
@@ -122,8 +120,8 @@ def similar_items(request: Request, settings: SettingsDep, _token: Recommendatio
 
 
 @router.get("/v1/recommender")
-def recommender_card(settings: SettingsDep, _token: RecommendationsReader) -> Response:
+def recommender_card(settings: SettingsDep, _token: RecommendationsReader) -> JSONBody:
     """The champion recommender's card: version, gate decision and held-out metrics per family (``model``: the
     chosen one, beside ``popularity``); ``data`` is null until a recommender is trained and promoted."""
     card = champion_card(settings.resolved_mlflow_tracking_uri, RECOMMENDER)
-    return Response(orjson.dumps({"data": card}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return JSONBody({"data": card})
