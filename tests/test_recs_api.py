@@ -160,7 +160,20 @@ def test_business_rules_and_diversity(live_server: LiveServer, token: str) -> No
     engine.dispose()
     assert steadily(lambda: top not in ids(in_stock="true", limit=20))  # re-read on the workers' next poll
     assert top in ids(limit=20)
-    assert get(live_server, "/v1/recommendations/u00", token, limit=0).status_code == 400
+    refused = get(live_server, "/v1/recommendations/u00", token, limit=0)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["message"].startswith("query.limit: ")
+    refused = get(live_server, "/v1/items/i03/similar", token, in_stock="maybe")
+    assert refused.status_code == 400 and refused.json()["error"]["message"].startswith("query.in_stock: ")
+
+
+def test_the_query_parameters_are_documented(live_server: LiveServer) -> None:
+    paths = httpx.get(f"{live_server.url}/openapi.json").json()["paths"]
+    for path in ("/v1/recommendations/{identifier}", "/v1/items/{item_id}/similar"):
+        parameters = {p["name"]: p for p in paths[path]["get"]["parameters"]}
+        assert {"limit", "in_stock", "category", "max_per_category", "exclude_seen"} < set(parameters)
+        assert parameters["limit"]["in"] == "query" and parameters["limit"]["schema"]["maximum"] == 100
+        assert "Comma-separated" in parameters["brand"]["description"]
 
 
 def test_similar_items(live_server: LiveServer, token: str) -> None:

@@ -9,8 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, inspect, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import bindparam, func, inspect, literal, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cdp.auth.service import create_source, create_token, hash_secret, source_for_write_key, token_for_secret
 from cdp.config import Settings
@@ -20,6 +20,7 @@ from cdp.events.quarantine import count_pending, list_pending, replay
 from cdp.events.schemas import Envelope
 from cdp.setup import prepare_store, register_configured_credentials
 from cdp.store.db import after_commit, create_store_engine, migrate, reader
+from cdp.store.driver import DriverStatement
 from cdp.store.tables import api_tokens, events, quarantine, sources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -250,15 +251,31 @@ def test_a_connection_lost_mid_transaction_raises_the_store_error(engine) -> Non
     assert ran == []
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite reads keep their transaction: it is their snapshot
-def test_reads_on_postgresql_run_outside_a_transaction(engine) -> None:  # type: ignore[no-untyped-def]
-    idle = 0  # psycopg's TransactionStatus.IDLE
+def test_reads_run_outside_a_transaction(engine) -> None:  # type: ignore[no-untyped-def]
+    def in_transaction(conn) -> bool:  # type: ignore[no-untyped-def]
+        driver = conn.connection.dbapi_connection
+        return driver.in_transaction if engine.dialect.name == "sqlite" else driver.info.transaction_status != 0
+
     with reader(engine).connect() as conn:
         conn.execute(select(1)).all()
-        assert conn.connection.dbapi_connection.info.transaction_status == idle  # no BEGIN, no ROLLBACK on release
+        assert not in_transaction(conn)  # no BEGIN, no ROLLBACK on release
     with engine.connect() as conn:  # the same pooled connection, back to transactions for writers
         conn.execute(select(1)).all()
-        assert conn.connection.dbapi_connection.info.transaction_status != idle
+        assert in_transaction(conn)
+
+
+def test_driver_statements_run_in_their_connections_transaction(engine) -> None:  # type: ignore[no-untyped-def]
+    by_name = DriverStatement(select(sources.c.id, sources.c.name, sources.c.created_at)
+                              .where(sources.c.name == bindparam("name"), sources.c.created_at >= literal(NOW)))
+    with engine.connect() as conn:
+        created, _ = create_source(conn, name="driven", now=NOW)
+        assert by_name.first(conn, {"name": "driven"})[:2] == (created.id, "driven")  # its own uncommitted row
+        assert by_name.first(conn, {"name": "other"}) is None
+        conn.rollback()
+    with reader(engine).connect() as conn:
+        assert by_name.first(conn, {"name": "driven"}) is None
+        with pytest.raises(DBAPIError):  # as SQLAlchemy raises it, so the API maps it (503 / 400), never a 500
+            DriverStatement(text("SELECT * FROM no_such_table")).first(conn, {})
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # SQLite's pool is not sized: one writer, readers beside it

@@ -14,6 +14,7 @@ from cdp.errors import Conflict, NotFound
 from cdp.identity.extract import identifiers_of
 from cdp.identity.schemas import USERS, IdentityRules
 from cdp.profiles.traits import rebuild_current_traits
+from cdp.store.driver import DriverStatement
 from cdp.store.tables import events, identities, merges, profile_links, profiles, trait_changes
 
 
@@ -39,15 +40,16 @@ def find_profile(conn: Connection, *, type: str, value: str, entity: str = USERS
             return None
         return live_profile(conn, int(value))
     # One query for the usual case, an identifier of a profile that was never merged away.
-    row = conn.execute(_PROFILE_OF, {"entity": entity, "type": type, "value": value}).first()
+    row = _PROFILE_OF.first(conn, {"entity": entity, "type": type, "value": value})
     if row is None:
         return None
-    return row.id if row.merged_into is None else live_profile(conn, row.merged_into)
+    profile_id, merged_into = row
+    return profile_id if merged_into is None else live_profile(conn, merged_into)
 
 
-# Built once: every API read resolves an identifier, and building and keying a statement per call
-# cost several times what running it does.
-_PROFILE_OF = (
+# On the driver: every API read resolves an identifier, and SQLAlchemy's execution of the statement
+# costs several times what running it does.
+_PROFILE_OF = DriverStatement(
     select(profiles.c.id, profiles.c.merged_into)
     .join(identities, identities.c.profile_id == profiles.c.id)
     .where(identities.c.entity == bindparam("entity"), identities.c.type == bindparam("type"),

@@ -29,10 +29,11 @@ T = TypeVar("T")
 
 
 def reader(engine: Engine) -> Engine:
-    """The same engine for read-only work: on SQLite it does not queue for the write lock; on
-    PostgreSQL each statement commits on its own (a read-committed transaction gives its
-    statements no common snapshot anyway, and BEGIN and the ROLLBACK on release would be two more
-    round trips: a Profile API read is a couple of indexed lookups)."""
+    """The same engine for read-only work: on SQLite it does not queue for the write lock; on both
+    stores each statement runs on its own, outside a transaction (on PostgreSQL, read committed
+    gives a transaction's statements no common snapshot anyway; BEGIN and the ROLLBACK on release
+    would be two more round trips, or on SQLite two more statements, for a Profile API read that
+    is a couple of indexed lookups)."""
     if engine.dialect.name == "postgresql":
         return engine.execution_options(**{READ_ONLY: True}, isolation_level="AUTOCOMMIT")
     return engine.execution_options(**{READ_ONLY: True})
@@ -169,10 +170,9 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
     def _begin(connection) -> None:  # type: ignore[no-untyped-def]
         # A deferred transaction that later writes can fail with SQLITE_BUSY without waiting;
         # taking the write lock up front makes concurrent workers queue on busy_timeout instead.
-        # Readers (see ``reader``) don't need the lock: WAL lets them run beside the writer.
-        if connection.get_execution_options().get(READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-        else:
+        # Readers (see ``reader``) don't need the lock, nor a transaction: WAL lets each of their
+        # statements read a snapshot of its own beside the writer.
+        if not connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     _run_after_commit(engine)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Connection, Select, and_, bindparam, exists, literal, or_, select
+from sqlalchemy import Connection, and_, bindparam, exists, literal, or_, select
 
+from cdp.store.driver import DriverStatement
 from cdp.store.tables import events
 from cdp.store.types import UTCDateTime
 from features.interactions import InteractionSpec
@@ -22,15 +23,15 @@ def interacted_since(conn: Connection, *, profile_id: int, since: datetime,
                      spec: InteractionSpec = InteractionSpec()) -> bool:
     """Whether the profile has an interaction event that a model trained as of ``since`` did not
     read: one that happened or was received after it."""
-    return bool(conn.execute(_since(tuple(e.name for e in spec.events)), {"profile_id": profile_id, "since": since})
-                .scalar())
+    row = _since(tuple(e.name for e in spec.events)).first(conn, {"profile_id": profile_id, "since": since})
+    return bool(row and row[0])
 
 
 @lru_cache(maxsize=16)
-def _since(names: tuple[str, ...]) -> Select:
-    """Built once: a request only binds its values."""
+def _since(names: tuple[str, ...]) -> DriverStatement:
+    """Built once, run on the driver: a request only binds its values."""
     since = bindparam("since", type_=UTCDateTime)
     later = or_(events.c.timestamp > since, events.c.received_at > since)
     # The names as plain parameters: an expanding IN is rebuilt on every execution.
     track = and_(events.c.type == "track", events.c.event.in_([literal(name) for name in names]))
-    return select(exists().where(events.c.profile_id == bindparam("profile_id"), later, track))
+    return DriverStatement(select(exists().where(events.c.profile_id == bindparam("profile_id"), later, track)))

@@ -130,11 +130,13 @@ class ServingModel:
         then only its interactions since ``bundle.as_of`` matter as ``recent`` (older ones are seen)."""
         return self.bundle.model.personalized and self._row(profile_id) >= 0
 
-    def stored_answer(self, profile_id: int | None, recent: Sequence[str], ask: Ask) -> Answer | None:
-        """:meth:`for_profile`'s answer when it needs no scoring (a list stored at training or scored
-        and cached since: microseconds), else ``None``."""
+    def quick_answer(self, profile_id: int | None, recent: Sequence[str], ask: Ask) -> Answer | None:
+        """:meth:`for_profile`'s answer when it scores no user: a list stored at training or scored and
+        cached since (microseconds), or a session or popular answer (item scores of a few items: a
+        fraction of a millisecond at thousands of items); else ``None``: scoring a user's row takes
+        milliseconds, tens with a re-ranker."""
         if profile_id is None or not self.knows(profile_id):
-            return None
+            return self.for_profile(profile_id, recent, ask)
         lists = self._best_unseen(self._row(profile_id))
         return None if lists is None else self._precomputed(lists, self._positions(recent), self._allowed(ask), ask)
 
