@@ -251,6 +251,20 @@ def test_a_connection_lost_mid_transaction_raises_the_store_error(engine) -> Non
     assert ran == []
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # a PostgreSQL server process ends; SQLite has none
+def test_a_driver_statement_that_lost_its_connection_raises_the_store_error(engine) -> None:  # type: ignore[no-untyped-def]
+    one = DriverStatement(select(literal(1)))
+    with engine.connect() as admin, reader(engine).connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.commit()
+        with pytest.raises(OperationalError):  # a 503 from the API, not the driver's own error (a 500)
+            one.first(conn, {})
+        assert conn.invalidated  # dropped, never pooled again
+    with reader(engine).connect() as conn:
+        assert one.first(conn, {}) == (1,)
+
+
 def test_reads_run_outside_a_transaction(engine) -> None:  # type: ignore[no-untyped-def]
     def in_transaction(conn) -> bool:  # type: ignore[no-untyped-def]
         driver = conn.connection.dbapi_connection

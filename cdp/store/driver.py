@@ -43,17 +43,21 @@ class DriverStatement:
         bound = values if compiled.positions is None else [values[name] for name in compiled.positions]
         if not conn.in_transaction():
             conn.begin()  # what executing through SQLAlchemy would do first: a writer's BEGIN IMMEDIATE
+        dbapi = conn.dialect.loaded_dbapi
         cursor = conn.connection.cursor()
         try:
             cursor.execute(compiled.compiled.string, bound)
             return cursor.fetchone()
-        except conn.dialect.loaded_dbapi.Error as error:
-            # As SQLAlchemy raises it, so the API's handlers still tell a store that is down (503)
-            # from a value the store can't take (400).
-            raise DBAPIError.instance(compiled.compiled.string, bound, error, conn.dialect.loaded_dbapi.Error,
-                                      dialect=conn.dialect) from error
+        except dbapi.Error as error:
+            failed, lost = error, conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
         finally:
             cursor.close()
+        # As SQLAlchemy handles it: a lost connection is dropped, not pooled again, and the error raised as
+        # SQLAlchemy's, so the API's handlers still tell a store that is down (503) from a value it can't take (400).
+        if lost:
+            conn.invalidate(failed)
+        raise DBAPIError.instance(compiled.compiled.string, bound, failed, dbapi.Error, connection_invalidated=lost,
+                                  dialect=conn.dialect) from failed
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
         found = self._by_dialect.get(dialect.name)
