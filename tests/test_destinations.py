@@ -235,6 +235,31 @@ def test_a_server_worker_sends_what_its_process_commits_at_once_and_nothing_roll
     assert state(engine)[-1][2] == NOW
 
 
+def test_the_worker_outlives_a_failed_round(engine: Engine, receiver: Receiver,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    destination_id = register(engine, receiver.url)
+    queue(engine, destination_id, "due")  # written due: for the worker's poll, not handed over
+    rounds = []
+
+    def fails_once(*args: object, **kwargs: object) -> int:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise RuntimeError("a defect in one round")
+        return deliver_due(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("cdp.destinations.deliver.deliver_due", fails_once)
+    committer = GroupCommitter.for_store(engine)
+    worker = DeliveryWorker(engine, config(delivery_poll_s=0.05), committer).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        committer.close()
+    assert len(rounds) > 1 and [orjson.loads(body)["messageId"] for _, body in receiver.received] == ["due"]
+
+
 def test_audience_changes_become_identify_and_track_calls(engine: Engine, receiver: Receiver) -> None:
     destination_id = register(engine, receiver.url)
     with engine.begin() as conn:

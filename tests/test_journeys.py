@@ -154,6 +154,29 @@ def test_the_worker_fires_timers_on_its_injected_clock(shop) -> None:  # type: i
     assert [m["event"] for m in sent(engine)] == ["later"]
 
 
+def test_the_worker_outlives_a_failed_round(shop) -> None:  # type: ignore[no-untyped-def]
+    engine, _, hook = shop
+    define(engine, key="later", entry={"event": "Viewed"},
+           steps=[{"id": "pause", "type": "delay", "duration": {"days": 2}}, send_step("nudge", hook)])
+    track(shop, "ann", "Viewed", T0)
+    calls = []
+
+    def clock() -> datetime:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a defect in one round")
+        return T0 + timedelta(days=2)
+
+    worker = JourneyWorker(engine, poll_s=0.01, clock=clock).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not sent(engine) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+    assert [m["event"] for m in sent(engine)] == ["later"]
+
+
 def test_splits_by_data_and_sticky_random(shop) -> None:  # type: ignore[no-untyped-def]
     engine, _, hook = shop
     define(engine, key="split", entry={"event": "Signed Up"}, steps=[

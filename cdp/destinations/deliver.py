@@ -20,7 +20,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 import cdp
 from cdp.config import Settings
@@ -204,8 +203,8 @@ class DeliveryWorker:
                                     committer=self._committer)
                 if not stopping:
                     attempted += deliver_due(self._engine, self._client, self._config, committer=self._committer)
-            except DBAPIError:  # the store is down or busy: the messages wait, stored, for the next round
-                log.exception("delivering the outbox failed; retrying")
+            except Exception:  # the store down or busy, or a defect: the messages wait, stored, for the next round
+                log.exception("delivering the outbox failed; retrying")  # a thread that ended would send none again
                 attempted = 0
             if stopping:
                 return

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from cdp.journeys.engine import advance_due, due
 from cdp.store.db import any_row
@@ -50,8 +49,8 @@ class JourneyWorker:
             try:
                 fired = write(self._engine, self._committer, self._advance) if any_row(
                     self._engine, journey_instances, due(self._clock())) else 0
-            except DBAPIError:  # the store is down or busy: the timers wait, stored, for the next round
-                log.exception("advancing journeys failed; retrying")
+            except Exception:  # the store down or busy, or a defect: the timers wait, stored, for the next round
+                log.exception("advancing journeys failed; retrying")  # a thread that ended would fire none again
                 fired = 0
             if fired < BATCH:
                 self._stop.wait(self._poll_s)
