@@ -31,7 +31,7 @@ import aiohttp
 import httpx
 import uvloop
 
-from bench.load import headers_for, percentile
+from bench.load import collector_paused, headers_for, percentile
 from bench.profiles import fill_people, scratch_store
 from bench.report import Report, run
 from cdp.audiences.membership import recompute
@@ -145,7 +145,7 @@ async def paced_load(url: str, bodies: list[tuple[bytes, list[str]]], *, rate: f
         for message_id in triggers:
             acknowledged[message_id] = done
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session, collector_paused():
         tasks = []
         began = time.perf_counter()
         for index, (body, triggers) in enumerate(bodies):

@@ -37,7 +37,7 @@ import uvloop
 
 from bench.ingest import (OUT, WRITE_KEY, Target, create_database, drop_database, prepared_stores, run_one, summary,
                           to_sqlalchemy_url)
-from bench.load import BATCH_SIZE, make_bodies, percentile
+from bench.load import BATCH_SIZE, collector_paused, make_bodies, percentile
 from bench.preload import schema_revision
 from bench.report import Report, run
 from cdp.config import Settings
@@ -160,7 +160,7 @@ async def at_rate(url: str, count: int, *, rate: float, seconds: float) -> tuple
         else:
             errors += 1
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session, collector_paused():
         start = time.perf_counter()
         tasks = []
         for n in range(int(rate * seconds)):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -47,7 +46,7 @@ import uvloop
 
 from bench.features_data import COLUMNS as EVENT_COLUMNS
 from bench.ingest import OUT
-from bench.load import percentile
+from bench.load import collector_paused, percentile
 from bench.profiles import _TABLES
 from bench.recs_data import END, RecsShape, cached_log, item_ids
 from bench.report import Report, peak_mb, run
@@ -285,11 +284,7 @@ async def open_loop(base_url: str, paths: list[str], *, rate: float, seconds: fl
             strategy = body[body.rfind(b'"strategy":"') + 12:].split(b'"', 1)[0].decode()
             result.strategies[strategy] = result.strategies.get(strategy, 0) + 1
 
-        # The collector off while loading: its full passes over the client's own objects paused it for
-        # up to 130 ms, and every request due meanwhile counted that pause against the server.
-        gc.collect()
-        gc.disable()
-        try:
+        with collector_paused():
             start = clock() + 0.05
             tasks = []
             for i in range(result.scheduled):
@@ -299,8 +294,6 @@ async def open_loop(base_url: str, paths: list[str], *, rate: float, seconds: fl
                 tasks.append(asyncio.create_task(one(paths[i % len(paths)], due)))
             await asyncio.gather(*tasks)
             result.elapsed_s = clock() - start
-        finally:
-            gc.enable()
     return result
 
 

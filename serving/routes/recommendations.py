@@ -65,7 +65,8 @@ def _ask_query(request: Request) -> AskQuery:
     try:
         return AskQuery.model_validate(dict(request.query_params))
     except ValidationError as error:
-        raise RequestValidationError([{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors()]) from None
+        problems = [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors()]
+        raise RequestValidationError(problems) from None
 
 
 # What FastAPI would have documented for a query model, since the routes read the query themselves.
