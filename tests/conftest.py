@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,13 @@ class LiveServer:
     def wait_attributed(self) -> None:
         """Profiles follow ingestion asynchronously (cdp.events.attribution): wait for them."""
         self.local.wait_attributed(timeout_s=60)
+
+
+def wait_until(check: Callable[[], object], *, timeout_s: float, every_s: float = 0.02) -> None:
+    """Poll ``check`` until it is true or ``timeout_s`` passed; the caller then asserts what it waited for."""
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(every_s)
 
 
 def start_server(settings: Settings, *, workers: int = 1, log: Path, env: dict[str, str] | None = None) -> LiveServer:

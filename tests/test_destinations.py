@@ -33,7 +33,7 @@ from cdp.events.ingest import IngestConfig, ingest
 from cdp.events.schemas import Envelope
 from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import delivery_attempts, outbox
-from tests.conftest import start_server
+from tests.conftest import start_server, wait_until
 
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
 SECRET = "s3cret-s3cret-s3cret"
@@ -223,9 +223,7 @@ def test_a_server_worker_sends_what_its_process_commits_at_once_and_nothing_roll
         assert kept.result() == now + settings.lease, "written claimed for the worker: no poll's claim takes it"
         with pytest.raises(ValueError):
             dropped.result()
-        deadline = time.monotonic() + 10
-        while not receiver.received and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: receiver.received, timeout_s=10, every_s=0.01)
     finally:
         worker.stop()
         committer.close()
@@ -251,9 +249,7 @@ def test_the_worker_outlives_a_failed_round(engine: Engine, receiver: Receiver,
     committer = GroupCommitter.for_store(engine)
     worker = DeliveryWorker(engine, config(delivery_poll_s=0.05), committer).start()
     try:
-        deadline = time.monotonic() + 10
-        while not receiver.received and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: receiver.received, timeout_s=10, every_s=0.01)
     finally:
         worker.stop()
         committer.close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from cdp.journeys.schemas import parse_journey, parse_policy
 from cdp.journeys.service import get_journey, save_journey, set_policy
 from cdp.journeys.worker import JourneyWorker
 from cdp.store.tables import events, journey_instances, journey_sends, outbox
-from tests.conftest import start_server
+from tests.conftest import start_server, wait_until
 from tests.test_destinations import Receiver, receiver  # noqa: F401 (the fixture)
 
 T0 = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -135,30 +136,36 @@ def test_delay_then_wait_for_event_on_an_injected_clock(shop) -> None:  # type: 
     assert tick(engine, minutes(10_000)) == 0
 
 
-def test_the_worker_fires_timers_on_its_injected_clock(shop) -> None:  # type: ignore[no-untyped-def]
+def a_nudge_two_days_after_a_view(shop) -> Engine:  # type: ignore[no-untyped-def]
     engine, _, hook = shop
     define(engine, key="later", entry={"event": "Viewed"},
            steps=[{"id": "pause", "type": "delay", "duration": {"days": 2}}, send_step("nudge", hook)])
     track(shop, "ann", "Viewed", T0)
-    clock = [minutes(60)]
-    worker = JourneyWorker(engine, poll_s=0.01, clock=lambda: clock[0]).start()
+    return engine
+
+
+@contextmanager
+def journey_worker(engine: Engine, clock: Callable[[], datetime]) -> Iterator[None]:
+    worker = JourneyWorker(engine, poll_s=0.01, clock=clock).start()
     try:
+        yield
+    finally:
+        worker.stop()
+
+
+def test_the_worker_fires_timers_on_its_injected_clock(shop) -> None:  # type: ignore[no-untyped-def]
+    engine = a_nudge_two_days_after_a_view(shop)
+    clock = [minutes(60)]
+    with journey_worker(engine, lambda: clock[0]):
         time.sleep(0.3)
         assert sent(engine) == [], "two days have not passed on the worker's clock"
         clock[0] = T0 + timedelta(days=2)
-        deadline = time.monotonic() + 20
-        while not sent(engine) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        worker.stop()
+        wait_until(lambda: sent(engine), timeout_s=20)
     assert [m["event"] for m in sent(engine)] == ["later"]
 
 
 def test_the_worker_outlives_a_failed_round(shop) -> None:  # type: ignore[no-untyped-def]
-    engine, _, hook = shop
-    define(engine, key="later", entry={"event": "Viewed"},
-           steps=[{"id": "pause", "type": "delay", "duration": {"days": 2}}, send_step("nudge", hook)])
-    track(shop, "ann", "Viewed", T0)
+    engine = a_nudge_two_days_after_a_view(shop)
     calls = []
 
     def clock() -> datetime:
@@ -167,13 +174,8 @@ def test_the_worker_outlives_a_failed_round(shop) -> None:  # type: ignore[no-un
             raise RuntimeError("a defect in one round")
         return T0 + timedelta(days=2)
 
-    worker = JourneyWorker(engine, poll_s=0.01, clock=clock).start()
-    try:
-        deadline = time.monotonic() + 20
-        while not sent(engine) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        worker.stop()
+    with journey_worker(engine, clock):
+        wait_until(lambda: sent(engine), timeout_s=20)
     assert [m["event"] for m in sent(engine)] == ["later"]
 
 
