@@ -145,16 +145,17 @@ async def paced_load(url: str, bodies: list[tuple[bytes, list[str]]], *, rate: f
         for message_id in triggers:
             acknowledged[message_id] = done
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session, collector_paused():
-        tasks = []
-        began = time.perf_counter()
-        for index, (body, triggers) in enumerate(bodies):
-            delay = began + index * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(session, body, triggers)))
-        await asyncio.gather(*tasks)
-        seconds = time.perf_counter() - began
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+        with collector_paused():
+            tasks = []
+            began = time.perf_counter()
+            for index, (body, triggers) in enumerate(bodies):
+                delay = began + index * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(post(session, body, triggers)))
+            await asyncio.gather(*tasks)
+            seconds = time.perf_counter() - began
     return acknowledged, round_trips, errors, seconds
 
 

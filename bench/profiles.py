@@ -160,14 +160,15 @@ async def at_rate(url: str, count: int, *, rate: float, seconds: float) -> tuple
         else:
             errors += 1
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session, collector_paused():
-        start = time.perf_counter()
-        tasks = []
-        for n in range(int(rate * seconds)):
-            due = start + n / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(session, due)))
-        await asyncio.gather(*tasks)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        with collector_paused():
+            start = time.perf_counter()
+            tasks = []
+            for n in range(int(rate * seconds)):
+                due = start + n / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(session, due)))
+            await asyncio.gather(*tasks)
     return latencies, errors
 
 
