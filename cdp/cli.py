@@ -219,7 +219,8 @@ def import_(
     map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, e.g. userId=customer_id or properties.revenue=amount.")] = None,
     type_: Annotated[str, typer.Option("--type", help="Message type of CSV / Parquet rows without a type column.")] = "track",
     event: Annotated[str | None, typer.Option(help="Event name of track rows without an event column.")] = None,
-    backfill: Annotated[bool, typer.Option(help="Historic data: fire no real-time audiences or journeys.")] = False,
+    backfill: Annotated[bool, typer.Option(help="Historic data: counts in features and training from when it "
+                                                "happened; fires no real-time audiences or journeys.")] = False,
 ) -> None:
     """Import events from a file, with the Tracking API's validation, dedup and event-time rules."""
     from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn

@@ -4,6 +4,10 @@ Segment refuses a prediction without 3x the target window of history, or without
 perform the target and 100 who don't, and asks for at least 5 event types; we add that the data
 must reach the end of the last label window and that the target must be neither too rare nor
 too common. Each check says what it saw, what it needs, and what to do, instead of a bad model.
+
+The event types are advice, not a refusal: a transaction log (orders only, the data of every
+classic LTV study) is what BTYD models are made for, and the model's purchase features and BTYD
+columns beat them on it; more kinds of events only give it more to learn from.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Check:
     observed: str
     required: str
     message: str
+    advisory: bool = False  # a failure is reported as a warning and does not stop training
 
 
 @dataclass(frozen=True)
@@ -56,17 +61,21 @@ class ReadinessReport:
 
     @property
     def ok(self) -> bool:
-        return all(check.passed for check in self.checks)
+        return not self.failures
 
     @property
     def failures(self) -> tuple[Check, ...]:
-        return tuple(check for check in self.checks if not check.passed)
+        return tuple(check for check in self.checks if not check.passed and not check.advisory)
+
+    @property
+    def warnings(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if not check.passed and check.advisory)
 
     def __str__(self) -> str:
         width = max(len(check.name) for check in self.checks)
         lines = [f"data readiness: {'ready' if self.ok else 'NOT READY'}"]
         for check in self.checks:
-            mark = "ok  " if check.passed else "FAIL"
+            mark = "ok  " if check.passed else "warn" if check.advisory else "FAIL"
             lines.append(f"  {mark} {check.name:<{width}}  {check.observed} (needs {check.required}): {check.message}")
         return "\n".join(lines)
 
@@ -102,7 +111,8 @@ def readiness_report(
         As given to :func:`~features.training.build_training_frame`.
     """
     if frame.empty:
-        raise NotReady("no eligible profile at any cutoff: nothing to train on (check the cutoffs and eligibility)")
+        raise NotReady("no eligible profile at any cutoff: nothing to train on (check the cutoffs and eligibility; "
+                       "history imported without --backfill counts only from the day it was imported)")
     last_cutoff = pd.Timestamp(frame["cutoff"].max()).to_pydatetime()
     with snapshot(engine) as view:
         seen = history(view.conn, as_of=last_cutoff, backfilled_until=backfilled_until)
@@ -154,9 +164,10 @@ def _event_kinds(seen: History, req: Requirements) -> Check:
     message = (
         "enough kinds of events to learn from"
         if passed
-        else f"only {seen.event_kinds} kinds of events (type and name) are tracked; models learn little from so few"
+        else f"only {seen.event_kinds} kinds of events (type and name) are tracked: the model learns from purchase "
+        "history alone (as BTYD does); browsing and engagement events would give it more"
     )
-    return Check("event_kinds", passed, str(seen.event_kinds), f"at least {req.min_event_kinds}", message)
+    return Check("event_kinds", passed, str(seen.event_kinds), f"at least {req.min_event_kinds}", message, advisory=True)
 
 
 def _outcomes(frame: pd.DataFrame, label: Label, req: Requirements) -> tuple[Check, ...]:

@@ -40,7 +40,10 @@ def _fit_log_params(
     """Minimise a negative log-likelihood over log-parameters (all parameters are positive)."""
 
     def objective(log_params: np.ndarray) -> float:
-        return negative_ll(np.exp(log_params)) + penalizer * float(np.sum(np.exp(log_params) ** 2))
+        value = negative_ll(np.exp(log_params)) + penalizer * float(np.sum(np.exp(log_params) ** 2))
+        # Far from the optimum a likelihood's terms can overflow (inf - inf, or a spurious -inf): such
+        # a point is rejected, not taken for the minimum nor left to stall Nelder-Mead's comparisons.
+        return value if np.isfinite(value) else np.inf
 
     result = minimize(objective, np.zeros(n_params), method="Nelder-Mead",
                       options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9})
@@ -100,7 +103,7 @@ class BetaGeoModel:
         r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
         z = t / (alpha + T + t)
         ratio = ((alpha + T) / (alpha + T + t)) ** (r + x)
-        alive_part = (a + b + x - 1.0) / (a - 1.0) * (1.0 - ratio * hyp2f1(r + x, b + x, a + b + x - 1.0, z))
+        alive_part = (a + b + (x - 1.0)) / (a - 1.0) * (1.0 - ratio * hyp2f1(r + x, b + x, a + b + (x - 1.0), z))
         return alive_part / (1.0 + self._death_odds(x, t_x, T))
 
     def probability_purchase(self, X: np.ndarray | pd.DataFrame, t: float) -> np.ndarray:
@@ -115,7 +118,7 @@ class BetaGeoModel:
         odds = np.zeros_like(x)
         repeat = x > 0
         xr = x[repeat]
-        odds[repeat] = (self.a_ / (self.b_ + xr - 1.0)) * (
+        odds[repeat] = (self.a_ / (self.b_ + (xr - 1.0))) * (
             (self.alpha_ + T[repeat]) / (self.alpha_ + t_x[repeat])
         ) ** (self.r_ + xr)
         return odds
@@ -130,7 +133,9 @@ def _bgnbd_log_likelihood(
     repeat = x > 0
     dropped = np.full_like(x, -np.inf)
     xr = x[repeat]
-    dropped[repeat] = betaln(a + 1.0, b + xr - 1.0) - betaln(a, b) - (r + xr) * np.log(alpha + t_x[repeat])
+    # b + (x - 1), not b + x - 1: with one repeat purchase and a tiny b, 1 + b - 1 rounds to 0 and the
+    # likelihood to +inf, which an optimiser takes for the best fit (it did on CDNOW's stacked cutoffs).
+    dropped[repeat] = betaln(a + 1.0, b + (xr - 1.0)) - betaln(a, b) - (r + xr) * np.log(alpha + t_x[repeat])
     return common + np.logaddexp(still_alive, dropped)
 
 

@@ -65,7 +65,8 @@ class TrainingResult:
         head = f"prediction {self.definition.key!r} ({self.definition.kind}, {self.definition.window_days} days) as of {self.as_of:%Y-%m-%d}"
         if self.fallback:
             return f"{head}: FALLBACK {type(self.model).__name__} heuristic\n{self.readiness}"
-        lines = [head, self.evaluation.metrics.to_string(float_format=lambda v: f"{v:.4f}")]  # type: ignore[union-attr]
+        lines = [head, *(f"warning: {check.message}" for check in self.readiness.warnings),
+                 self.evaluation.metrics.to_string(float_format=lambda v: f"{v:.4f}")]  # type: ignore[union-attr]
         if self.decision is not None:
             lines.append(f"gate: {'promoted' if self.decision.promote else 'refused'} v{self.model_version}: {self.decision.reason}")
         return "\n".join(lines)

@@ -3,19 +3,23 @@ single-query frame; backfilled history; snapshots and the readiness of a trainin
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select
 
 import features
+from cdp.auth.service import create_source
+from cdp.events.imports import import_messages
+from cdp.store.tables import backfills
 from features import Partition
 from features.batch import combine, snapshot_path, training_readiness, write_snapshot
 from features.definitions import resolve
-from features.read import read_features
-from tests.features_data import START, profile_of, random_shop, store
+from features.read import history as history_of
+from features.read import read_features, snapshot
+from tests.features_data import CONFIG, START, profile_of, random_shop, store
 from tests.test_features import CUTOFF, assert_same, at, identify, on_time, order, page
 
 CHOSEN = resolve("default", [features.trait_feature("plan")])
@@ -66,6 +70,33 @@ def test_backfilled_history_counts_from_its_event_time(engine) -> None:  # type:
     assert read_features(engine, as_of=CUTOFF, features=CHOSEN).empty
     seen = read_features(engine, as_of=CUTOFF, features=CHOSEN, backfilled_until=imported).loc[ann]
     assert seen["frequency"] == 1 and seen["monetary"] == 10.0 and seen["trait__plan"] == "pro"
+
+
+def test_a_history_import_counts_from_its_event_time_without_a_setting(engine) -> None:  # type: ignore[no-untyped-def]
+    """`cdp import --backfill` records the import; features then see its events at past cutoffs."""
+    with engine.begin() as conn:
+        source_id = create_source(conn, name="history", now=datetime.now(UTC))[0].id
+
+    def imported(user: str, live: bool) -> int:
+        result = import_messages(engine, source_id=source_id, messages=[order(user, at(-5), 10.0)], chunk_rows=100,
+                                 config=CONFIG, live=live)
+        assert result.accepted == 1
+        return profile_of(engine, user)
+
+    live = imported("ann", live=True)  # an import with live hooks is not history: it counts from today
+    assert read_features(engine, as_of=CUTOFF, features=CHOSEN).empty
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(backfills)).scalar() == 0
+    history = imported("bob", live=False)
+    seen = read_features(engine, as_of=CUTOFF, features=CHOSEN)
+    # Everything received by the end of the history import counts from when it happened, as with
+    # CDP_BACKFILLED_UNTIL set to that moment (ann's live import came before it).
+    assert sorted(seen.index) == sorted([live, history]) and seen.loc[history, "monetary"] == 10.0
+    # What arrives after the import counts from its arrival again.
+    store(engine, [(order("cy", at(-5), 5.0), datetime.now(UTC) + timedelta(days=1))])
+    assert profile_of(engine, "cy") not in read_features(engine, as_of=CUTOFF, features=CHOSEN).index
+    with snapshot(engine) as view:
+        assert history_of(view.conn, as_of=CUTOFF).event_kinds == 1  # the readiness report's reading agrees
 
 
 def test_snapshot_file_round_trips(tmp_path) -> None:  # type: ignore[no-untyped-def]

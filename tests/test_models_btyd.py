@@ -49,6 +49,27 @@ def test_bgnbd_recovers_its_parameters() -> None:
     assert np.mean(_bgnbd_log_likelihood(2 * R, ALPHA, A, B, *rfm.T)) < model.log_likelihood_
 
 
+def test_bgnbd_stays_finite_where_dropout_vanishes() -> None:
+    """Without dropout (a, b -> 0 with a / b -> 0), as on a population of recently active buyers.
+
+    The likelihood is finite there, and the fit neither raises nor takes a spurious infinity for
+    the best fit: CDNOW's transaction log, stacked at five cutoffs, did both.
+    """
+    a, b = 3e-22, 9e-18
+    one_repeat = _bgnbd_log_likelihood(1.1, 3.3, a, b, np.array([1.0]), np.array([1.0]), np.array([5.0]))
+    assert np.isfinite(one_repeat).all()
+    rng = np.random.default_rng(3)
+    rate = rng.gamma(R, 1.0 / ALPHA, 4000)  # buyers who never drop out: an NBD population
+    T = rng.uniform(5.0, 275.0, 4000)
+    times = [np.sort(rng.uniform(0.0, t, rng.poisson(lam * t))) for lam, t in zip(rate, T)]
+    rfm = np.array([(max(len(s) - 1, 0), s[-1] - s[0] if len(s) else 0.0, t - s[0] if len(s) else t)
+                    for s, t in zip(times, T)])
+    model = BetaGeoModel(penalizer=0.001).fit(rfm[rfm[:, 2] > 0])
+    assert np.isfinite(model.log_likelihood_)
+    assert model.a_ / (model.a_ + model.b_) < 0.05  # hardly anyone drops out
+    assert (model.probability_alive(rfm) > 0.9).all()
+
+
 def test_bgnbd_predictions_follow_the_history() -> None:
     rfm, _ = simulate_bgnbd(3000, seed=2)
     model = BetaGeoModel().fit(rfm)

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import Engine
 
 from cdp.errors import InvalidInput
+from cdp.events.backfills import record_backfill
 from cdp.events.ingest import IngestConfig, prepare_batch, store_prepared
 from cdp.events.schemas import Envelope
 from cdp.store.db import write_transaction
@@ -173,7 +174,12 @@ def import_messages(
     config: IngestConfig,
     live: bool,
 ) -> ImportResult:
-    """Ingest ``messages`` in committed chunks: an interrupted import resumes by running it again."""
+    """Ingest ``messages`` in committed chunks: an interrupted import resumes by running it again.
+
+    Not ``live``, the import is history: once it finishes it is recorded as a backfill, and what
+    it brought counts in features from when it happened (:mod:`cdp.events.backfills`).
+    """
+    started_at = datetime.now(UTC)
     read = accepted = quarantined = 0
     iterator = iter(messages)
     while chunk := list(islice(iterator, chunk_rows)):
@@ -184,4 +190,7 @@ def import_messages(
         read += len(chunk)
         accepted += result.accepted
         quarantined += result.quarantined
+    if not live and read:
+        write_transaction(engine, lambda conn: record_backfill(
+            conn, source_id=source_id, started_at=started_at, finished_at=datetime.now(UTC), accepted=accepted))
     return ImportResult(read=read, accepted=accepted, quarantined=quarantined)

@@ -110,6 +110,18 @@ purchase_facts = Table(
     Column("properties", JSONDocument, nullable=True),  # the event's properties object, NULL if not an object
 )
 
+# History imported in bulk (``cdp import --backfill``): what it brought counts in features from
+# when it happened (cdp.events.backfills), not from the day it was imported.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("accepted", BigInteger, nullable=False),
+)
+
 quarantine = Table(
     "quarantine",
     metadata,

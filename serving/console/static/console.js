@@ -552,7 +552,7 @@ function predictionForm(form) {
     const answer = await cdp.job("POST", "/v1/predictions/readiness", body, report);
     report.replaceChildren(el("p", { class: answer.ok ? "ok" : "warn", textContent: answer.message }),
       el("table", {}, ...answer.checks.map((c) => el("tr", {},
-        el("td", { class: c.passed ? "ok" : "bad", textContent: c.passed ? "ok" : "fails" }),
+        el("td", { class: c.passed ? "ok" : c.advisory ? "warn" : "bad", textContent: c.passed ? "ok" : c.advisory ? "warning" : "fails" }),
         el("td", { textContent: c.name }), el("td", { textContent: `${c.observed} (needs ${c.required})` }),
         el("td", { class: "muted", textContent: c.message })))));
     checked = { text: JSON.stringify(body), ok: answer.ok };
