@@ -1,4 +1,4 @@
-# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-models | make bench-recs | make bench-audiences | make bench-console — each creates .venv when missing.
+# make demo | make test | make bench-ingest | make bench-profiles | make bench-features | make bench-models | make bench-recs | make bench-audiences | make bench-console | make bench-backtest ARGS="FILE --split DATE" — each creates .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-profiles bench-features bench-models bench-recs bench-audiences bench-console clean
+.PHONY: install demo test bench-ingest bench-profiles bench-features bench-models bench-recs bench-audiences bench-console bench-backtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-recs: $(STAMP)
 
 bench-console: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.console $(ARGS)
+
+bench-backtest: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.backtest $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cdp .pytest_cache

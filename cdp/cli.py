@@ -873,7 +873,8 @@ def predictions_create(
     min_count: Annotated[int | None, typer.Option(help="custom: the goal event at least this many times.")] = None,
     where: Annotated[list[str] | None, typer.Option("--where", help="custom: PROPERTY=VALUE the goal event must have (repeatable).")] = None,
     revenue: Annotated[str, typer.Option(help="ltv: the revenue property.")] = "revenue",
-    active_within_days: Annotated[int | None, typer.Option(help="Eligible: active in the last N days.")] = 90,
+    active_within_days: Annotated[int, typer.Option(
+        help="Eligible: active in the last N days; 0: everyone seen, however long ago (an LTV over a whole customer base).")] = 90,
     min_purchases: Annotated[int | None, typer.Option(help="Eligible: at least N purchases.")] = None,
     fallback: Annotated[str, typer.Option(help="When the data is not ready: refuse, or heuristic (BTYD).")] = "refuse",
 ) -> None:
@@ -883,7 +884,7 @@ def predictions_create(
     from cdp.predictions.service import create_prediction
 
     document: dict[str, Any] = {"key": key, "kind": kind, "window_days": window_days, "revenue": revenue,
-                                "active_within_days": active_within_days, "min_purchases": min_purchases,
+                                "active_within_days": active_within_days or None, "min_purchases": min_purchases,
                                 "fallback": fallback}
     if kind == "custom":
         if len(event or []) != 1:

@@ -100,6 +100,27 @@ def test_import_csv_with_a_column_mapping(settings: Settings, tmp_path: Path) ->
     assert second.timestamp.isoformat() == "2025-01-02T23:00:00+00:00"
 
 
+def test_import_csv_keeps_ids_as_text_and_identical_rows_apart(settings: Settings, tmp_path: Path) -> None:
+    """A transaction log without order ids (CDNOW's): customer "00017" stays "00017", two identical
+    orders stay two, and importing the file again adds nothing."""
+    assert cdp(settings, "init").returncode == 0
+    path = tmp_path / "log.csv"
+    path.write_text("customer,day,amount,zip,note\n"
+                    "00017,2025-01-02,12.00,02134,nan\n"
+                    "00017,2025-01-02,12.00,02134,nan\n"
+                    "42,2025-01-03,1e2,10001,-0.5\n")
+    args = ("import", str(path), "--backfill", "--event", "Order Completed", "--map", "userId=customer",
+            "--map", "timestamp=day", "--map", "properties.revenue=amount")
+    assert cdp(settings, *args).returncode == 0
+    first, second, third = stored(settings)
+    assert first.user_id == second.user_id == "00017" and third.user_id == "42"
+    assert first.message_id != second.message_id
+    assert first.payload["properties"] == {"revenue": 12.0, "zip": "02134", "note": "nan"}
+    assert third.payload["properties"] == {"revenue": 100.0, "zip": 10001, "note": -0.5}
+    assert cdp(settings, *args).returncode == 0
+    assert len(stored(settings)) == 3
+
+
 def test_import_parquet_identify_rows(settings: Settings, tmp_path: Path) -> None:
     assert cdp(settings, "init").returncode == 0
     path = tmp_path / "people.parquet"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,7 +28,11 @@ SPEC_FIELDS = frozenset(
     {"type", "messageId", "userId", "anonymousId", "event", "name", "groupId", "previousId",
      "timestamp", "originalTimestamp", "sentAt", "category"}
 )
+ID_FIELDS = frozenset({"messageId", "userId", "anonymousId", "groupId", "previousId"})
 TRAIT_TYPES = frozenset({"identify", "group"})
+# A cell becomes a number only when it reads back the same: "00123" (a customer number, a zip
+# code) stays text, as do "nan", "inf" and "1_000", which Python's int() and float() would take.
+NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 Progress = Callable[[int], None]  # called with the number of input bytes or rows just consumed
 
@@ -56,7 +62,13 @@ class ColumnMapping:
             fields[target.strip()] = column.strip()
         return cls(fields=fields, default_type=default_type, default_event=default_event)
 
-    def message(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def message(self, row: Mapping[str, Any], row_number: int) -> dict[str, Any]:
+        """The message of the file's ``row_number``-th row (from 1).
+
+        Without a messageId column, the row's own id is derived from its content and its row
+        number: importing the same file again stores nothing twice, and two identical rows (two
+        orders of the same amount on the same day, in a log without order ids) stay two events.
+        """
         mapped_columns = set(self.fields.values())
         message: dict[str, Any] = {"type": self.default_type}
         if self.default_event:
@@ -71,6 +83,9 @@ class ColumnMapping:
             if column not in row:
                 raise InvalidInput(f"--map {target}={column}: the file has no column {column!r}")
             _put(message, target, row[column])
+        if "messageId" not in message:
+            content = orjson.dumps(message, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+            message["messageId"] = f"cdp-row{row_number}-{hashlib.sha256(content).hexdigest()[:32]}"
         return message
 
 
@@ -80,7 +95,8 @@ def _bag(row: Mapping[str, Any], mapping: ColumnMapping) -> str:
 
 
 def _put(message: dict[str, Any], path: str, value: Any) -> None:
-    value = _plain(value)
+    # Ids, names and times are text in the Spec, whatever they look like.
+    value = _plain(value, text=path in SPEC_FIELDS, id_field=path in ID_FIELDS)
     if value is None:
         return
     *parents, leaf = path.split(".")
@@ -90,17 +106,17 @@ def _put(message: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _plain(value: Any) -> Any:
-    """CSV cells and Parquet scalars to JSON values: numbers stay numbers, times become ISO text."""
+def _plain(value: Any, *, text: bool, id_field: bool) -> Any:
+    """CSV cells and Parquet scalars to JSON values: numbers stay numbers (unless ``text``), times become ISO
+    text, integer ids (``id_field``) their digits."""
     if isinstance(value, str):
         if value == "":
             return None
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value
+        if text or not NUMBER.fullmatch(value):
+            return value
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    if id_field and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a Parquet column of integer ids: "123", as the Spec has them
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, date):
@@ -148,20 +164,22 @@ def _read_csv(path: Path, mapping: ColumnMapping, progress: Progress) -> Iterato
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.DictReader(text)
         position = 0
-        for row in reader:
+        for number, row in enumerate(reader, start=1):
             now = raw.tell()
             if now != position:
                 progress(now - position)
                 position = now
-            yield mapping.message(row)
+            yield mapping.message(row, number)
 
 
 def _read_parquet(path: Path, mapping: ColumnMapping, progress: Progress) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
+    number = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
         for row in batch.to_pylist():
-            yield mapping.message(row)
+            number += 1
+            yield mapping.message(row, number)
         progress(batch.num_rows)
 
 
