@@ -4,7 +4,7 @@
         --split 2024-06-30 --window-days 90
     python -m bench.backtest CDNOW_master.txt --format cdnow --split 1997-09-30 --window-days 90 --holdout-days 273
 
-The classic LTV study: everything up to ``--split`` is the calibration period, the
+The classic LTV study (and its purchase twin): everything up to ``--split`` is the calibration period, the
 ``--holdout-days`` after it the holdout; each customer's revenue in the holdout is the truth.
 (CDNOW's log, the field's reference, ships with the ``lifetimes`` package:
 ``pip download --no-deps lifetimes`` and unzip ``lifetimes/datasets/CDNOW_master.txt``.)
@@ -43,6 +43,7 @@ from sqlalchemy import select
 from bench.report import Report, run
 
 ORDER = "Order Completed"
+KINDS = ("ltv", "purchase")
 
 
 def main() -> None:
@@ -54,31 +55,35 @@ def main() -> None:
         datetime.fromisoformat(args.split)
     holdout_days = args.holdout_days or args.window_days
     with tempfile.TemporaryDirectory(prefix="cdp-backtest-") as scratch:
-        home = args.keep or scratch
-        Path(home).mkdir(parents=True, exist_ok=True)
-        orders = read_log(args, Path(home))
+        home = Path(args.keep or scratch)
+        home.mkdir(parents=True, exist_ok=True)
+        orders = read_log(args)
         say(f"{args.log.name}: {len(orders):,} orders of {orders['customer'].nunique():,} customers, "
             f"{orders['time'].min():%Y-%m-%d} to {orders['time'].max():%Y-%m-%d}; split {split:%Y-%m-%d}, "
-            f"window {args.window_days} days, holdout {holdout_days} days")
-        env = {**os.environ, "CDP_HOME": str(Path(home) / "home"), "COLUMNS": "200"}
+            f"window {args.window_days} days, LTV holdout {holdout_days} days")
+        env = {**os.environ, "CDP_HOME": str(home / "home"), "COLUMNS": "200"}
         env.pop("CDP_DATABASE_URL", None)
         env.pop("CDP_BACKFILLED_UNTIL", None)
-        csv_path = Path(home) / "orders.csv"
+        csv_path = home / "orders.csv"
         orders.assign(time=orders["time"].map(lambda t: t.isoformat())).to_csv(csv_path, index=False)
         cli(env, say, "init", quiet=True)
         cli(env, say, "import", str(csv_path), "--backfill", "--event", ORDER, "--map", "userId=customer",
             "--map", "timestamp=time", "--map", "properties.revenue=revenue")
-        cli(env, say, "predictions", "create", "ltv", "--kind", "ltv", "--window-days", str(args.window_days),
-            "--active-within-days", "0")
-        cli(env, say, "predictions", "train", "ltv", "--as-of", split.isoformat())
-        cli(env, say, "predictions", "score", "ltv", "--as-of", split.isoformat())
-        exported = Path(home) / "ltv.csv"
-        cli(env, say, "predictions", "export", "ltv", "--out", str(exported), quiet=True)
-        table = compare(Path(home) / "home", orders, pd.read_csv(exported), split, args.window_days, holdout_days)
-    say(f"\nholdout ({split:%Y-%m-%d}, {split + timedelta(days=holdout_days):%Y-%m-%d}]: every customer who bought "
-        "by the split; model and single-cutoff GBM scaled by holdout / window"
-        + (f" = {holdout_days / args.window_days:.3f}" if holdout_days != args.window_days else " (= 1)"))
-    say(table.to_string(float_format=lambda v: f"{v:.4f}"))
+        exported = {}
+        for kind in KINDS:
+            cli(env, say, "predictions", "create", kind, "--kind", kind, "--window-days", str(args.window_days),
+                "--active-within-days", "0", quiet=True)
+            cli(env, say, "predictions", "train", kind, "--as-of", split.isoformat())
+            cli(env, say, "predictions", "score", kind, "--as-of", split.isoformat())
+            cli(env, say, "predictions", "export", kind, "--out", str(home / f"{kind}.csv"), quiet=True)
+            exported[kind] = pd.read_csv(home / f"{kind}.csv")
+        tables = compare(home / "home", orders, exported, split, args.window_days, holdout_days)
+    for kind, (days, table) in tables.items():
+        scaled = (f"; model and single-cutoff GBM scaled by holdout / window = {days / args.window_days:.3f}"
+                  if days != args.window_days else "")
+        say(f"\n{kind} on the holdout ({split:%Y-%m-%d}, {split + timedelta(days=days):%Y-%m-%d}]: every customer "
+            f"who bought by the split{scaled}")
+        say(table.to_string(float_format=lambda v: f"{v:.4f}"))
     report.write()
 
 
@@ -102,7 +107,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def read_log(args: argparse.Namespace, folder: Path) -> pd.DataFrame:
+def read_log(args: argparse.Namespace) -> pd.DataFrame:
     """Columns ``customer`` (str), ``time`` (UTC), ``revenue`` (float), one row per order."""
     if args.format == "cdnow":  # customer, yyyymmdd, number of CDs, dollars; whitespace-separated
         raw = pd.read_csv(args.log, sep=r"\s+", header=None, names=["customer", "day", "cds", "revenue"],
@@ -127,44 +132,60 @@ def cli(env: dict[str, str], say: object, *args: str, quiet: bool = False) -> st
     return done.stdout
 
 
-def compare(home: Path, orders: pd.DataFrame, exported: pd.DataFrame, split: datetime, window_days: int,
-            holdout_days: int) -> pd.DataFrame:
+def compare(home: Path, orders: pd.DataFrame, exported: dict[str, pd.DataFrame], split: datetime, window_days: int,
+            holdout_days: int) -> dict[str, tuple[int, pd.DataFrame]]:
+    """Per kind, the holdout's length and its table: one column per predictor, fitted up to the split only."""
     from cdp.config import Settings
     from cdp.setup import prepare_store
     from cdp.store.tables import events
-    from features import ValueLabel, build_scoring_frame, build_training_frame
+    from features import GoalLabel, ValueLabel, build_scoring_frame, build_training_frame
     from models.baselines import BtydBaseline, RecencyBaseline, SingleCutoffGbm
     from models.boosting import feature_frame
-    from models.metrics import value_metrics
+    from models.metrics import classification_metrics, value_metrics
 
     engine = prepare_store(Settings(home=home, database_url=None))
     with engine.connect() as conn:
         customer_of = dict(conn.execute(select(events.c.profile_id, events.c.user_id).distinct()).all())
     window = timedelta(days=window_days)
     at_split = build_scoring_frame(engine, as_of=split, eligibility=())
-    before = build_training_frame(engine, cutoffs=[split - window], horizon=window, label=ValueLabel(), eligibility=())
+    labels = {"ltv": ValueLabel(), "purchase": GoalLabel(event=ORDER)}
+    before = {kind: build_training_frame(engine, cutoffs=[split - window], horizon=window, label=label, eligibility=())
+              for kind, label in labels.items()}
     engine.dispose()
-    X, X_before = feature_frame(at_split), feature_frame(before)
-    scale = holdout_days / window_days
-    predictions = {
-        "model": at_split["profile_id"].map(exported.set_index("profile_id")["ltv_value"]).to_numpy(float) * scale,
-        "btyd": BtydBaseline("value", holdout_days).fit(X).predict(X),
-        "single_cutoff_gbm": SingleCutoffGbm("value", window_days).fit(
-            X_before, before["label"], before["cutoff"]).predict(X) * scale,
-        "recency": RecencyBaseline("value").fit(X_before, before["label"]).predict(X) * scale,
-    }
-    holdout = orders[(orders["time"] > split) & (orders["time"] <= split + timedelta(days=holdout_days))]
-    truth = holdout.groupby("customer")["revenue"].sum()
-    y = at_split["profile_id"].map(customer_of).map(truth).fillna(0.0).to_numpy(float)
-    if np.isnan(predictions["model"]).any():
-        raise SystemExit("the export lacks some customers who bought by the split")
-    rows = {}
-    for name, predicted in predictions.items():
-        metrics = value_metrics(y, predicted)
-        rows[name] = {"customers": len(y), "mean_actual": y.mean(), "mean_predicted": predicted.mean(),
-                      "normalized_gini": metrics.normalized_gini, "spearman": metrics.spearman,
-                      "top_decile_share": metrics.top_decile_share, "aggregate_error": metrics.aggregate_error}
-    return pd.DataFrame(rows)
+    X = feature_frame(at_split)
+    customers = at_split["profile_id"].map(customer_of)
+    tables = {}
+    for kind, task in (("ltv", "value"), ("purchase", "purchase")):
+        days = holdout_days if kind == "ltv" else window_days  # a probability is of its own window
+        scale = days / window_days
+        X_before, y_before = feature_frame(before[kind]), before[kind]["label"]
+        column = f"{kind}_value" if kind == "ltv" else f"{kind}_probability"
+        model = at_split["profile_id"].map(exported[kind].set_index("profile_id")[column]).to_numpy(float)
+        if np.isnan(model).any():
+            raise SystemExit(f"the {kind} export lacks some customers who bought by the split")
+        predictions = {
+            "model": model * scale,
+            "btyd": BtydBaseline(task, days).fit(X).predict(X),
+            "single_cutoff_gbm": SingleCutoffGbm(task, window_days).fit(
+                X_before, y_before, before[kind]["cutoff"]).predict(X) * scale,
+            "recency": RecencyBaseline(task).fit(X_before, y_before).predict(X) * scale,
+        }
+        holdout = orders[(orders["time"] > split) & (orders["time"] <= split + timedelta(days=days))]
+        revenue = customers.map(holdout.groupby("customer")["revenue"].sum()).fillna(0.0).to_numpy(float)
+        rows = {}
+        for name, predicted in predictions.items():
+            if kind == "ltv":
+                v = value_metrics(revenue, predicted)
+                rows[name] = {"customers": len(revenue), "mean_actual": revenue.mean(), "mean_predicted": predicted.mean(),
+                              "normalized_gini": v.normalized_gini, "spearman": v.spearman,
+                              "top_decile_share": v.top_decile_share, "aggregate_error": v.aggregate_error}
+            else:
+                bought = (revenue > 0) | customers.isin(holdout["customer"]).to_numpy()
+                c = classification_metrics(bought.astype(int), predicted)
+                rows[name] = {"customers": len(bought), "positive_rate": bought.mean(), "roc_auc": c.roc_auc,
+                              "pr_auc": c.pr_auc, "log_loss": c.log_loss, "brier": c.brier, "ece": c.ece}
+        tables[kind] = (days, pd.DataFrame(rows))
+    return tables
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from scipy.special import logit
+from scipy.optimize import brentq
+from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
@@ -19,7 +20,11 @@ class PropensityClassifier(BoostedModel):
 
     The booster fits the earlier cutoffs; its scores on the latest cutoff (out of time) fit the
     calibrator, so the probabilities are honest for a population one step later than the
-    training data, as scoring will be.
+    training data, as scoring will be. Then the booster is fitted again on every cutoff, the latest
+    too, for the rounds early stopping chose (``refit_latest``): the latest cutoff is the population
+    nearest the one scored. On CDNOW's transaction log, where the earlier cutoffs are mostly
+    customers just acquired and the latest ones a year-old cohort, that took the purchase ROC AUC
+    from 0.706 to 0.722, past BTYD's 0.718; the calibrator stays the one fitted out of time.
 
     Parameters
     ----------
@@ -29,6 +34,10 @@ class PropensityClassifier(BoostedModel):
         A logistic fit on the raw log-odds, or isotonic regression on the raw probability.
         Platt by default: the calibration fold is one cutoff, and isotonic steps fitted on it
         tie many profiles and reach 0 and 1 exactly.
+    refit_latest : bool
+        Fit the booster again on every cutoff once calibrated. Off where a caller still needs
+        the latest cutoff out of sample (:class:`models.value.ValueRegressor` compares shapes on
+        it first, then calls :meth:`refit`).
     **params
         LightGBM hyper-parameters of :class:`models.boosting.BoostedModel`.
 
@@ -40,9 +49,11 @@ class PropensityClassifier(BoostedModel):
     feature_names_in_ : list of str
     """
 
-    def __init__(self, horizon_days: float, *, calibration: str = "platt", **params: object) -> None:
+    def __init__(self, horizon_days: float, *, calibration: str = "platt", refit_latest: bool = True,
+                 **params: object) -> None:
         super().__init__(horizon_days, **params)  # type: ignore[arg-type]
         self.calibration = calibration
+        self.refit_latest = refit_latest
 
     def fit(self, X: pd.DataFrame, y: np.ndarray | pd.Series, cutoff: np.ndarray | pd.Series) -> PropensityClassifier:
         """Fit on the feature columns ``X`` (see :func:`models.boosting.feature_frame`), 0/1 labels ``y``
@@ -65,12 +76,26 @@ class PropensityClassifier(BoostedModel):
         else:
             self.calibrator_ = LogisticRegression(C=1e6).fit(_log_odds(raw), y[calibration_rows])
         self.classes_ = np.array([0, 1])
-        return self
+        return self.refit(X, y, anchor=calibration_rows) if self.refit_latest else self
 
-    def refit(self, X: pd.DataFrame, y: np.ndarray | pd.Series) -> PropensityClassifier:
+    def refit(self, X: pd.DataFrame, y: np.ndarray | pd.Series, *, anchor: np.ndarray | None = None) -> PropensityClassifier:
         """Fit the booster again on all of ``X`` (the calibration cutoff too), for the rounds early stopping
-        kept; the calibrator stays the one fitted out of time."""
-        self.booster_ = self._refitted(self.booster_, self.design(X), np.asarray(y, dtype=int))
+        kept; the calibrator stays the one fitted out of time.
+
+        With ``anchor``, a mask of ``X``'s rows (the calibration cutoff's), a Platt calibrator's
+        intercept then moves so that the mean probability there stays what it was. The calibrator
+        corrects the drift from the training cutoffs to the calibration one (a base rate that
+        fell, say); the refitted booster has learned part of that drift from the calibration
+        cutoff itself, and would otherwise have it corrected twice. On CDNOW's log, backtested
+        with 273 days of history, it did: a mean probability of 0.131 for a realised rate of 0.177.
+        """
+        design = self.design(X)
+        level = None if anchor is None else float(self.predict_proba(X[anchor])[:, 1].mean())
+        self.booster_ = self._refitted(self.booster_, design, np.asarray(y, dtype=int))
+        if level is not None and self.calibration == "platt":
+            log_odds = self.calibrator_.decision_function(_log_odds(self.booster_.predict_proba(design[anchor])[:, 1]))
+            shift = brentq(lambda d: float(expit(log_odds + d).mean()) - level, -30.0, 30.0)
+            self.calibrator_.intercept_ = self.calibrator_.intercept_ + shift
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
