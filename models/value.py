@@ -71,9 +71,9 @@ class ValueRegressor(BoostedModel):
         The shape kept.
     scale_ : float
         The aggregate calibration factor: realised over predicted values, pooled out of time
-        over ``calibration_cutoffs_`` (:func:`aggregate_scale`), then carried over to the refitted
-        model (which predicts the latest cutoff's total as the out-of-time one did, scaled); every
-        prediction is multiplied by it.
+        over ``calibration_cutoffs_`` (:func:`aggregate_scale`); every prediction is multiplied by
+        it. Measured on the latest cutoff alone, it is carried over to the refitted model instead:
+        that model predicts the latest cutoff's total as the scaled out-of-time one did.
     calibration_cutoffs_ : list of pandas.Timestamp
         The cutoffs ``scale_`` was estimated on, oldest first.
     validation_gini_ : dict
@@ -111,12 +111,14 @@ class ValueRegressor(BoostedModel):
         self.scale_ = aggregate_scale(np.concatenate(values), np.concatenate(predictions), self.tweedie_variance_power)
         level = self.predict(later).mean()
         self.parts_ = self._refitted_parts(X, y)
-        # The refit has learned part of the drift that scale_ corrects (from the latest cutoff's own
-        # labels): the total predicted for the latest cutoff stays what the out-of-time scale gave,
-        # instead of that drift being corrected twice (on CDNOW's log with 273 days of history the
-        # held-out total came out at a fifth of the truth).
         refitted = self._raw(self.objective_, self.parts_, later).mean()
-        if refitted > 0:
+        if len(self.calibration_cutoffs_) == 1 and refitted > 0:
+            # Measured on the latest cutoff alone, the factor is exactly what the model before the
+            # refit missed there, and the refit learned it from those rows' own labels: applied
+            # as is, the miss would be corrected twice (on CDNOW's log with 273 days of history,
+            # a held-out total at a fifth of the truth). The refitted model keeps the total the
+            # factor gave that cutoff instead. Pooled over several windows, the factor is the
+            # pipeline's bias one window ahead, which the refitted model shares: it applies as is.
             self.scale_ = float(level / refitted)
         return self
 
