@@ -1,4 +1,4 @@
-"""Backtest LTV on a transaction log of your own, through the CLI, beside the classical baselines.
+"""Backtest LTV and purchase on a transaction log of your own, through the CLI, beside the classical baselines.
 
     python -m bench.backtest orders.csv --customer customer_id --time ordered_at --revenue amount \\
         --split 2024-06-30 --window-days 90
@@ -51,8 +51,8 @@ def main() -> None:
     report = Report("backtest")
     say = report.say
     say(report.machine())
-    split = datetime.fromisoformat(args.split).replace(tzinfo=UTC) if "T" not in args.split else \
-        datetime.fromisoformat(args.split)
+    split = datetime.fromisoformat(args.split)
+    split = split if split.tzinfo else split.replace(tzinfo=UTC)
     holdout_days = args.holdout_days or args.window_days
     with tempfile.TemporaryDirectory(prefix="cdp-backtest-") as scratch:
         home = Path(args.keep or scratch)
@@ -88,14 +88,14 @@ def main() -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="LTV backtest on a transaction log, through the CLI, beside BTYD "
-                                                 "and a tuned single-cutoff GBM.")
+    parser = argparse.ArgumentParser(description="LTV and purchase backtest on a transaction log, through the CLI, "
+                                                 "beside BTYD and a tuned single-cutoff GBM.")
     parser.add_argument("log", type=Path, help="CSV of orders, or CDNOW_master.txt with --format cdnow")
     parser.add_argument("--format", choices=("csv", "cdnow"), default="csv")
     parser.add_argument("--customer", default="customer_id", help="CSV column of the customer id")
     parser.add_argument("--time", default="ordered_at", help="CSV column of the order time (ISO 8601)")
     parser.add_argument("--revenue", default="revenue", help="CSV column of the order's revenue")
-    parser.add_argument("--split", required=True, help="end of the calibration period (ISO date or time)")
+    parser.add_argument("--split", required=True, help="end of the calibration period (ISO date or time; UTC unless it says)")
     parser.add_argument("--window-days", type=int, default=90, help="the prediction's window")
     parser.add_argument("--holdout-days", type=int, help="length of the holdout [default: the window]")
     parser.add_argument("--keep", help="a new folder to keep the store, MLflow runs and export in [default: removed after]")

@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(default=None, description="Scheduler of an existing Dask cluster; else a local one.")
     dask_workers: int | None = Field(default=None, ge=1, description="Workers of the local Dask cluster; default Dask's.")
     # History imported in bulk (received by then) counts from its event time in features and
-    # training frames, instead of from the day of the import (see features.sql.known_by).
+    # training frames, instead of from the day of the import (see features.sql.known_by);
+    # `cdp import --backfill` records its own (cdp.events.backfills), the later of the two applies.
     backfilled_until: datetime | None = None
 
     console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30,

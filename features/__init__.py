@@ -79,7 +79,8 @@ def load(
     partition : Partition
         Only the profiles of this slice (the store filters them); the default is every profile.
     backfilled_until : datetime, optional
-        Facts received by then (a history import) count from when they happened.
+        Facts received by then (a history import) count from when they happened; so do those
+        received by the end of the last ``cdp import --backfill`` (:mod:`cdp.events.backfills`).
 
     Returns
     -------

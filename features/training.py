@@ -51,7 +51,8 @@ def build_training_frame(
         What the features call a purchase and its revenue.
     backfilled_until : datetime, optional
         Facts received by then (a history import) count from when they happened
-        (:func:`features.sql.known_by`); labels read event times anyway.
+        (:func:`features.sql.known_by`), as do those received by the end of the last
+        ``cdp import --backfill`` (:mod:`cdp.events.backfills`); labels read event times anyway.
 
     Returns
     -------

@@ -21,6 +21,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
 RFM_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T")
+NO_DROPOUT = 1e-9  # a mean dropout probability a / (a + b) below this is none
 MONETARY_COLUMN = "btyd_monetary_value"
 
 
@@ -101,6 +102,10 @@ class BetaGeoModel:
         """Expected purchases in ``(T, T + t]`` (days) given each customer's history."""
         x, t_x, T = _rfm(X)
         r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
+        if a / (a + b) < NO_DROPOUT:
+            # Nobody drops out (a, b -> 0, as fitted on recently active buyers): the gamma-Poisson
+            # posterior rate. The general form's hypergeometric has a pole at a + b + x - 1 = 0.
+            return (r + x) / (alpha + T) * t
         z = t / (alpha + T + t)
         ratio = ((alpha + T) / (alpha + T + t)) ** (r + x)
         alive_part = (a + b + (x - 1.0)) / (a - 1.0) * (1.0 - ratio * hyp2f1(r + x, b + x, a + b + (x - 1.0), z))

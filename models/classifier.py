@@ -83,7 +83,7 @@ class PropensityClassifier(BoostedModel):
         kept; the calibrator stays the one fitted out of time.
 
         With ``anchor``, a mask of ``X``'s rows (the calibration cutoff's), a Platt calibrator's
-        intercept then moves so that the mean probability there stays what it was. The calibrator
+        intercept (not an isotonic one, which has none: it is used as is) then moves so that the mean probability there stays what it was. The calibrator
         corrects the drift from the training cutoffs to the calibration one (a base rate that
         fell, say); the refitted booster has learned part of that drift from the calibration
         cutoff itself, and would otherwise have it corrected twice. On CDNOW's log, backtested

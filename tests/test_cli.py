@@ -102,13 +102,11 @@ def test_import_csv_with_a_column_mapping(settings: Settings, tmp_path: Path) ->
 
 def test_import_csv_keeps_ids_as_text_and_identical_rows_apart(settings: Settings, tmp_path: Path) -> None:
     """A transaction log without order ids (CDNOW's): customer "00017" stays "00017", two identical
-    orders stay two, and importing the file again adds nothing."""
+    orders stay two, and importing the file again, even re-sorted, adds nothing."""
     assert cdp(settings, "init").returncode == 0
+    rows = ["00017,2025-01-02,12.00,02134,nan", "00017,2025-01-02,12.00,02134,nan", "42,2025-01-03, 1e2 ,10001,1e400"]
     path = tmp_path / "log.csv"
-    path.write_text("customer,day,amount,zip,note\n"
-                    "00017,2025-01-02,12.00,02134,nan\n"
-                    "00017,2025-01-02,12.00,02134,nan\n"
-                    "42,2025-01-03,1e2,10001,-0.5\n")
+    path.write_text("customer,day,amount,zip,note\n" + "\n".join(rows) + "\n")
     args = ("import", str(path), "--backfill", "--event", "Order Completed", "--map", "userId=customer",
             "--map", "timestamp=day", "--map", "properties.revenue=amount")
     assert cdp(settings, *args).returncode == 0
@@ -116,7 +114,9 @@ def test_import_csv_keeps_ids_as_text_and_identical_rows_apart(settings: Setting
     assert first.user_id == second.user_id == "00017" and third.user_id == "42"
     assert first.message_id != second.message_id
     assert first.payload["properties"] == {"revenue": 12.0, "zip": "02134", "note": "nan"}
-    assert third.payload["properties"] == {"revenue": 100.0, "zip": 10001, "note": -0.5}
+    assert third.payload["properties"] == {"revenue": 100.0, "zip": 10001, "note": "1e400"}
+    assert cdp(settings, *args).returncode == 0
+    path.write_text("customer,day,amount,zip,note\n" + "\n".join(reversed(rows)) + "\n")  # a re-export
     assert cdp(settings, *args).returncode == 0
     assert len(stored(settings)) == 3
 
@@ -125,13 +125,16 @@ def test_import_parquet_identify_rows(settings: Settings, tmp_path: Path) -> Non
     assert cdp(settings, "init").returncode == 0
     path = tmp_path / "people.parquet"
     pd.DataFrame({
-        "userId": ["u1", "u2"], "email": ["a@x.io", "b@x.io"], "age": [31, 45],
-        "timestamp": pd.to_datetime(["2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z"]),
+        "userId": ["u1", "u2", None], "email": ["a@x.io", "b@x.io", "c@x.io"], "age": [31, 45, 50],
+        # Integer ids with a gap: pandas writes them as floats.
+        "anonymousId": [None, None, 12345.0],
+        "timestamp": pd.to_datetime(["2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"]),
     }).to_parquet(path)
     result = cdp(settings, "import", str(path), "--type", "identify")
     assert result.returncode == 0, result.stderr
-    first, _ = stored(settings)
+    first, _, third = stored(settings)
     assert first.type == "identify" and first.payload["traits"] == {"email": "a@x.io", "age": 31}
+    assert "anonymousId" not in first.payload and third.anonymous_id == "12345" and third.user_id is None
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,10 @@ def test_bgnbd_stays_finite_where_dropout_vanishes() -> None:
     assert np.isfinite(model.log_likelihood_)
     assert model.a_ / (model.a_ + model.b_) < 0.05  # hardly anyone drops out
     assert (model.probability_alive(rfm) > 0.9).all()
+    expected = model.expected_purchases(rfm, 30.0)
+    assert np.isfinite(expected).all() and (expected >= 0).all()
+    # Without dropout, a customer's rate is their gamma-Poisson posterior: more past purchases, more ahead.
+    assert expected[rfm[:, 0] >= 5].mean() > 3 * expected[rfm[:, 0] == 0].mean()
 
 
 def test_bgnbd_predictions_follow_the_history() -> None:

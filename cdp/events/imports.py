@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -30,8 +32,9 @@ SPEC_FIELDS = frozenset(
 )
 ID_FIELDS = frozenset({"messageId", "userId", "anonymousId", "groupId", "previousId"})
 TRAIT_TYPES = frozenset({"identify", "group"})
-# A cell becomes a number only when it reads back the same: "00123" (a customer number, a zip
-# code) stays text, as do "nan", "inf" and "1_000", which Python's int() and float() would take.
+# A cell is a number only when written as one, in decimal without leading zeros: "00123" (a
+# customer number, a zip code) stays text, as do "nan", "inf" and "1_000", which Python's int()
+# and float() would take.
 NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 Progress = Callable[[int], None]  # called with the number of input bytes or rows just consumed
@@ -62,12 +65,13 @@ class ColumnMapping:
             fields[target.strip()] = column.strip()
         return cls(fields=fields, default_type=default_type, default_event=default_event)
 
-    def message(self, row: Mapping[str, Any], row_number: int) -> dict[str, Any]:
-        """The message of the file's ``row_number``-th row (from 1).
+    def message(self, row: Mapping[str, Any], repeats: RepeatCounter) -> dict[str, Any]:
+        """The message of a row; ``repeats`` has seen the file's rows before it.
 
-        Without a messageId column, the row's own id is derived from its content and its row
-        number: importing the same file again stores nothing twice, and two identical rows (two
-        orders of the same amount on the same day, in a log without order ids) stay two events.
+        Without a messageId column, the row's id is derived from its content, and a repeat of
+        the same content gets its occurrence number too: importing the file again, or a re-export
+        in another order, stores nothing twice, and two identical rows (two orders of the same
+        amount on the same day, in a log without order ids) stay two events.
         """
         mapped_columns = set(self.fields.values())
         message: dict[str, Any] = {"type": self.default_type}
@@ -85,8 +89,30 @@ class ColumnMapping:
             _put(message, target, row[column])
         if "messageId" not in message:
             content = orjson.dumps(message, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-            message["messageId"] = f"cdp-row{row_number}-{hashlib.sha256(content).hexdigest()[:32]}"
+            digest = hashlib.sha256(content).hexdigest()[:32]
+            earlier = repeats.count(digest)
+            message["messageId"] = f"cdp-{digest}" + (f"-{earlier + 1}" if earlier else "")
         return message
+
+
+class RepeatCounter:
+    """How many rows of the same content a file had before this one.
+
+    It remembers the last ``memory`` distinct contents only, so a file of millions of rows streams
+    in bounded memory: identical rows further apart than that (rare: a log sorted by customer or
+    time keeps them together) share an id, and the later one is taken for a repeat delivery.
+    """
+
+    def __init__(self, memory: int = 200_000) -> None:
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._memory = memory
+
+    def count(self, digest: str) -> int:
+        earlier = self._seen.pop(digest, 0)
+        self._seen[digest] = earlier + 1
+        if len(self._seen) > self._memory:
+            self._seen.popitem(last=False)
+        return earlier
 
 
 def _bag(row: Mapping[str, Any], mapping: ColumnMapping) -> str:
@@ -112,17 +138,22 @@ def _plain(value: Any, *, text: bool, id_field: bool) -> Any:
     if isinstance(value, str):
         if value == "":
             return None
-        if text or not NUMBER.fullmatch(value):
+        number = value.strip()
+        if text or not NUMBER.fullmatch(number):
             return value
-        return float(value) if any(c in value for c in ".eE") else int(value)
-    if id_field and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # a Parquet column of integer ids: "123", as the Spec has them
+        if not any(c in number for c in ".eE"):
+            return int(number)
+        return float(number) if math.isfinite(float(number)) else value  # "1e400" stays text
+    if isinstance(value, float) and not math.isfinite(value):  # NaN: a missing cell (JSON has no infinity either)
+        return None
+    if id_field and isinstance(value, int | float) and not isinstance(value, bool):
+        # A Parquet column of integer ids ("123", as the Spec has them); pandas stores one with
+        # gaps as floats: 123.0 is still "123".
+        return str(int(value)) if isinstance(value, int) or value.is_integer() else str(value)
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, float) and value != value:  # NaN: a missing cell
-        return None
     return value
 
 
@@ -164,22 +195,22 @@ def _read_csv(path: Path, mapping: ColumnMapping, progress: Progress) -> Iterato
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.DictReader(text)
         position = 0
-        for number, row in enumerate(reader, start=1):
+        repeats = RepeatCounter()
+        for row in reader:
             now = raw.tell()
             if now != position:
                 progress(now - position)
                 position = now
-            yield mapping.message(row, number)
+            yield mapping.message(row, repeats)
 
 
 def _read_parquet(path: Path, mapping: ColumnMapping, progress: Progress) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
-    number = 0
+    repeats = RepeatCounter()
     for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
         for row in batch.to_pylist():
-            number += 1
-            yield mapping.message(row, number)
+            yield mapping.message(row, repeats)
         progress(batch.num_rows)
 
 
