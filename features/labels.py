@@ -65,7 +65,11 @@ class ChurnLabel:
 
 @dataclass(frozen=True)
 class ValueLabel:
-    """Revenue of the purchases in the window (0 without any).
+    """Revenue of the purchases in the window (0 without any), net of negative revenues but never below 0.
+
+    A transaction log may hold returns as orders of negative revenue (UCI's Online Retail does).
+    They count against the window's purchases; a window of returns only is worth 0, not less: the
+    value models predict a non-negative spend, as BTYD's Gamma-Gamma does.
 
     Parameters
     ----------
@@ -86,7 +90,7 @@ class ValueLabel:
         return own.sum(own.revenue, own.is_purchase)
 
     def outcome(self, aggregate: pd.Series) -> pd.Series:
-        return aggregate.astype("float64")
+        return aggregate.astype("float64").clip(lower=0.0)
 
     def describe(self) -> str:
         return f"value ({self.revenue} of {' / '.join(self.events)})"
