@@ -344,13 +344,16 @@ def is_track(names: Sequence[str]) -> ColumnElement[bool]:
 
 def order_value(dialect: Dialect, purchases: Purchases, properties: Properties = EVENT_PROPERTIES) -> ColumnElement[float]:
     """The value of an order event: ``properties.<revenue>``, else the sum of its product lines
-    (price x quantity, quantity 1 when absent); NULL if neither is there."""
+    (price x quantity, quantity 1 when absent), else its own ``price`` x ``quantity`` (a row of
+    a flat order-lines file, UCI's Online Retail say); NULL if none is there."""
     elements, element = dialect.array_elements(properties.document, properties.at("products"))
     price = dialect.json_number(element, ("price",))
     quantity = func.coalesce(dialect.json_number(element, ("quantity",)), 1.0)
     # Correlated on the event row; COALESCE only evaluates it when the property is absent.
     lines = func.sum(price * quantity).select().select_from(elements).scalar_subquery()
-    return func.coalesce(dialect.json_number(properties.document, properties.at(purchases.revenue)), lines)
+    line = dialect.json_number(properties.document, properties.at("price")) * func.coalesce(
+        dialect.json_number(properties.document, properties.at("quantity")), 1.0)
+    return func.coalesce(dialect.json_number(properties.document, properties.at(purchases.revenue)), lines, line)
 
 
 def product_lines(

@@ -41,9 +41,10 @@ def test_labels_use_only_the_window(engine) -> None:  # type: ignore[no-untyped-
         page("cy", at(-5)), page("cy", at(31)),
         order("dan", at(3), -20.0),  # a return only: worth nothing, not less
         order("eve", at(2), 10.0), order("eve", at(4), -4.0),  # a purchase, then a partial return
+        track("fay", ORDER_EVENT, at(6), price=2.5, quantity=4),  # a flat order line: no revenue, no products
     ))
-    ann, bob, cy, dan, eve = (profile_of(engine, user) for user in ("ann", "bob", "cy", "dan", "eve"))
-    assert labels(engine, ValueLabel()).to_dict() == {ann: 7.0, dan: 0.0, eve: 6.0}
+    ann, bob, cy, dan, eve, fay = (profile_of(engine, user) for user in ("ann", "bob", "cy", "dan", "eve", "fay"))
+    assert labels(engine, ValueLabel()).to_dict() == {ann: 7.0, dan: 0.0, eve: 6.0, fay: 10.0}
     churn = labels(engine, ChurnLabel())
     assert churn[ann] == 0 and bob not in churn.index and cy not in churn.index  # absent = no event = churned
     assert labels(engine, GoalLabel(ORDER_EVENT, min_count=1))[ann] == 1
