@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -121,15 +122,14 @@ def read_log(args: argparse.Namespace) -> pd.DataFrame:
                          "revenue": raw[args.revenue].astype(float)})
 
 
-def cli(env: dict[str, str], say: object, *args: str, quiet: bool = False) -> str:
+def cli(env: dict[str, str], say: Callable[[str], None], *args: str, quiet: bool = False) -> None:
     done = subprocess.run([sys.executable, "-m", "cdp", *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"cdp {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     if not quiet:
-        say(f"\n$ cdp {' '.join(args[:3])} ...")  # type: ignore[operator]
+        say(f"\n$ cdp {' '.join(args[:3])} ...")
         for line in done.stdout.rstrip().splitlines():
-            say(line)  # type: ignore[operator]
-    return done.stdout
+            say(line)
 
 
 def compare(home: Path, orders: pd.DataFrame, exported: dict[str, pd.DataFrame], split: datetime, window_days: int,

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from cdp.config import Settings
-from cdp.events.backfills import backfilled_until as recorded_backfill
+from cdp.events.backfills import backfill_watermark
 from cdp.store.db import create_store_engine, reader
 from cdp.store.tables import events, trait_changes
 from features.definitions import (
@@ -185,7 +185,7 @@ def features_at(
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
     scope = EventRows(dialect_named(view.conn.dialect.name), as_of, purchases, partition=partition,
-                      backfilled_until=recorded_backfill(view.conn, backfilled_until))
+                      backfilled_until=backfill_watermark(view.conn, backfilled_until))
     families = (EVENTS, PURCHASES, SESSIONS, CATEGORIES, PANDAS, TRAITS)
     family = {name: [f for f in features if f.family == name] for name in families}
 
@@ -376,7 +376,7 @@ class History:
 
 def history(conn: Connection, *, as_of: datetime, backfilled_until: datetime | None = None) -> History:
     # One scan grouped by kind (a few hundred groups) answers both questions.
-    received_by = known_by(as_of, recorded_backfill(conn, backfilled_until))
+    received_by = known_by(as_of, backfill_watermark(conn, backfilled_until))
     kinds = conn.execute(
         select(
             func.min(events.c.timestamp),

@@ -79,9 +79,16 @@ class ReadinessReport:
             lines.append(f"  {mark} {check.name:<{width}}  {check.observed} (needs {check.required}): {check.message}")
         return "\n".join(lines)
 
+    @property
+    def verdict(self) -> str:
+        """One line: "ready to train" with any warnings, or why not."""
+        if self.ok:
+            return "ready to train" + "".join(f"; warning: {c.message}" for c in self.warnings)
+        return "not enough data to train: " + "; ".join(c.message for c in self.failures)
+
     def raise_if_not_ready(self) -> None:
         if not self.ok:
-            raise NotReady("not enough data to train: " + "; ".join(c.message for c in self.failures))
+            raise NotReady(self.verdict)
 
 
 def readiness_report(

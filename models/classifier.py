@@ -35,9 +35,9 @@ class PropensityClassifier(BoostedModel):
         Platt by default: the calibration fold is one cutoff, and isotonic steps fitted on it
         tie many profiles and reach 0 and 1 exactly.
     refit_latest : bool
-        Fit the booster again on every cutoff once calibrated. Off where a caller still needs
-        the latest cutoff out of sample (:class:`models.value.ValueRegressor` compares shapes on
-        it first, then calls :meth:`refit`).
+        Fit the booster again on every cutoff once calibrated, keeping the calibrated level on
+        the latest one. Off where a caller still needs the latest cutoff out of sample
+        (:class:`models.value.ValueRegressor` compares shapes on it first, then calls :meth:`refit`).
     **params
         LightGBM hyper-parameters of :class:`models.boosting.BoostedModel`.
 
@@ -76,36 +76,45 @@ class PropensityClassifier(BoostedModel):
         else:
             self.calibrator_ = LogisticRegression(C=1e6).fit(_log_odds(raw), y[calibration_rows])
         self.classes_ = np.array([0, 1])
-        return self.refit(X, y, anchor=calibration_rows) if self.refit_latest else self
-
-    def refit(self, X: pd.DataFrame, y: np.ndarray | pd.Series, *, anchor: np.ndarray | None = None) -> PropensityClassifier:
-        """Fit the booster again on all of ``X`` (the calibration cutoff too), for the rounds early stopping
-        kept; the calibrator stays the one fitted out of time.
-
-        With ``anchor``, a mask of ``X``'s rows (the calibration cutoff's), a Platt calibrator's
-        intercept (not an isotonic one, which has none: it is used as is) then moves so that the mean probability there stays what it was. The calibrator
-        corrects the drift from the training cutoffs to the calibration one (a base rate that
-        fell, say); the refitted booster has learned part of that drift from the calibration
-        cutoff itself, and would otherwise have it corrected twice. On CDNOW's log, backtested
-        with 273 days of history, it did: a mean probability of 0.131 for a realised rate of 0.177.
-        """
-        design = self.design(X)
-        level = None if anchor is None else float(self.predict_proba(X[anchor])[:, 1].mean())
-        self.booster_ = self._refitted(self.booster_, design, np.asarray(y, dtype=int))
-        if level is not None and self.calibration == "platt":
-            log_odds = self.calibrator_.decision_function(_log_odds(self.booster_.predict_proba(design[anchor])[:, 1]))
-            shift = brentq(lambda d: float(expit(log_odds + d).mean()) - level, -30.0, 30.0)
-            self.calibrator_.intercept_ = self.calibrator_.intercept_ + shift
+        if self.refit_latest:
+            self._refit(design, y)
+            self._keep_level(design[calibration_rows], float(self._calibrated(raw).mean()))
         return self
+
+    def refit(self, X: pd.DataFrame, y: np.ndarray | pd.Series) -> PropensityClassifier:
+        """Fit the booster again on all of ``X`` (the calibration cutoff too), for the rounds early stopping
+        kept; the calibrator stays the one fitted out of time."""
+        self._refit(self.design(X), np.asarray(y, dtype=int))
+        return self
+
+    def _refit(self, design: pd.DataFrame, y: np.ndarray) -> None:
+        self.booster_ = self._refitted(self.booster_, design, y)
+
+    def _keep_level(self, calibration: pd.DataFrame, level: float) -> None:
+        """Move a Platt calibrator's intercept so that the refitted booster's mean probability on the
+        calibration cutoff's rows (``calibration``, a design) is ``level``, the out-of-time one's there.
+
+        The calibrator corrects the drift from the training cutoffs to the calibration one (a base
+        rate that fell, say); the refitted booster has learned part of that drift from the
+        calibration cutoff itself, and would otherwise have it corrected twice. On CDNOW's log,
+        backtested with 273 days of history, it did: a mean probability of 0.131 for a realised
+        rate of 0.177. An isotonic calibrator has no intercept: it is used as is.
+        """
+        if self.calibration != "platt":
+            return
+        log_odds = self.calibrator_.decision_function(_log_odds(self.booster_.predict_proba(calibration)[:, 1]))
+        shift = brentq(lambda d: float(expit(log_odds + d).mean()) - level, -30.0, 30.0)
+        self.calibrator_.intercept_ = self.calibrator_.intercept_ + shift
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape ``(n, 2)``: P(0), P(1)."""
-        raw = self.booster_.predict_proba(self.design(X))[:, 1]
-        if self.calibration == "isotonic":
-            positive = self.calibrator_.predict(raw)
-        else:
-            positive = self.calibrator_.predict_proba(_log_odds(raw))[:, 1]
+        positive = self._calibrated(self.booster_.predict_proba(self.design(X))[:, 1])
         return np.column_stack([1.0 - positive, positive])
+
+    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
+        if self.calibration == "isotonic":
+            return self.calibrator_.predict(raw)
+        return self.calibrator_.predict_proba(_log_odds(raw))[:, 1]
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-row, per-feature contributions to the uncalibrated log-odds (LightGBM ``pred_contrib``)."""

@@ -99,27 +99,26 @@ class ValueRegressor(BoostedModel):
         shapes = ("hurdle", "tweedie") if self.objective == "auto" else (self.objective,)
         fitted, calibration_rows = self._fit_shapes(X, y, cutoff, shapes)
         later = X[calibration_rows]
-        self.validation_gini_ = {
-            shape: normalized_gini(y[calibration_rows], self._raw(shape, parts, later)) for shape, parts in fitted.items()
-        }
+        raw = {shape: self._raw(shape, parts, later) for shape, parts in fitted.items()}
+        self.validation_gini_ = {shape: normalized_gini(y[calibration_rows], raw[shape]) for shape in fitted}
         self.objective_ = max(self.validation_gini_, key=self.validation_gini_.__getitem__)
         self.parts_ = fitted[self.objective_]
         windows = self._earlier_windows(X, y, cutoff)
-        windows[cutoff_times(cutoff).max()] = (y[calibration_rows], self._raw(self.objective_, self.parts_, later))
+        windows[cutoff_times(cutoff).max()] = (y[calibration_rows], raw[self.objective_])
         self.calibration_cutoffs_ = list(windows)
         values, predictions = zip(*windows.values(), strict=True)
         self.scale_ = aggregate_scale(np.concatenate(values), np.concatenate(predictions), self.tweedie_variance_power)
-        level = self.predict(later).mean()
         self.parts_ = self._refitted_parts(X, y)
-        refitted = self._raw(self.objective_, self.parts_, later).mean()
-        if len(self.calibration_cutoffs_) == 1 and refitted > 0:
+        if len(self.calibration_cutoffs_) == 1:
             # Measured on the latest cutoff alone, the factor is exactly what the model before the
             # refit missed there, and the refit learned it from those rows' own labels: applied
             # as is, the miss would be corrected twice (on CDNOW's log with 273 days of history,
             # a held-out total at a fifth of the truth). The refitted model keeps the total the
             # factor gave that cutoff instead. Pooled over several windows, the factor is the
             # pipeline's bias one window ahead, which the refitted model shares: it applies as is.
-            self.scale_ = float(level / refitted)
+            refitted = self._raw(self.objective_, self.parts_, later).mean()
+            if refitted > 0:
+                self.scale_ = float(self.scale_ * raw[self.objective_].mean() / refitted)
         return self
 
     def _refitted_parts(self, X: pd.DataFrame, y: np.ndarray) -> dict[str, object]:

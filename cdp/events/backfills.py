@@ -23,7 +23,7 @@ def record_backfill(conn: Connection, *, source_id: int, started_at: datetime, f
                                           accepted=accepted))
 
 
-def backfilled_until(conn: Connection, configured: datetime | None) -> datetime | None:
+def backfill_watermark(conn: Connection, configured: datetime | None) -> datetime | None:
     """Receipts up to this time count from their event time: the later of the setting and the last history import."""
     recorded = conn.execute(select(func.max(backfills.c.finished_at))).scalar()
     return max((t for t in (configured, recorded) if t is not None), default=None)

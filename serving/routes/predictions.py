@@ -64,9 +64,7 @@ def _readiness(engine: Engine, settings: Settings, definition: PredictionDefinit
         return {"ok": False, "rows": 0, "message": error.message, "checks": []}
     checks = [{"name": c.name, "passed": c.passed, "observed": c.observed, "required": c.required,
                "message": c.message, "advisory": c.advisory} for c in report.checks]
-    message = "ready to train" + "".join(f"; warning: {c.message}" for c in report.warnings) if report.ok else \
-        "not enough data to train: " + "; ".join(c.message for c in report.failures)
-    return {"ok": report.ok, "rows": len(frame), "message": message, "checks": checks}
+    return {"ok": report.ok, "rows": len(frame), "message": report.verdict, "checks": checks}
 
 
 @router.get("")
