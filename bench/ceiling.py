@@ -1,8 +1,8 @@
 """The ceiling: the least a server on our stack must do to durably store a batch.
 
 Same stack as ``cdp serve`` (FastAPI + orjson under uvicorn with uvloop / httptools, the store
-engine from ``cdp.store.db.create_store_engine`` so pragmas and pool match, writes in a worker
-thread as ours does), but no auth, no validation, no per-message rows beyond (messageId, payload):
+engine from ``cdp.store.db.create_store_engine`` so pragmas, pool, SQLite's checkpoint thread and
+write-lock polling match, writes in a worker thread as ours does), but no auth, no validation, no per-message rows beyond (messageId, payload):
 read the body, one bulk ``INSERT ... ON CONFLICT DO NOTHING``, commit, 200.
 
 Run (the bench does this; the table must exist, see ``create_ceiling_table``)::

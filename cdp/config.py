@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     sqlite_cache_mb: int = Field(default=256, ge=2, description="SQLite page cache per connection.")
     # FULL fsyncs the WAL on every commit, so a 200 survives a power cut, not only a crash.
     sqlite_synchronous: str = "FULL"
+    sqlite_background_checkpoint: bool = Field(
+        default=True, description="Servers copy the SQLite WAL into the database from a thread, off the writers' lock.")
 
     # Identity resolution (Segment Unify's rules). Types not listed in the priority come after,
     # alphabetically. A limit is "N" (ever) or "N/7d" (distinct values within a window).
@@ -57,6 +59,9 @@ class Settings(BaseSettings):
     attribution_lag_ms: int = Field(
         default=50, ge=0,
         description="While attribution keeps up, events are attributed at most this long after they are stored.")
+    attribution_share: float = Field(
+        default=0.1, gt=0, le=1,
+        description="While requests keep the store's writer busy (a burst), attribution takes at most this share of its time.")
     attribution_idle_ms: int = Field(
         default=200, ge=0,
         description="Behind a burst, attribution waits for this long a pause in requests (or, while they keep coming, as long as its last batch took).")

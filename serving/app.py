@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.committer = GroupCommitter.for_store(engine)
         app.state.attribution = AttributionFollower(
             app.state.committer, app.state.ingest_config, batch=settings.attribution_batch,
-            lag_s=settings.attribution_lag_ms / 1000, idle_s=settings.attribution_idle_ms / 1000).start()
+            lag_s=settings.attribution_lag_ms / 1000, idle_s=settings.attribution_idle_ms / 1000,
+            share=settings.attribution_share).start()
         app.state.recommender = ChampionHolder(
             engine, settings.resolved_mlflow_tracking_uri, poll_seconds=settings.recs_poll_seconds).start()
         app.state.delivery = DeliveryWorker(engine, DeliveryConfig.from_settings(settings), app.state.committer).start()

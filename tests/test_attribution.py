@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -159,6 +160,33 @@ def test_the_follower_attributes_in_the_background_and_gets_past_an_event_it_can
         attributed = _profile_of_events(conn)
     assert attributed["bad"] is None, "left stored, without a profile"
     assert all(attributed[f"m{n}"] is not None for n in range(20))
+
+
+def test_the_follower_yields_the_writer_to_queued_requests_and_takes_a_free_one_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+    """While the writer is busy with requests (a burst), they come first: after a batch that held it
+    for ``w`` seconds, attribution waits until it has had only ``share`` of the time since. With
+    the writer free it never waits on them, even behind, even while requests keep coming."""
+    committer = GroupCommitter(engine, max_units=1, writers=1)
+    follower = AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=10.0, share=0.1)
+    follower.notify()  # a request just stored events (and the API stays busy: idle_s is long)
+    follower._worked = 0.05
+    at = time.monotonic()  # the last batch started as the events arrived
+    assert follower._due(behind=True, last_batch=at) == at
+    assert follower._due(behind=False, last_batch=at) == at
+    release = threading.Event()
+    held = committer.submit(lambda conn: release.wait(5))  # the writer is busy with a request
+    try:
+        for _ in range(100):
+            if committer.saturated():
+                break
+            release.wait(0.01)
+        assert committer.saturated()
+        assert follower._due(behind=True, last_batch=at) == pytest.approx(at + 0.5)
+        assert follower._due(behind=False, last_batch=at) == pytest.approx(at + 0.5)
+    finally:
+        release.set()
+        held.result()
+        committer.close()
 
 
 def test_the_server_attributes_what_the_api_acknowledged(live_server: LiveServer) -> None:

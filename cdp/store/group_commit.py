@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -14,6 +16,10 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from cdp.store.db import RETRYABLE_SQLSTATES, write_transaction
 
 Work = Callable[[Connection], Any]
+# Writers idle less than a tenth of the last half second: requests back to back (a burst), not a
+# steady stream's now and then. Not "never idle": a group commit answers every request it held
+# at once, so under any load the writer waits a moment for the next ones.
+SATURATION_WINDOW_S, SATURATION_IDLE = 0.5, 0.1
 T = TypeVar("T")
 
 
@@ -31,6 +37,10 @@ class GroupCommitter:
         self._max_units = max_units
         self._attempts = attempts
         self._queue: queue.SimpleQueue[tuple[Work, Future[Any]] | None] = queue.SimpleQueue()
+        self._idle_since: dict[int, float] = {}  # writers waiting for work: since when
+        created = time.monotonic()  # and idle before, as far as the window looks back
+        self._idle_spans = collections.deque([(created - SATURATION_WINDOW_S, created)] * writers)  # recent waits
+        self._spans_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, name=f"writer-{n}", daemon=True) for n in range(writers)]
         for thread in self._threads:
             thread.start()
@@ -50,6 +60,16 @@ class GroupCommitter:
         self._queue.put((work, future))
         return future
 
+    def saturated(self) -> bool:
+        """The writers waited for work less than ``SATURATION_IDLE`` of the last
+        ``SATURATION_WINDOW_S``: requests keep them busy back to back."""
+        now = time.monotonic()
+        start = now - SATURATION_WINDOW_S
+        with self._spans_lock:
+            spans = [*self._idle_spans, *((since, now) for since in self._idle_since.values())]
+        idle = sum(min(end, now) - max(begin, start) for begin, end in spans if end > start)
+        return idle < SATURATION_IDLE * SATURATION_WINDOW_S * len(self._threads)
+
     def close(self) -> None:
         """Finish what is queued, then stop the writer threads."""
         for _ in self._threads:
@@ -58,7 +78,7 @@ class GroupCommitter:
             thread.join()
 
     def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
+        while (first := self._next()) is not None:
             units = [first]
             stop = False
             while len(units) < self._max_units:
@@ -73,6 +93,24 @@ class GroupCommitter:
             self._commit(units)
             if stop:
                 return
+
+    def _next(self) -> tuple[Work, Future[Any]] | None:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        writer, since = threading.get_ident(), time.monotonic()
+        with self._spans_lock:
+            self._idle_since[writer] = since
+        try:
+            return self._queue.get()
+        finally:
+            now = time.monotonic()
+            with self._spans_lock:
+                del self._idle_since[writer]
+                self._idle_spans.append((since, now))
+                while self._idle_spans and self._idle_spans[0][1] < now - SATURATION_WINDOW_S:
+                    self._idle_spans.popleft()
 
     def _commit(self, units: list[tuple[Work, Future[Any]]]) -> None:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
