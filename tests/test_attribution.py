@@ -162,7 +162,7 @@ def test_the_follower_attributes_in_the_background_and_gets_past_an_event_it_can
     assert all(attributed[f"m{n}"] is not None for n in range(20))
 
 
-def test_the_follower_yields_the_writer_to_queued_requests_and_takes_a_free_one_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+def test_the_follower_yields_a_saturated_writer_to_requests_and_takes_a_free_one_at_once(engine) -> None:  # type: ignore[no-untyped-def]
     """While the writer is busy with requests (a burst), they come first: after a batch that held it
     for ``w`` seconds, attribution waits until it has had only ``share`` of the time since. With
     the writer free it never waits on them, even behind, even while requests keep coming."""

@@ -3,8 +3,9 @@
 By default SQLite hands each checkpoint to the commit that takes the log past 1,000 pages: that
 writer copies the log into the database file and syncs it while it holds the one write lock
 every other writer waits for. On a store of 10M events, where each event dirties a page of each
-large index, those copies took a third of the writers' time. Here a thread of the process copies
-the log every ``interval_s`` (a PASSIVE checkpoint: it takes no write lock) beside the writers.
+large index, attribution's commits took 37 of its 90 µs per event, and 24 of 81 with the copies
+moved out of them (in process, 60,000 events). Here a thread of the process copies the log every
+``interval_s`` (a PASSIVE checkpoint: it takes no write lock) beside the writers.
 
 The log still starts over the SQLite way: only a writer that begins after a checkpoint copied
 the whole log may restart it, and a busy writer always begins again before the thread is done.
