@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         description="While requests keep the store's writer busy (a burst), attribution takes at most this share of its time.")
     attribution_idle_ms: int = Field(
         default=200, ge=0,
-        description="Behind a burst, attribution waits for this long a pause in requests (or, while they keep coming, as long as its last batch took).")
+        description="Behind a burst, attribution waits for this long a pause in requests, or for the writer to be free.")
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(
         default=[r"^[0-]*$", r"^-1$", r"(?i:^null$)", r"(?i:^none$)", r"(?i:^anonymous$)", r"(?i:^undefined$)",

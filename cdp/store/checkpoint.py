@@ -53,4 +53,3 @@ class WalCheckpointer:
                     log.debug("WAL checkpoint failed", exc_info=True)
         finally:
             connection.close()
-

@@ -26,6 +26,8 @@ from cdp.store.types import dumps_json, loads_json
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "cdp_read_only"
+# How long a SQLite statement waits for another connection's lock before failing.
+_BUSY_TIMEOUT_MS = 60_000
 _AFTER_COMMIT, _COMMITTED, _SAVEPOINTS = "cdp_after_commit", "cdp_committed", "cdp_savepoints"
 T = TypeVar("T")
 
@@ -149,7 +151,7 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
         url,
         json_serializer=dumps_json,
         json_deserializer=loads_json,
-        connect_args={"check_same_thread": False, "timeout": 60},
+        connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
         **({} if pool else {"poolclass": NullPool}),
     )
     # A server's or a flow's engine (pooled, long-lived) checkpoints from a thread of its own
@@ -164,7 +166,7 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # The unique (source, messageId) index grows with the table; keep its pages in memory.
         cursor.execute(f"PRAGMA cache_size=-{settings.sqlite_cache_mb * 1024}")
@@ -212,7 +214,7 @@ def _take_write_lock_soon(dbapi_connection: sqlite3.Connection) -> bool:
                     return False
             time.sleep(_FAST_LOCK_SLEEP_S)
     finally:
-        dbapi_connection.execute("PRAGMA busy_timeout=60000")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
 
 # PostgreSQL errors that a second try of the same transaction resolves: deadlock, serialization
