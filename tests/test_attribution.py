@@ -21,7 +21,7 @@ from cdp.identity.service import find_profile
 from cdp.privacy.regulations import create_regulation, run_regulation
 from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import events, profile_traits, trait_changes
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_until
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 CONFIG = IngestConfig.from_settings(Settings())
@@ -137,7 +137,8 @@ def test_the_follower_attributes_in_the_background_and_gets_past_an_event_it_can
 
     LIVE_HOOKS.append(poisoned)
     committer = GroupCommitter.for_store(engine)
-    follower = AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02).start()
+    follower = AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02,
+                                   orphan_after_s=0.0).start()
     try:
         with engine.begin() as conn:
             _store(conn, source_id, [{"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"m{n}"}
@@ -214,3 +215,83 @@ def test_the_backlog_is_counted_from_the_pending_index_on_sqlite(engine) -> None
         (statement,) = [sql for sql in issued if "count(" in sql]
         plan = " ".join(str(row[-1]) for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}"))
     assert "ix_events_pending" in plan, plan
+
+
+def _handed_over(conn, source_id: int, messages: list[dict], *, received_at: datetime = NOW) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    """Store ``messages`` pending as the Tracking API does; the rows it hands to the follower."""
+    return ingest(conn, source_id=source_id, messages=messages, envelope=Envelope(received_at=received_at),
+                  config=CONFIG, defer_attribution=True).deferred
+
+
+def test_stored_rows_carry_the_ids_the_store_gave_them(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        first = _handed_over(conn, source_id, _messages("ann")[:2])
+        # An SDK retry of one message beside a new one: the retried one is not stored again.
+        again = _handed_over(conn, source_id, [_messages("ann")[1], _messages("ann")[2]])
+        stored = {message_id: event_id for event_id, message_id in conn.execute(
+            select(events.c.id, events.c.message_id)).tuples()}
+    assert [row["id"] for row in first] == [stored["ann-1"], stored["ann-2"]]
+    assert "id" not in again[0], "the retry stored nothing"
+    # PostgreSQL returns the new row's id; SQLite cannot tell which of the rows were stored.
+    assert [row.get("id") for row in again[1:]] == ([stored["ann-3"]] if engine.dialect.name == "postgresql" else [None])
+
+
+def _follow(engine, **options):  # type: ignore[no-untyped-def]
+    committer = GroupCommitter.for_store(engine)
+    return committer, AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02,
+                                          **options).start()
+
+
+def _pending(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return count_pending(conn)
+
+
+@pytest.mark.parametrize("queue_bytes", [10**6, 0], ids=["kept", "read_back"])
+def test_the_follower_attributes_rows_handed_over_once(engine, source_id, queue_bytes) -> None:  # type: ignore[no-untyped-def]
+    """Rows handed over are attributed as inline ingestion would, whether the follower kept them or
+    only their ids (over its memory); those attributed meanwhile (here by the store's backlog) are
+    not attributed again: their identify traits would be logged twice."""
+    with engine.begin() as conn:
+        done = _handed_over(conn, source_id, _messages("ann"))
+        rows = _handed_over(conn, source_id, _messages("bob"))
+    assert _attribute(engine, limit=4) == 4 and _pending(engine) == 4  # ann's, from the store
+    committer, follower = _follow(engine, queue_bytes=queue_bytes, orphan_after_s=3600)
+    try:
+        follower.notify(done + rows)
+        wait_until(lambda: _pending(engine) == 0, timeout_s=10)
+    finally:
+        follower.stop()
+        committer.close()
+    with engine.connect() as conn:
+        attributed = _profile_of_events(conn)
+        logged = conn.execute(select(func.count()).select_from(trait_changes)).scalar()
+        bob = find_profile(conn, type="user_id", value="bob")
+        ann = find_profile(conn, type="user_id", value="ann")
+    assert logged == 4, "two identify calls each for ann and bob, each logged once"
+    assert bob is not None and ann is not None and bob != ann
+    assert {attributed[f"bob-{n}"] for n in range(1, 5)} == {bob}
+    assert {attributed[f"ann-{n}"] for n in range(1, 5)} == {ann}
+
+
+def test_events_nobody_handed_over_are_taken_once_they_have_waited(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    """A server killed before its follower got to them: another takes them up from the store, but
+    only once they have waited ``orphan_after_s`` (before, their own server's follower has them)."""
+    with engine.begin() as conn:
+        _handed_over(conn, source_id, _messages("ann"), received_at=datetime.now(UTC))
+    committer, follower = _follow(engine, orphan_after_s=3600)
+    try:
+        time.sleep(0.3)  # the follower looked several times
+        assert _pending(engine) == 4
+    finally:
+        follower.stop()
+        committer.close()
+    committer, follower = _follow(engine, orphan_after_s=0.1)
+    try:
+        wait_until(lambda: _pending(engine) == 0, timeout_s=10)
+    finally:
+        follower.stop()
+        committer.close()
+    with engine.connect() as conn:
+        ann = find_profile(conn, type="user_id", value="ann")
+        assert ann is not None and set(_profile_of_events(conn).values()) == {ann}

@@ -24,19 +24,27 @@ _ON_CONFLICT = "ON CONFLICT (message_id, source_id) DO NOTHING"
 def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``events`` rows (dicts keyed by column; ``profile_id`` and ``pending`` optional).
 
-    A (source, messageId) already stored is skipped.
+    A (source, messageId) already stored is skipped. Each row stored gets its ``id``: on SQLite
+    only when all were (the ids of one writer's executemany then follow each other), else none.
     """
     if not rows:
         return
     # The statement is cdp.store.rows'; the parameters are built here, where the rows' shape is known.
-    statement = insert_statement(conn.dialect.name, events, _COLUMNS, _ON_CONFLICT)
     if conn.dialect.name == "postgresql":
+        statement = insert_statement("postgresql", events, _COLUMNS, _ON_CONFLICT + " RETURNING message_id, id")
         columns = [[row.get(name) for row in rows] for name in _COLUMNS]
         columns[_COLUMNS.index("payload")] = [_payload_text(row) for row in rows]
         columns[_COLUMNS.index("pending")] = [bool(row.get("pending")) for row in rows]
-        conn.exec_driver_sql(statement, tuple(columns))
+        stored = dict(conn.exec_driver_sql(statement, tuple(columns)).all())
+        for row in rows:  # a messageId repeated in the request: the first of them was stored
+            if (event_id := stored.pop(row["message_id"], None)) is not None:
+                row["id"] = event_id
         return
-    conn.exec_driver_sql(statement, _sqlite_params(rows))
+    statement = insert_statement("sqlite", events, _COLUMNS, _ON_CONFLICT)
+    if conn.exec_driver_sql(statement, _sqlite_params(rows)).rowcount == len(rows):
+        last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+        for event_id, row in enumerate(rows, start=last - len(rows) + 1):
+            row["id"] = event_id
 
 
 def _sqlite_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -76,18 +84,52 @@ def set_attributions(conn: Connection, attributions: list[tuple[int, int | None]
                          [(profile_id, event_id) for event_id, profile_id in attributions])
 
 
-_READ_PENDING = "SELECT id, source_id, message_id, type, event, {times}, payload FROM events WHERE pending ORDER BY id "
-_SQLITE_READ_PENDING = _READ_PENDING.format(times="timestamp, received_at") + "LIMIT ?"
+_READ = "SELECT e.id, e.source_id, e.message_id, e.type, e.event, {times}, e.payload FROM events AS e "
+_SQLITE_READ = _READ.format(times="e.timestamp, e.received_at")
 # Times as naive UTC: psycopg builds time zone aware datetimes several times slower.
-_PG_READ_PENDING = _READ_PENDING.format(times="timestamp AT TIME ZONE 'UTC', received_at AT TIME ZONE 'UTC'") + (
-    "LIMIT %s FOR UPDATE SKIP LOCKED")
+_PG_READ = _READ.format(times="e.timestamp AT TIME ZONE 'UTC', e.received_at AT TIME ZONE 'UTC'")
+# On PostgreSQL joined on the unnested ids, not ``id = ANY(array)`` (see cdp.identity.resolve's profile locks).
+_PG_AMONG = "JOIN unnest(%b::bigint[]) AS k(id) ON e.id = k.id WHERE e.pending"
+_SQLITE_AMONG = "WHERE e.pending AND e.id IN (SELECT value FROM json_each(?))"
+_READ_PENDING = {
+    "sqlite": _SQLITE_READ + "WHERE e.pending ORDER BY e.id LIMIT ?",
+    "postgresql": _PG_READ + "WHERE e.pending ORDER BY e.id LIMIT %s FOR UPDATE SKIP LOCKED",
+}
+_READ_PENDING_AMONG = {
+    "sqlite": _SQLITE_READ + _SQLITE_AMONG + " ORDER BY e.id",
+    "postgresql": _PG_READ + _PG_AMONG + " ORDER BY e.id",
+}
+_LOCK_PENDING_AMONG = {
+    "sqlite": "SELECT e.id FROM events AS e " + _SQLITE_AMONG,
+    "postgresql": "SELECT e.id FROM events AS e " + _PG_AMONG + " FOR UPDATE OF e SKIP LOCKED",
+}
 
 
 def read_pending(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` pending events, oldest first, as row dicts. On PostgreSQL they stay locked
     until commit, and rows another follower holds are skipped."""
+    return _event_rows(conn, _READ_PENDING[conn.dialect.name], (limit,))
+
+
+def read_pending_among(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    """The events of ``ids`` that are still pending, as :func:`read_pending` reads them; no locks."""
+    return _event_rows(conn, _READ_PENDING_AMONG[conn.dialect.name], (_id_list(conn, ids),))
+
+
+def lock_pending_among(conn: Connection, ids: list[int]) -> set[int]:
+    """Which of ``ids`` are still pending. On PostgreSQL they stay locked until commit, and those
+    another transaction holds are left out (it attributes or deletes them)."""
+    return set(conn.exec_driver_sql(_LOCK_PENDING_AMONG[conn.dialect.name], (_id_list(conn, ids),)).scalars())
+
+
+def _id_list(conn: Connection, ids: list[int]) -> Any:
+    # An array on PostgreSQL; on SQLite one JSON text, whatever the count (it caps the parameters).
+    return ids if conn.dialect.name == "postgresql" else dumps_json(ids)
+
+
+def _event_rows(conn: Connection, statement: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
     postgresql = conn.dialect.name == "postgresql"
-    rows = conn.exec_driver_sql(_PG_READ_PENDING if postgresql else _SQLITE_READ_PENDING, (limit,)).all()
+    rows = conn.exec_driver_sql(statement, parameters).all()
     to_time = _naive_utc if postgresql else _sqlite_time
     to_payload = _parsed if postgresql else orjson.loads  # psycopg parses jsonb itself
     return [

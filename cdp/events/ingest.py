@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from cdp.events.bulk import insert_event_rows
 from cdp.events.validate import prepare_message
 from cdp.governance.enforce import enforce, record_violations
 from cdp.governance.service import active_plan
-from cdp.identity.extract import identifiers_of
+from cdp.identity.extract import MessageIdentifiers, identifiers_of
 from cdp.identity.resolve import IdentityBatch, Profile, message_context
 from cdp.identity.schemas import ACCOUNTS, IdentityRules
 from cdp.journeys.engine import on_live_events as journeys_on_live_events
@@ -84,7 +84,11 @@ def store_prepared(
     live: bool = True,
     defer_attribution: bool = False,
 ) -> IngestResult:
-    """The rest of :func:`ingest` for messages :func:`prepare_batch` checked: tracking plan, insert, quarantine."""
+    """The rest of :func:`ingest` for messages :func:`prepare_batch` checked: tracking plan, insert, quarantine.
+
+    With ``defer_attribution``, ``result.deferred`` holds the rows stored pending, for the
+    attribution follower (each with its ``id`` when the store told it).
+    """
     rows: list[dict[str, Any]] = []
     result = IngestResult()
     plan = active_plan(conn, source_id=source_id)  # tracking plan (cdp.governance): flag, block, count
@@ -101,6 +105,7 @@ def store_prepared(
         for row in rows:
             row["pending"] = True
         insert_event_rows(conn, rows)
+        result.deferred = rows
         stored = []
     else:
         stored = store_events(conn, rows, config=config, now=envelope.received_at)
@@ -136,6 +141,26 @@ def fire_live_hooks(conn: Connection, rows: list[dict[str, Any]]) -> None:
             hook(conn, source_id, stored)
 
 
+@dataclass(frozen=True)
+class Identified:
+    """Rows in event-time order with the identifiers each carries: what identity resolution needs
+    before it reads the store, so that it can be done before taking the store's writer."""
+
+    rows: list[dict[str, Any]]
+    found: list[MessageIdentifiers]
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]], rules: IdentityRules) -> Identified:
+        # In event-time order, so limits over a window and merges read like what happened.
+        ordered = sorted(rows, key=lambda row: row["timestamp"])
+        return cls(ordered, [identifiers_of(row["payload"], rules) for row in ordered])
+
+    def only(self, ids: Collection[int]) -> Identified:
+        """The rows whose ``id`` is among ``ids``."""
+        kept = [(row, found) for row, found in zip(self.rows, self.found, strict=True) if row["id"] in ids]
+        return Identified([row for row, _ in kept], [found for _, found in kept])
+
+
 def attribute(
     conn: Connection, rows: list[dict[str, Any]], *, rules: IdentityRules, now: datetime
 ) -> tuple[list[dict[str, Any]], set[int]]:
@@ -145,11 +170,16 @@ def attribute(
     Returns the rows to store (those of suppressed people, under a regulation, are accepted but
     not kept) and the profiles that absorbed another one (their traits were rebuilt from the log).
     """
-    if not rows:
+    return attribute_identified(conn, Identified.of(rows, rules), rules=rules, now=now)
+
+
+def attribute_identified(
+    conn: Connection, batch: Identified, *, rules: IdentityRules, now: datetime
+) -> tuple[list[dict[str, Any]], set[int]]:
+    """:func:`attribute` for rows whose identifiers were found already."""
+    if not batch.rows:
         return [], set()
-    # In event-time order, so limits over a window and merges read like what happened.
-    ordered = sorted(rows, key=lambda row: row["timestamp"])
-    found = [identifiers_of(row["payload"], rules) for row in ordered]
+    ordered, found = batch.rows, batch.found
     suppressed = suppressed_among(conn, (i for ids in found for i in ids.person))
     if suppressed:
         kept = [(row, ids) for row, ids in zip(ordered, found, strict=True) if suppressed.isdisjoint(ids.person)]

@@ -28,6 +28,7 @@ class IngestResult:
     accepted: int = 0
     quarantined: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    deferred: list[dict[str, Any]] = field(default_factory=list)  # stored pending (``defer_attribution``)
 
 
 @dataclass(frozen=True)

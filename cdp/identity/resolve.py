@@ -31,22 +31,24 @@ _IDENTITY_COLUMNS = ("entity", "type", "value", "profile_id", "source_id", "firs
 
 # The batch's identifiers travel as one JSON array of [entity, type, value] (cheaper to send than
 # column arrays, which psycopg dumps element by element), each looked up through the unique index.
-_SQLITE_IDENTITIES_OF_OWNERS = """
-    SELECT entity, type, value, profile_id, seen_at FROM identities WHERE profile_id IN (
-        SELECT o.profile_id FROM json_each(?) AS k JOIN identities AS o
-        ON o.value = json_extract(k.value, '$[2]') AND o.type = json_extract(k.value, '$[1]')
-        AND o.entity = json_extract(k.value, '$[0]'))"""
+# Only their owners: a profile's other identities are read when a limit or a merge needs them
+# (IdentityBatch.complete), which most messages, a returning person's, never do.
+_SQLITE_OWNERS = """
+    SELECT o.entity, o.type, o.value, o.profile_id FROM json_each(?) AS k JOIN identities AS o
+    ON o.value = json_extract(k.value, '$[2]') AND o.type = json_extract(k.value, '$[1]')
+    AND o.entity = json_extract(k.value, '$[0]')"""
 # One probe of the unique index per identifier (LIMIT 1 keeps the planner from turning the lateral
 # lookup into a join): as a plain join, a small or freshly grown table got a hash join that read
 # every identity for each batch.
-_PG_OWNED = """json_array_elements(%s::json) AS k CROSS JOIN LATERAL (
-    SELECT entity, type, value, profile_id FROM identities
+_PG_OWNERS = """SELECT o.entity, o.type, o.value, o.profile_id FROM json_array_elements(%s::json) AS k
+    CROSS JOIN LATERAL (SELECT entity, type, value, profile_id FROM identities
     WHERE value = k->>2 AND type = k->>1 AND entity = k->>0 LIMIT 1) AS o"""
-_PG_OWNERS = f"SELECT o.entity, o.type, o.value, o.profile_id FROM {_PG_OWNED}"
-# seen_at as naive UTC: psycopg builds time zone aware datetimes several times slower.
-_PG_IDENTITIES_OF_OWNERS = f"""
-    SELECT entity, type, value, profile_id, seen_at AT TIME ZONE 'UTC' FROM identities
-    WHERE profile_id IN (SELECT o.profile_id FROM {_PG_OWNED})"""
+# seen_at as naive UTC on PostgreSQL: psycopg builds time zone aware datetimes several times slower.
+_IDENTITIES_OF = {
+    "sqlite": "SELECT profile_id, type, value, seen_at FROM identities WHERE profile_id IN ({ids})",
+    "postgresql": "SELECT profile_id, type, value, seen_at AT TIME ZONE 'UTC' FROM identities "
+                  "WHERE profile_id = ANY(%s)",
+}
 # Shared locks in id order, as a merge takes its exclusive ones. A join on the unnested ids, not
 # ``id = ANY(array)``: once psycopg prepares the statement, PostgreSQL may settle on a generic plan
 # that filters a scan of every profile against the whole array, row by row (a batch's 400 ids took
@@ -66,7 +68,9 @@ class Profile:
 
     entity: str
     id: int | None = None
-    identities: dict[Identifier, datetime] = field(default_factory=dict)  # -> first seen (event time)
+    # -> first seen (event time). All of them once ``complete``; until then only those this batch added.
+    identities: dict[Identifier, datetime] = field(default_factory=dict)
+    complete: bool = True  # False for a stored profile until IdentityBatch.complete reads its identities
     merged_into: Profile | None = None
     created_at: datetime | None = None
     first_message_id: str | None = None
@@ -131,7 +135,7 @@ class IdentityBatch:
     # -- loading -----------------------------------------------------------------------------
 
     def load(self, wanted: Iterable[MessageIdentifiers]) -> None:
-        """Read every profile that owns an identifier of the batch, with all its identifiers."""
+        """Read which profile owns each identifier of the batch."""
         keys: set[tuple[str, str, str]] = set()  # (entity, type, value)
         for found in wanted:
             keys.update((USERS, *identifier) for identifier in found.person)
@@ -143,14 +147,30 @@ class IdentityBatch:
         if self.conn.dialect.name == "postgresql":
             rows = self._hold(keys)
         else:
-            rows = self.conn.exec_driver_sql(_SQLITE_IDENTITIES_OF_OWNERS, (dumps_json(list(keys)),)).all()
-        for entity, type_, value, profile_id, seen_at in rows:
+            rows = self.conn.exec_driver_sql(_SQLITE_OWNERS, (dumps_json(list(keys)),)).all()
+        for entity, type_, value, profile_id in rows:
             profile = self.by_id.get(profile_id)
             if profile is None:
-                profile = self.by_id[profile_id] = Profile(entity=entity, id=profile_id)
-            identifier = Identifier(type_, value)
-            profile.identities[identifier] = _utc(seen_at)
-            self.owners[(entity, identifier)] = profile
+                profile = self.by_id[profile_id] = Profile(entity=entity, id=profile_id, complete=False)
+            self.owners[(entity, Identifier(type_, value))] = profile
+
+    def complete(self, profiles: Iterable[Profile]) -> None:
+        """Read all the stored identities of these profiles, for a limit to count or a merge to move."""
+        wanted = {profile.key: profile for profile in profiles if not profile.complete}
+        if not wanted:
+            return
+        dialect = self.conn.dialect.name
+        ids = sorted(wanted)
+        statement = _IDENTITIES_OF[dialect]
+        if dialect == "postgresql":
+            rows = self.conn.exec_driver_sql(statement, (ids,)).all()
+        else:
+            rows = self.conn.exec_driver_sql(statement.format(ids=", ".join("?" * len(ids))), tuple(ids)).all()
+        for profile_id, type_, value, seen_at in rows:
+            # What the batch added to the profile is newer than anything stored, and never stored yet.
+            wanted[profile_id].identities.setdefault(Identifier(type_, value), _utc(seen_at))
+        for profile in wanted.values():
+            profile.complete = True
 
     def _hold(self, keys: set[tuple[str, str, str]]) -> list[Any]:
         """PostgreSQL only (SQLite has one writer at a time): keep what was read true until commit.
@@ -158,23 +178,21 @@ class IdentityBatch:
         Identifiers nobody has yet get an advisory lock, so two workers racing on the same new
         person wait for each other instead of both creating it. Profiles that own identifiers get a
         shared row lock: ordinary traffic never waits on it, but a merge, which locks both
-        profiles for update first, waits until their readers commit. Read after the locks, and again
-        until every owner read was locked before: a merge may have moved identifiers meanwhile.
+        profiles for update first, waits until their readers commit. Read after the locks, and again until every owner read was
+        locked before: a merge may have moved identifiers meanwhile.
         """
         wanted = (dumps_json(list(keys)),)
         owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
         missing = keys - {(entity, type_, value) for entity, type_, value, _ in owned}
         if missing:
             self.conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
-        owners = {profile_id for *_, profile_id in owned}
         locked: set[int] = set()
         while True:
-            if unlocked := sorted(owners - locked):
-                locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
-            rows = self.conn.exec_driver_sql(_PG_IDENTITIES_OF_OWNERS, wanted).all()
-            owners = {row[3] for row in rows}
+            owners = {profile_id for *_, profile_id in owned}
             if owners <= locked:
-                return rows
+                return owned
+            locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (sorted(owners - locked),)).scalars())
+            owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -229,11 +247,11 @@ class IdentityBatch:
         return sole
 
     def _violation(self, chosen: list[Identifier], at: datetime) -> str | None:
+        owners = [self.owners[(USERS, i)].root() for i in chosen if (USERS, i) in self.owners]
+        self.complete(owners)
         combined: dict[Identifier, datetime] = {}
-        for identifier in chosen:
-            owner = self.owners.get((USERS, identifier))
-            if owner is not None:
-                combined.update(owner.root().identities)
+        for owner in owners:
+            combined.update(owner.identities)
         for identifier in chosen:
             combined.setdefault(identifier, at)
         for kind, limit in self.rules.limits.items():
@@ -272,6 +290,7 @@ class IdentityBatch:
         return profile
 
     def _merge(self, winner: Profile, loser: Profile, kept: Identifier, link: Identifier, context: Context) -> None:
+        self.complete((winner, loser))
         loser.merged_into = winner
         for identifier, seen in loser.identities.items():
             winner.identities[identifier] = min(seen, winner.identities.get(identifier, seen))

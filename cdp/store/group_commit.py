@@ -54,6 +54,10 @@ class GroupCommitter:
             return cls(engine, max_units=32, writers=1)
         return cls(engine, max_units=1, writers=8)
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def submit(self, work: Work) -> Future[Any]:
         """Queue ``work``; its future gets its result once the transaction holding it has committed."""
         future: Future[Any] = Future()

@@ -51,7 +51,8 @@ def sqlite_datetime(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # Cut before the "+00:00": half the cost of a copy without the time zone, on the writer's time.
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def loads_json(value: str | bytes | float) -> Any:

@@ -70,7 +70,7 @@ async def _track(request: Request, body: Any, implied_type: str | None) -> Respo
         result: IngestResult = await asyncio.wrap_future(request.app.state.committer.submit(store))
     except OperationalError:
         return store_unavailable()
-    request.app.state.attribution.notify()
+    request.app.state.attribution.notify(result.deferred)
     # A message that breaks the Spec is the client's mistake (400). One that a tracking plan blocks
     # is kept in the quarantine and reported as in a batch, with a 200 as Segment answers it.
     if implied_type is not None and result.rejections and result.rejections[0].code != PLAN_VIOLATION:
