@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -13,6 +14,9 @@ from cdp.auth.service import create_source
 from cdp.config import Settings
 from cdp.events.ingest import IngestConfig, ingest
 from cdp.events.schemas import Envelope
+from cdp.identity.extract import identifiers_of
+from cdp.identity.resolve import Context, IdentityBatch
+from cdp.identity.schemas import USERS
 from cdp.setup import prepare_store
 from cdp.store.db import write_transaction
 from cdp.store.tables import events, identities, profiles
@@ -68,3 +72,33 @@ def test_concurrent_workers_create_one_profile_per_person(settings: Settings, en
     assert stored == 1 + PEOPLE * 4
     assert live_people == PEOPLE
     assert per_person == PEOPLE, "each person's four events, from two workers and two devices, share one profile"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_worker_that_waited_for_a_new_identifier_sees_it_stored(engine) -> None:  # type: ignore[no-untyped-def]
+    """The second of two workers on the same new person waits for the first (an advisory lock on the
+    identifier), then reads the graph again: it joins the profile the first stored, not a copy of it."""
+    rules = IngestConfig.from_settings(Settings()).identity
+    person = identifiers_of({"type": "identify", "userId": "racer"}, rules)
+    at = datetime.now(UTC)
+    context = Context(at=at, received_at=at, message_id="m1", source_id=None, call="identify")  # type: ignore[arg-type]
+    seen: list[int | None] = []
+    with engine.begin() as first:
+        graph = IdentityBatch(first, rules)
+        graph.load([person])
+        created = graph.resolve_person(person, context)
+        graph.flush(at)
+
+        def second() -> None:
+            with engine.begin() as conn:
+                waiting = IdentityBatch(conn, rules)
+                waiting.load([person])  # blocks on the first's advisory lock until it commits
+                owner = waiting.owners.get((USERS, person.person[0]))
+                seen.append(owner.id if owner is not None else None)
+
+        racer = threading.Thread(target=second)
+        racer.start()
+        time.sleep(0.5)
+        assert not seen, "the second worker waits for the first"
+    racer.join(10)
+    assert created is not None and seen == [created.id]

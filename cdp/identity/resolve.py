@@ -178,21 +178,22 @@ class IdentityBatch:
         Identifiers nobody has yet get an advisory lock, so two workers racing on the same new
         person wait for each other instead of both creating it. Profiles that own identifiers get a
         shared row lock: ordinary traffic never waits on it, but a merge, which locks both
-        profiles for update first, waits until their readers commit. Read after the locks, and again until every owner read was
-        locked before: a merge may have moved identifiers meanwhile.
+        profiles for update first, waits until their readers commit. Read after the locks, and again
+        until every owner read was locked before: a merge may have moved identifiers meanwhile.
         """
         wanted = (dumps_json(list(keys)),)
         owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
         missing = keys - {(entity, type_, value) for entity, type_, value, _ in owned}
         if missing:
             self.conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
+        # Read again at least once: a worker this one waited for on an identifier may have stored it.
         locked: set[int] = set()
         while True:
-            owners = {profile_id for *_, profile_id in owned}
-            if owners <= locked:
-                return owned
-            locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (sorted(owners - locked),)).scalars())
+            if unlocked := sorted({profile_id for *_, profile_id in owned} - locked):
+                locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
             owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
+            if {profile_id for *_, profile_id in owned} <= locked:
+                return owned
 
     # -- resolving ---------------------------------------------------------------------------
 
