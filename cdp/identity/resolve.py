@@ -10,7 +10,7 @@ point to; a refused link is logged, like every merge, with the rule, identifier 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -45,9 +45,10 @@ _PG_OWNERS = """SELECT o.entity, o.type, o.value, o.profile_id FROM json_array_e
     WHERE value = k->>2 AND type = k->>1 AND entity = k->>0 LIMIT 1) AS o"""
 # seen_at as naive UTC on PostgreSQL: psycopg builds time zone aware datetimes several times slower.
 _IDENTITIES_OF = {
-    "sqlite": "SELECT profile_id, type, value, seen_at FROM identities WHERE profile_id IN ({ids})",
-    "postgresql": "SELECT profile_id, type, value, seen_at AT TIME ZONE 'UTC' FROM identities "
-                  "WHERE profile_id = ANY(%s)",
+    "sqlite": "SELECT profile_id, type, value, seen_at FROM identities WHERE profile_id IN (SELECT value FROM json_each(?))",
+    # A join on the unnested ids, as _PG_LOCK_PROFILES below explains.
+    "postgresql": "SELECT i.profile_id, i.type, i.value, i.seen_at AT TIME ZONE 'UTC' FROM unnest(%b::bigint[]) AS k(id) "
+                  "JOIN identities AS i ON i.profile_id = k.id",
 }
 # Shared locks in id order, as a merge takes its exclusive ones. A join on the unnested ids, not
 # ``id = ANY(array)``: once psycopg prepares the statement, PostgreSQL may settle on a generic plan
@@ -134,7 +135,7 @@ class IdentityBatch:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def load(self, wanted: Iterable[MessageIdentifiers]) -> None:
+    def load(self, wanted: Collection[MessageIdentifiers]) -> None:
         """Read which profile owns each identifier of the batch."""
         keys: set[tuple[str, str, str]] = set()  # (entity, type, value)
         for found in wanted:
@@ -153,6 +154,18 @@ class IdentityBatch:
             if profile is None:
                 profile = self.by_id[profile_id] = Profile(entity=entity, id=profile_id, complete=False)
             self.owners[(entity, Identifier(type_, value))] = profile
+        # A message whose identifiers are not all one stored profile's links or merges them, under
+        # limits: read those profiles' identities now, in one query, not one per message.
+        linking = set()
+        for found in wanted:
+            owners = {self.owners.get((USERS, identifier)) for identifier in found.person}
+            if found.previous_id is not None:  # as resolve_person types it
+                owners.add(self.owners.get((USERS, Identifier("user_id", found.previous_id)))
+                           or self.owners.get((USERS, Identifier("anonymous_id", found.previous_id))))
+            if len(owners) > 1:
+                linking.update(owners)
+        linking.discard(None)
+        self.complete(linking)
 
     def complete(self, profiles: Iterable[Profile]) -> None:
         """Read all the stored identities of these profiles, for a limit to count or a merge to move."""
@@ -161,11 +174,8 @@ class IdentityBatch:
             return
         dialect = self.conn.dialect.name
         ids = sorted(wanted)
-        statement = _IDENTITIES_OF[dialect]
-        if dialect == "postgresql":
-            rows = self.conn.exec_driver_sql(statement, (ids,)).all()
-        else:
-            rows = self.conn.exec_driver_sql(statement.format(ids=", ".join("?" * len(ids))), tuple(ids)).all()
+        rows = self.conn.exec_driver_sql(_IDENTITIES_OF[dialect], (ids if dialect == "postgresql" else dumps_json(ids),)
+                                         ).all()
         for profile_id, type_, value, seen_at in rows:
             # What the batch added to the profile is newer than anything stored, and never stored yet.
             wanted[profile_id].identities.setdefault(Identifier(type_, value), _utc(seen_at))
