@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         description="While attribution keeps up, events are attributed at most this long after they are stored.")
     attribution_share: float = Field(
         default=0.1, gt=0, le=1,
-        description="While requests keep the store's writer busy (a burst), attribution takes at most this share of its time.")
+        description="While requests wait for the store's writer back to back (a burst), attribution takes at most this share of its time.")
     attribution_idle_ms: int = Field(
         default=200, ge=0,
         description="Behind a burst, attribution waits for this long a pause in requests, or for the writer to be free.")

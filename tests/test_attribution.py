@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cdp.auth.service import create_source
 from cdp.config import Settings
+from cdp.events import attribution
 from cdp.events.attribution import AttributionFollower, attribute_pending, count_pending
 from cdp.events.ingest import LIVE_HOOKS, IngestConfig, ingest
 from cdp.events.schemas import Envelope
@@ -295,3 +296,29 @@ def test_events_nobody_handed_over_are_taken_once_they_have_waited(engine, sourc
     with engine.connect() as conn:
         ann = find_profile(conn, type="user_id", value="ann")
         assert ann is not None and set(_profile_of_events(conn).values()) == {ann}
+
+
+def test_rows_past_the_queue_are_read_back_from_the_store_after_those_queued(engine, source_id, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A backlog longer than the follower queues (millions of events) is not held in memory: the
+    rest stay in the store, and the follower reads them back once it is through the queue."""
+    monkeypatch.setattr(attribution, "QUEUE_ENTRIES", 2)
+    with engine.begin() as conn:
+        queued = _handed_over(conn, source_id, _messages("ann"))
+        left = _handed_over(conn, source_id, _messages("bob"))
+    committer = GroupCommitter.for_store(engine)
+    # Only the overflow reads the store here; both hand-overs before the follower starts.
+    follower = AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02,
+                                   orphan_after_s=3600)
+    follower.notify(queued)
+    follower.notify(left)  # past the queue: left to the store
+    assert len(follower._queue) == 4
+    follower.start()
+    try:
+        wait_until(lambda: _pending(engine) == 0, timeout_s=10)
+    finally:
+        follower.stop()
+        committer.close()
+    with engine.connect() as conn:
+        attributed = _profile_of_events(conn)
+        bob = find_profile(conn, type="user_id", value="bob")
+    assert bob is not None and {attributed[f"bob-{n}"] for n in range(1, 5)} == {bob}

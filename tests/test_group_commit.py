@@ -75,3 +75,26 @@ def test_a_connection_the_server_drops_fails_the_group_with_the_store_error(engi
         committer.close()
     with engine.connect() as conn:
         assert conn.execute(select(sources.c.name)).scalars().all() == ["next"]
+
+
+def test_requests_waiting_behind_background_work_saturate_the_writer_and_background_work_alone_does_not(engine) -> None:  # type: ignore[no-untyped-def]
+    """Saturation counts requests waiting, not the writer's idle time: a request held up behind
+    background work (attribution) is a writer that requests need, though it never looks idle."""
+    committer = GroupCommitter(engine, max_units=1, writers=1)
+    release = threading.Event()
+    try:
+        held = committer.submit(lambda conn: release.wait(5), background=True)
+        release.wait(0.6)  # longer than the window
+        assert not committer.saturated(), "only background work"
+        request = committer.submit(lambda conn: None)  # queued behind it
+        release.wait(0.6)
+        assert committer.saturated(), "a request waited the whole window"
+        release.set()
+        held.result()
+        request.result()
+        release.clear()
+        release.wait(0.6)
+        assert not committer.saturated(), "answered: nothing waits any more"
+    finally:
+        release.set()
+        committer.close()

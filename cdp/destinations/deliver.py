@@ -152,7 +152,7 @@ def _record(engine: Engine, committer: GroupCommitter | None, attempts: list[dic
     if committer is None:
         write_transaction(engine, record)
     else:
-        committer.submit(record).add_done_callback(_log_failed_record)
+        committer.submit(record, background=True).add_done_callback(_log_failed_record)
 
 
 def _log_failed_record(recorded: Future[None]) -> None:

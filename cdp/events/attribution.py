@@ -46,6 +46,7 @@ _BEHIND_RECHECK_S = 0.01
 # Memory for the rows handed over (their JSON's length, plus what the rest of an entry costs);
 # past it, a follower keeps their ids and reads them back from the store when their turn comes.
 QUEUE_BYTES = 64 * 2**20
+QUEUE_ENTRIES = 500_000
 _ENTRY_BYTES = 400
 
 # (source id, messageId, type, event, event time, received at, the message's JSON)
@@ -97,7 +98,7 @@ class AttributionFollower:
     stored when the follower is idle, and else ``lag_s`` after the last batch started: a steady
     stream reaches profiles, audiences and journeys in batches of what arrived meanwhile. Once it
     falls behind (a full batch: a burst), the next batch starts once the API has had no request
-    for ``idle_s``, or as soon as the writer is free. While requests keep the writer busy back to
+    for ``idle_s``, or as soon as the writer is free. While requests wait for the writer back to
     back (:meth:`GroupCommitter.saturated`: a burst), attribution takes at most ``share`` of its
     time: a batch that held it for ``w`` seconds, commit included, is followed by ``w / share - w``
     seconds of requests only. A 200 is what clients wait for, and attribution costs about as much
@@ -132,6 +133,7 @@ class AttributionFollower:
         self._queue_lock = threading.Lock()
         self._queue_bytes = queue_bytes
         self._queued_bytes = 0
+        self._overflowing = False
         self._last_request = 0.0
         self._first_unattributed: float | None = None  # when the first request since the last batch stored events
         self._wake = threading.Event()
@@ -146,9 +148,11 @@ class AttributionFollower:
         """A request stored events, ``rows`` (committed, each with its ``id`` if the store told
         it): attribute them soon, or once the API is quiet when behind."""
         with self._queue_lock:
-            for row in rows:
-                if "id" in row:
-                    self._queue.append(self._entry(row))
+            # Past QUEUE_ENTRIES (a backlog of millions) the rest are left to the store, in order:
+            # nothing more is queued until the queue is done and the store's backlog read back.
+            self._overflowing = self._overflowing or len(self._queue) >= QUEUE_ENTRIES
+            if not self._overflowing:
+                self._queue.extend(self._entry(row) for row in rows if "id" in row)
         self._last_request = time.monotonic()
         if self._first_unattributed is None:
             self._first_unattributed = self._last_request
@@ -177,7 +181,7 @@ class AttributionFollower:
         ``last_batch``."""
         # Past this, attribution would have had more than its share of the writer since its last batch.
         shared = last_batch + self._worked / self._share
-        # The writer busy with requests: a burst may have it saturated, and they come first.
+        # Requests waiting for the writer back to back: a burst, and they come first.
         saturated = self._committer.saturated()
         if behind:
             return min(self._last_request + self._idle_s, shared) if saturated else last_batch
@@ -204,18 +208,22 @@ class AttributionFollower:
             if limit == self._batch:  # else a failed batch is being narrowed down, where it came from
                 # Events nobody handed over, while their backlog lasts; looked for when idle, as
                 # ours come first: a follower behind has its own backlog, and others have theirs.
-                from_store = (from_store and behind) or (not self._queue and self._orphans_waiting(now))
+                from_store = (from_store and behind) or (
+                    not self._queue and (self._overflowing or self._orphans_waiting(now)))
             entries = [] if from_store else self._take(limit)
             if not (from_store or entries):
                 behind = False
                 continue
             try:
                 if from_store:
-                    taken = self._committer.submit(lambda conn: self._attribute_stored(conn, limit)).result()
+                    taken = self._committer.submit(lambda conn: self._attribute_stored(conn, limit),
+                                                   background=True).result()
                 else:
                     taken = self._attribute_entries(entries)
                 self._worked = time.monotonic() - self._started  # until its group committed
                 behind = taken >= limit
+                if from_store and not behind:
+                    self._overflowing = False  # the store's backlog is read: hand-overs resume
                 limit = self._batch
             except (OperationalError, InterfaceError):  # the store is down or busy: the events wait for the next try
                 self._put_back(entries)
@@ -229,7 +237,8 @@ class AttributionFollower:
                     self._put_back(entries)
                     limit = 1
                 else:
-                    self._committer.submit(lambda conn: _give_up(conn, [event_id for event_id, *_ in entries])).result()
+                    self._committer.submit(lambda conn: _give_up(conn, [event_id for event_id, *_ in entries]),
+                                          background=True).result()
                     log.exception("an event could not be attributed; it stays stored without a profile")
                     limit = self._batch
                 behind, last_batch = True, float("-inf")  # at once: the rest of the backlog waits behind it
@@ -246,7 +255,7 @@ class AttributionFollower:
             self._started = time.monotonic()  # the writer's time counts from here, not the wait in the committer's queue
             attribute_handed_over(conn, batch, config=self._config, now=datetime.now(UTC))
 
-        self._committer.submit(attribute).result()
+        self._committer.submit(attribute, background=True).result()
         return len(entries)
 
     def _attribute_stored(self, conn: Connection, limit: int) -> int:

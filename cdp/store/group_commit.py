@@ -16,9 +16,10 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from cdp.store.db import RETRYABLE_SQLSTATES, write_transaction
 
 Work = Callable[[Connection], Any]
-# Writers idle less than a tenth of the last half second: requests back to back (a burst), not a
-# steady stream's now and then. Not "never idle": a group commit answers every request it held
-# at once, so under any load the writer waits a moment for the next ones.
+# Requests waiting for the writers all but a tenth of the last half second: back to back (a
+# burst), not a steady stream's now and then. Counted by requests, not by the writers' idle time:
+# background work that keeps the writers busy (attribution) keeps requests from coming too, as
+# each client waits for its answer, and the writers then look free while the requests starve.
 SATURATION_WINDOW_S, SATURATION_IDLE = 0.5, 0.1
 T = TypeVar("T")
 
@@ -37,9 +38,9 @@ class GroupCommitter:
         self._max_units = max_units
         self._attempts = attempts
         self._queue: queue.SimpleQueue[tuple[Work, Future[Any]] | None] = queue.SimpleQueue()
-        self._idle_since: dict[int, float] = {}  # writers waiting for work: since when
-        created = time.monotonic()  # and idle before, as far as the window looks back
-        self._idle_spans = collections.deque([(created - SATURATION_WINDOW_S, created)] * writers)  # recent waits
+        self._waiting = 0  # requests submitted and not yet answered
+        self._waiting_since = 0.0  # since when there have been some
+        self._waiting_spans: collections.deque[tuple[float, float]] = collections.deque()  # recent such spans
         self._spans_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, name=f"writer-{n}", daemon=True) for n in range(writers)]
         for thread in self._threads:
@@ -58,21 +59,37 @@ class GroupCommitter:
     def engine(self) -> Engine:
         return self._engine
 
-    def submit(self, work: Work) -> Future[Any]:
-        """Queue ``work``; its future gets its result once the transaction holding it has committed."""
+    def submit(self, work: Work, *, background: bool = False) -> Future[Any]:
+        """Queue ``work``; its future gets its result once the transaction holding it has committed.
+        ``background`` work (attribution) does not count as a request in :meth:`saturated`."""
         future: Future[Any] = Future()
+        if not background:
+            with self._spans_lock:
+                if self._waiting == 0:
+                    self._waiting_since = time.monotonic()
+                self._waiting += 1
+            future.add_done_callback(self._answered)
         self._queue.put((work, future))
         return future
 
     def saturated(self) -> bool:
-        """The writers waited for work less than ``SATURATION_IDLE`` of the last
-        ``SATURATION_WINDOW_S``: requests keep them busy back to back."""
+        """Requests were waiting for the writers (queued or in a transaction) all but
+        ``SATURATION_IDLE`` of the last ``SATURATION_WINDOW_S``: they come back to back."""
         now = time.monotonic()
         start = now - SATURATION_WINDOW_S
         with self._spans_lock:
-            spans = [*self._idle_spans, *((since, now) for since in self._idle_since.values())]
-        idle = sum(min(end, now) - max(begin, start) for begin, end in spans if end > start)
-        return idle < SATURATION_IDLE * SATURATION_WINDOW_S * len(self._threads)
+            spans = [*self._waiting_spans, *([(self._waiting_since, now)] if self._waiting else [])]
+        waited = sum(min(end, now) - max(begin, start) for begin, end in spans if end > start)
+        return waited >= (1 - SATURATION_IDLE) * SATURATION_WINDOW_S
+
+    def _answered(self, _: Future[Any]) -> None:
+        now = time.monotonic()
+        with self._spans_lock:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self._waiting_spans.append((self._waiting_since, now))
+                while self._waiting_spans[0][1] < now - SATURATION_WINDOW_S:
+                    self._waiting_spans.popleft()
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer threads."""
@@ -82,7 +99,7 @@ class GroupCommitter:
             thread.join()
 
     def _run(self) -> None:
-        while (first := self._next()) is not None:
+        while (first := self._queue.get()) is not None:
             units = [first]
             stop = False
             while len(units) < self._max_units:
@@ -97,24 +114,6 @@ class GroupCommitter:
             self._commit(units)
             if stop:
                 return
-
-    def _next(self) -> tuple[Work, Future[Any]] | None:
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        writer, since = threading.get_ident(), time.monotonic()
-        with self._spans_lock:
-            self._idle_since[writer] = since
-        try:
-            return self._queue.get()
-        finally:
-            now = time.monotonic()
-            with self._spans_lock:
-                del self._idle_since[writer]
-                self._idle_spans.append((since, now))
-                while self._idle_spans and self._idle_spans[0][1] < now - SATURATION_WINDOW_S:
-                    self._idle_spans.popleft()
 
     def _commit(self, units: list[tuple[Work, Future[Any]]]) -> None:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
@@ -152,5 +151,5 @@ class GroupCommitter:
 
 def write(engine: Engine, committer: GroupCommitter | None, work: Callable[[Connection], T]) -> T:
     """Run ``work`` in a write transaction: in the committer's next group when given one (a server's
-    threads share its writer), else in a transaction of its own (the CLI, tests)."""
-    return committer.submit(work).result() if committer else write_transaction(engine, work)
+    background workers share its writer with the requests), else in a transaction of its own (the CLI, tests)."""
+    return committer.submit(work, background=True).result() if committer else write_transaction(engine, work)
