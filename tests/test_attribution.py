@@ -237,10 +237,20 @@ def test_stored_rows_carry_the_ids_the_store_gave_them(engine, source_id) -> Non
     assert [row.get("id") for row in again[1:]] == ([stored["ann-3"]] if engine.dialect.name == "postgresql" else [None])
 
 
-def _follow(engine, **options):  # type: ignore[no-untyped-def]
+def _follower(engine, **options):  # type: ignore[no-untyped-def]
+    """A follower (not started yet) and the committer it writes through."""
     committer = GroupCommitter.for_store(engine)
-    return committer, AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02,
-                                          **options).start()
+    return committer, AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02, **options)
+
+
+def _run_until_drained(engine, committer, follower, *, timeout_s: float = 10) -> None:  # type: ignore[no-untyped-def]
+    """Run the follower until nothing is pending (or ``timeout_s``), then stop it; callers assert."""
+    follower.start()
+    try:
+        wait_until(lambda: _pending(engine) == 0, timeout_s=timeout_s)
+    finally:
+        follower.stop()
+        committer.close()
 
 
 def _pending(engine) -> int:  # type: ignore[no-untyped-def]
@@ -257,13 +267,9 @@ def test_the_follower_attributes_rows_handed_over_once(engine, source_id, queue_
         done = _handed_over(conn, source_id, _messages("ann"))
         rows = _handed_over(conn, source_id, _messages("bob"))
     assert _attribute(engine, limit=4) == 4 and _pending(engine) == 4  # ann's, from the store
-    committer, follower = _follow(engine, queue_bytes=queue_bytes, orphan_after_s=3600)
-    try:
-        follower.notify(done + rows)
-        wait_until(lambda: _pending(engine) == 0, timeout_s=10)
-    finally:
-        follower.stop()
-        committer.close()
+    committer, follower = _follower(engine, queue_bytes=queue_bytes, orphan_after_s=3600)
+    follower.notify(done + rows)
+    _run_until_drained(engine, committer, follower)
     with engine.connect() as conn:
         attributed = _profile_of_events(conn)
         logged = conn.execute(select(func.count()).select_from(trait_changes)).scalar()
@@ -280,19 +286,9 @@ def test_events_nobody_handed_over_are_taken_once_they_have_waited(engine, sourc
     only once they have waited ``orphan_after_s`` (before, their own server's follower has them)."""
     with engine.begin() as conn:
         _handed_over(conn, source_id, _messages("ann"), received_at=datetime.now(UTC))
-    committer, follower = _follow(engine, orphan_after_s=3600)
-    try:
-        time.sleep(0.3)  # the follower looked several times
-        assert _pending(engine) == 4
-    finally:
-        follower.stop()
-        committer.close()
-    committer, follower = _follow(engine, orphan_after_s=0.1)
-    try:
-        wait_until(lambda: _pending(engine) == 0, timeout_s=10)
-    finally:
-        follower.stop()
-        committer.close()
+    _run_until_drained(engine, *_follower(engine, orphan_after_s=3600), timeout_s=0.3)  # it looked several times
+    assert _pending(engine) == 4
+    _run_until_drained(engine, *_follower(engine, orphan_after_s=0.1))
     with engine.connect() as conn:
         ann = find_profile(conn, type="user_id", value="ann")
         assert ann is not None and set(_profile_of_events(conn).values()) == {ann}
@@ -305,19 +301,11 @@ def test_rows_past_the_queue_are_read_back_from_the_store_after_those_queued(eng
     with engine.begin() as conn:
         queued = _handed_over(conn, source_id, _messages("ann"))
         left = _handed_over(conn, source_id, _messages("bob"))
-    committer = GroupCommitter.for_store(engine)
-    # Only the overflow reads the store here; both hand-overs before the follower starts.
-    follower = AttributionFollower(committer, CONFIG, batch=50, lag_s=0.0, idle_s=0.0, poll_s=0.02,
-                                   orphan_after_s=3600)
+    committer, follower = _follower(engine, orphan_after_s=3600)  # only the overflow reads the store here
     follower.notify(queued)
     follower.notify(left)  # past the queue: left to the store
     assert len(follower._queue) == 4
-    follower.start()
-    try:
-        wait_until(lambda: _pending(engine) == 0, timeout_s=10)
-    finally:
-        follower.stop()
-        committer.close()
+    _run_until_drained(engine, committer, follower)
     with engine.connect() as conn:
         attributed = _profile_of_events(conn)
         bob = find_profile(conn, type="user_id", value="bob")
