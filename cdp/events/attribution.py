@@ -33,7 +33,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from cdp.computed.compute import apply_incremental
 from cdp.computed.schemas import ComputedTrait
 from cdp.computed.service import definitions_for_ingest
-from cdp.events.bulk import lock_pending_among, read_pending, read_pending_among, set_attributions
+from cdp.events.bulk import lock_pending_among, pending_row, read_pending, read_pending_among, set_attributions
 from cdp.events.ingest import Identified, IngestConfig, attribute_identified, fire_live_hooks
 from cdp.store.db import reader
 from cdp.store.group_commit import GroupCommitter
@@ -291,8 +291,7 @@ class AttributionFollower:
 
 def _row(event_id: int, kept: _Kept) -> dict[str, Any]:
     source_id, message_id, kind, event, timestamp, received_at, payload = kept
-    return {"id": event_id, "source_id": source_id, "message_id": message_id, "type": kind, "event": event,
-            "timestamp": timestamp, "received_at": received_at, "payload": orjson.loads(payload)}
+    return pending_row(event_id, source_id, message_id, kind, event, timestamp, received_at, orjson.loads(payload))
 
 
 def _give_up(conn: Connection, event_ids: list[int]) -> None:

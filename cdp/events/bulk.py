@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from cdp.store.rows import insert_statement
 from cdp.store.tables import events
-from cdp.store.types import dumps_json, sqlite_datetime
+from cdp.store.types import dumps_json, id_list, sqlite_datetime
 
 _COLUMNS = ("source_id", "message_id", "type", "event", "user_id", "anonymous_id", "timestamp",
             "original_timestamp", "sent_at", "received_at", "payload", "profile_id", "pending")
@@ -113,18 +113,14 @@ def read_pending(conn: Connection, limit: int) -> list[dict[str, Any]]:
 
 def read_pending_among(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
     """The events of ``ids`` that are still pending, as :func:`read_pending` reads them; no locks."""
-    return _event_rows(conn, _READ_PENDING_AMONG[conn.dialect.name], (_id_list(conn, ids),))
+    return _event_rows(conn, _READ_PENDING_AMONG[conn.dialect.name], (id_list(conn.dialect.name, ids),))
 
 
 def lock_pending_among(conn: Connection, ids: list[int]) -> set[int]:
     """Which of ``ids`` are still pending. On PostgreSQL they stay locked until commit, and those
     another transaction holds are left out (it attributes or deletes them)."""
-    return set(conn.exec_driver_sql(_LOCK_PENDING_AMONG[conn.dialect.name], (_id_list(conn, ids),)).scalars())
-
-
-def _id_list(conn: Connection, ids: list[int]) -> Any:
-    # An array on PostgreSQL; on SQLite one JSON text, whatever the count (it caps the parameters).
-    return ids if conn.dialect.name == "postgresql" else dumps_json(ids)
+    dialect = conn.dialect.name
+    return set(conn.exec_driver_sql(_LOCK_PENDING_AMONG[dialect], (id_list(dialect, ids),)).scalars())
 
 
 def _event_rows(conn: Connection, statement: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -133,10 +129,17 @@ def _event_rows(conn: Connection, statement: str, parameters: tuple[Any, ...]) -
     to_time = _naive_utc if postgresql else _sqlite_time
     to_payload = _parsed if postgresql else orjson.loads  # psycopg parses jsonb itself
     return [
-        {"id": event_id, "source_id": source_id, "message_id": message_id, "type": kind, "event": event,
-         "timestamp": to_time(timestamp), "received_at": to_time(received_at), "payload": to_payload(payload)}
+        pending_row(event_id, source_id, message_id, kind, event, to_time(timestamp), to_time(received_at),
+                    to_payload(payload))
         for event_id, source_id, message_id, kind, event, timestamp, received_at, payload in rows
     ]
+
+
+def pending_row(event_id: int, source_id: int, message_id: str, kind: str, event: str | None, timestamp: datetime,
+                received_at: datetime, payload: Any) -> dict[str, Any]:
+    """A pending event as attribution takes it, however it was read."""
+    return {"id": event_id, "source_id": source_id, "message_id": message_id, "type": kind, "event": event,
+            "timestamp": timestamp, "received_at": received_at, "payload": payload}
 
 
 def _naive_utc(value: datetime) -> datetime:

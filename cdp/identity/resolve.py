@@ -21,7 +21,7 @@ from cdp.identity.extract import MessageIdentifiers
 from cdp.identity.schemas import USERS, Identifier, IdentityRules
 from cdp.profiles.traits import rebuild_current_traits
 from cdp.store.rows import insert_rows
-from cdp.store.types import dumps_json
+from cdp.store.types import dumps_json, id_list
 from cdp.store.tables import events, identities, merges, profile_links, profiles, trait_changes
 
 
@@ -173,9 +173,7 @@ class IdentityBatch:
         if not wanted:
             return
         dialect = self.conn.dialect.name
-        ids = sorted(wanted)
-        rows = self.conn.exec_driver_sql(_IDENTITIES_OF[dialect], (ids if dialect == "postgresql" else dumps_json(ids),)
-                                         ).all()
+        rows = self.conn.exec_driver_sql(_IDENTITIES_OF[dialect], (id_list(dialect, sorted(wanted)),)).all()
         for profile_id, type_, value, seen_at in rows:
             # What the batch added to the profile is newer than anything stored, and never stored yet.
             wanted[profile_id].identities.setdefault(Identifier(type_, value), _utc(seen_at))

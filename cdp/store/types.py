@@ -45,6 +45,12 @@ def dumps_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def id_list(dialect: str, ids: list[int]) -> Any:
+    """``ids`` as one driver parameter: an array on PostgreSQL (for ``unnest(%b::bigint[])``), one
+    JSON text on SQLite (for ``json_each(?)``), whatever the count (SQLite caps the parameters)."""
+    return ids if dialect == "postgresql" else dumps_json(ids)
+
+
 def sqlite_datetime(value: datetime | None) -> str | None:
     """The text SQLAlchemy stores for a ``UTCDateTime`` on SQLite, for driver-level bulk inserts."""
     if value is None:
