@@ -294,6 +294,33 @@ def test_events_nobody_handed_over_are_taken_once_they_have_waited(engine, sourc
         assert ann is not None and set(_profile_of_events(conn).values()) == {ann}
 
 
+def test_rows_handed_over_come_before_a_backlog_of_others_in_the_store(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    """A follower working through events nobody handed over goes back to its own as soon as it has
+    some: in a burst, the store's backlog is mostly other followers' rows, and a follower that kept
+    taking those (it did, while its batches were full) left its own queue, and their work, undone."""
+    old = datetime.now(UTC) - timedelta(minutes=1)
+    with engine.begin() as conn:
+        for n in range(4):  # four batches' worth of another server's events, waiting long enough to be taken
+            _handed_over(conn, source_id, _messages(f"other{n}"), received_at=old)
+        ours = _handed_over(conn, source_id, _messages("ours"))
+    committer = GroupCommitter.for_store(engine)
+    follower = AttributionFollower(committer, CONFIG, batch=4, lag_s=0.0, idle_s=0.0, poll_s=0.02, orphan_after_s=1)
+    batches: list[list[str]] = []
+
+    def record(_conn, _source, rows) -> None:  # type: ignore[no-untyped-def]
+        batches.append(sorted({row["message_id"].rsplit("-", 1)[0] for row in rows}))
+        if len(batches) == 1:
+            follower.notify(ours)  # our API stored events while the first batch of others was attributed
+
+    LIVE_HOOKS.append(record)
+    try:
+        _run_until_drained(engine, committer, follower)
+    finally:
+        LIVE_HOOKS.pop()
+    assert batches[:2] == [["other0"], ["ours"]], batches
+    assert sorted(name for batch in batches for name in batch) == sorted(["ours", *(f"other{n}" for n in range(4))])
+
+
 def test_rows_past_the_queue_are_read_back_from_the_store_after_those_queued(engine, source_id, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A backlog longer than the follower queues (millions of events) is not held in memory: the
     rest stay in the store, and the follower reads them back once it is through the queue."""

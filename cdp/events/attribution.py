@@ -206,20 +206,21 @@ class AttributionFollower:
             last_batch = now
             self._first_unattributed = None  # events stored from here on wait for the next batch
             if limit == self._batch:  # else a failed batch is being narrowed down, where it came from
-                # Events nobody handed over, while their backlog lasts; looked for when idle, as
-                # ours come first: a follower behind has its own backlog, and others have theirs.
-                from_store = (from_store and behind) or (
-                    not self._queue and (self._overflowing or self._orphans_waiting(now)))
+                # Events nobody handed over, while their backlog lasts and only while ours are done:
+                # ours come first, and a follower behind a burst has its own backlog to attribute
+                # (rows of another follower's that this one took would be work done twice).
+                from_store = not self._queue and (
+                    self._overflowing or (from_store and behind) or self._orphans_waiting(now))
             entries = [] if from_store else self._take(limit)
             if not (from_store or entries):
                 behind = False
                 continue
             try:
                 if from_store:
-                    taken = self._committer.submit(lambda conn: self._attribute_stored(conn, limit),
-                                                   background=True).result()
+                    taken = self._attribute_stored(limit)
                 else:
-                    taken = self._attribute_entries(entries)
+                    self._attribute_entries(entries)
+                    taken = len(entries)
                 self._worked = time.monotonic() - self._started  # until its group committed
                 behind = taken >= limit
                 if from_store and not behind:
@@ -243,12 +244,24 @@ class AttributionFollower:
                     limit = self._batch
                 behind, last_batch = True, float("-inf")  # at once: the rest of the backlog waits behind it
 
-    def _attribute_entries(self, entries: list[_Entry]) -> int:
-        """Attribute rows handed over: read back those not kept, find identifiers, then take the writer."""
+    def _attribute_entries(self, entries: list[_Entry]) -> None:
+        """Attribute rows handed over, reading back those not kept."""
         rows = [_row(event_id, kept) for event_id, kept, _ in entries if kept is not None]
         if missing := [event_id for event_id, kept, _ in entries if kept is None]:
             with reader(self._committer.engine).connect() as conn:
                 rows += read_pending_among(conn, missing)
+        self._attribute_rows(rows)
+
+    def _attribute_stored(self, limit: int) -> int:
+        """Attribute up to ``limit`` of the oldest pending events, read from the store; returns how many were read."""
+        with reader(self._committer.engine).connect() as conn:
+            rows = read_pending(conn, limit)
+        self._attribute_rows(rows)
+        return len(rows)
+
+    def _attribute_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Find the identifiers of ``rows`` read outside the writer (all that needs no store),
+        then take the writer and attribute those still pending."""
         batch = Identified.of(rows, self._config.identity)
 
         def attribute(conn: Connection) -> None:
@@ -256,11 +269,6 @@ class AttributionFollower:
             attribute_handed_over(conn, batch, config=self._config, now=datetime.now(UTC))
 
         self._committer.submit(attribute, background=True).result()
-        return len(entries)
-
-    def _attribute_stored(self, conn: Connection, limit: int) -> int:
-        self._started = time.monotonic()
-        return attribute_pending(conn, config=self._config, now=datetime.now(UTC), limit=limit)
 
     def _take(self, limit: int) -> list[_Entry]:
         with self._queue_lock:

@@ -106,8 +106,8 @@ _LOCK_PENDING_AMONG = {
 
 
 def read_pending(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` pending events, oldest first, as row dicts. On PostgreSQL they stay locked
-    until commit, and rows another follower holds are skipped."""
+    """Up to ``limit`` pending events, oldest first, as row dicts. On PostgreSQL rows another
+    transaction holds are skipped, and in a transaction those read stay locked until it commits."""
     return _event_rows(conn, _READ_PENDING[conn.dialect.name], (limit,))
 
 
