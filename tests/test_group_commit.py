@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from cdp.auth.service import create_source
+from cdp.store.db import create_store_engine
 from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import sources
 
@@ -41,6 +43,40 @@ def test_units_fail_alone_and_resolve_after_commit(engine) -> None:  # type: ign
     assert len(commits) - commits_before <= 2, "the queued units should share a commit"
     with engine.connect() as conn:  # another connection sees every unit that succeeded
         assert conn.execute(select(func.count()).select_from(sources)).scalar() == 10
+
+
+def test_work_submitted_alone_runs_in_a_transaction_of_its_own_without_a_savepoint(engine) -> None:  # type: ignore[no-untyped-def]
+    """Attribution's bulk work goes alone: no savepoint (SQLite copies each page a savepoint's work
+    first changes), and units queued before and after it still share their own commits."""
+    gate, holding = threading.Event(), threading.Event()
+    committer = GroupCommitter(engine, max_units=32)
+
+    def named(name: str, *, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(conn) -> bool:  # type: ignore[no-untyped-def]
+            create_source(conn, name=name, now=NOW)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            return conn.in_nested_transaction()
+        return work
+
+    try:
+        blocker = committer.submit(lambda conn: (holding.set(), gate.wait(10)))
+        holding.wait(10)
+        before = [committer.submit(named(f"before{n}")) for n in range(2)]
+        alone = committer.submit(named("alone"), alone=True)
+        failing = committer.submit(named("failing", fail=True), alone=True)
+        after = [committer.submit(named(f"after{n}")) for n in range(2)]
+        gate.set()
+        blocker.result(10)
+        assert [future.result(10) for future in before + after] == [True] * 4, "grouped units run in savepoints"
+        assert alone.result(10) is False
+        with pytest.raises(RuntimeError, match="failing failed"):
+            failing.result(10)
+    finally:
+        committer.close()
+    with engine.connect() as conn:
+        names = set(conn.execute(select(sources.c.name)).scalars())
+    assert names == {"before0", "before1", "alone", "after0", "after1"}
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # a PostgreSQL server process ends; SQLite has none
@@ -98,3 +134,33 @@ def test_requests_waiting_behind_background_work_saturate_the_writer_and_backgro
     finally:
         release.set()
         committer.close()
+
+
+def test_on_sqlite_requests_waiting_in_one_server_process_saturate_the_writers_of_all(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    """SQLite has one write lock per file: requests starving in one process must hold back the
+    background work of another, which has no requests of its own. On PostgreSQL, where writers go
+    side by side, each process goes by its own requests."""
+    other_engine = create_store_engine(settings)  # another server process's, on the same store
+    busy, quiet = GroupCommitter(engine, max_units=1, writers=1), GroupCommitter(other_engine, max_units=1, writers=1)
+    release = threading.Event()
+    try:
+        assert not quiet.saturated() and quiet.last_request() < time.monotonic() - 1, "no request yet"
+        held = busy.submit(lambda conn: release.wait(5))  # a request the writer holds
+        for _ in range(100):
+            if busy.saturated():
+                break
+            release.wait(0.01)
+        assert busy.saturated()
+        shared = engine.dialect.name == "sqlite"
+        assert quiet.saturated() is shared
+        assert (quiet.last_request() == busy.last_request()) is shared
+        release.set()
+        held.result()
+        release.clear()
+        release.wait(0.6)  # the window passes with no request waiting
+        assert not busy.saturated() and not quiet.saturated()
+    finally:
+        release.set()
+        busy.close()
+        quiet.close()
+        other_engine.dispose()

@@ -134,7 +134,6 @@ class AttributionFollower:
         self._queue_bytes = queue_bytes
         self._queued_bytes = 0
         self._overflowing = False
-        self._last_request = 0.0
         self._first_unattributed: float | None = None  # when the first request since the last batch stored events
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -153,9 +152,8 @@ class AttributionFollower:
             self._overflowing = self._overflowing or len(self._queue) >= QUEUE_ENTRIES
             if not self._overflowing:
                 self._queue.extend(self._entry(row) for row in rows if "id" in row)
-        self._last_request = time.monotonic()
         if self._first_unattributed is None:
-            self._first_unattributed = self._last_request
+            self._first_unattributed = time.monotonic()
             self._wake.set()
 
     def _entry(self, row: dict[str, Any]) -> _Entry:
@@ -184,7 +182,7 @@ class AttributionFollower:
         # Requests waiting for the writer back to back: a burst, and they come first.
         saturated = self._committer.saturated()
         if behind:
-            return min(self._last_request + self._idle_s, shared) if saturated else last_batch
+            return min(self._committer.last_request() + self._idle_s, shared) if saturated else last_batch
         if self._first_unattributed is not None:
             due = max(self._first_unattributed, last_batch + self._lag_s)
             return max(due, shared) if saturated else due
@@ -268,7 +266,7 @@ class AttributionFollower:
             self._started = time.monotonic()  # the writer's time counts from here, not the wait in the committer's queue
             attribute_handed_over(conn, batch, config=self._config, now=datetime.now(UTC))
 
-        self._committer.submit(attribute, background=True).result()
+        self._committer.submit(attribute, background=True, alone=True).result()
 
     def _take(self, limit: int) -> list[_Entry]:
         with self._queue_lock:
