@@ -79,6 +79,25 @@ def test_work_submitted_alone_runs_in_a_transaction_of_its_own_without_a_savepoi
     assert names == {"before0", "before1", "alone", "after0", "after1"}
 
 
+def test_redoable_work_commits_without_waiting_for_the_disk_and_the_next_transaction_waits_again(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    """Attribution is done again if a power failure undoes its commit: only it skips the wait."""
+    def level(conn) -> object:  # type: ignore[no-untyped-def]
+        if conn.dialect.name == "postgresql":
+            return conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+        return ("OFF", "NORMAL", "FULL", "EXTRA")[conn.exec_driver_sql("PRAGMA synchronous").scalar_one()]
+
+    committer = GroupCommitter(engine, max_units=32)
+    try:
+        redone = committer.submit(level, alone=True, redoable=True).result(10)
+        after = [committer.submit(level).result(10), committer.submit(level, alone=True).result(10)]
+        with pytest.raises(ValueError, match="only work alone"):
+            committer.submit(level, redoable=True)
+    finally:
+        committer.close()
+    durable = "on" if engine.dialect.name == "postgresql" else settings.sqlite_synchronous
+    assert (redone, after) == ("off" if engine.dialect.name == "postgresql" else "NORMAL", [durable, durable])
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])  # a PostgreSQL server process ends; SQLite has none
 def test_a_connection_the_server_drops_fails_the_group_with_the_store_error(engine) -> None:  # type: ignore[no-untyped-def]
     """The group's transaction is gone with its connection: every unit gets the OperationalError (the

@@ -13,7 +13,8 @@ writer held is the part that needs the store. The store stays the record: a row 
 attributed only if it is still pending when the writer is taken, and events no follower holds (a
 server that stopped or was killed, a request whose ids the store could not tell) are read back
 from the store once they have waited ``orphan_after_s``. Pending events survive a crash with the
-rest of the store and are taken up again.
+rest of the store and are taken up again; so does a batch whose commit a power failure undid,
+which is why its commit does not wait for the disk (``redoable``, cdp.store.db.write_transaction).
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ class AttributionFollower:
             self._started = time.monotonic()  # the writer's time counts from here, not the wait in the committer's queue
             attribute_handed_over(conn, batch, config=self._config, now=datetime.now(UTC))
 
-        self._committer.submit(attribute, background=True, alone=True).result()
+        self._committer.submit(attribute, background=True, alone=True, redoable=True).result()
 
     def _take(self, limit: int) -> list[_Entry]:
         with self._queue_lock:

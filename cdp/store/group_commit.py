@@ -29,6 +29,7 @@ class _Unit(NamedTuple):
     work: Work
     future: Future[Any]
     alone: bool
+    redoable: bool
 
 
 class GroupCommitter:
@@ -74,10 +75,15 @@ class GroupCommitter:
     def engine(self) -> Engine:
         return self._engine
 
-    def submit(self, work: Work, *, background: bool = False, alone: bool = False) -> Future[Any]:
+    def submit(
+        self, work: Work, *, background: bool = False, alone: bool = False, redoable: bool = False
+    ) -> Future[Any]:
         """Queue ``work``; its future gets its result once the transaction holding it has committed.
         ``background`` work (attribution) does not count as a request in :meth:`saturated`; work
-        submitted ``alone`` gets a transaction of its own, without a savepoint (see the class doc)."""
+        submitted ``alone`` gets a transaction of its own, without a savepoint (see the class doc),
+        and if ``redoable`` one whose commit does not wait for the disk (see :func:`write_transaction`)."""
+        if redoable and not alone:
+            raise ValueError("only work alone in its transaction can be redoable: a shared commit is the requests' too")
         future: Future[Any] = Future()
         if not background:
             now = time.monotonic()
@@ -89,7 +95,7 @@ class GroupCommitter:
             self._last_request = now
             if self._board is not None:
                 self._board.mark_request(now)
-        self._queue.put(_Unit(work, future, alone))
+        self._queue.put(_Unit(work, future, alone, redoable))
         return future
 
     def saturated(self) -> bool:
@@ -155,14 +161,14 @@ class GroupCommitter:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             with self._engine.begin() as conn:
-                for work, future, _ in units:
-                    result, error = self._attempt(conn, work)
+                for unit in units:
+                    result, error = self._attempt(conn, unit.work)
                     if conn.invalidated:  # the store dropped the connection: the group's transaction is gone
                         raise error or DisconnectionError("the store dropped the connection")
-                    outcomes.append((future, result, error))
+                    outcomes.append((unit.future, result, error))
         except Exception as error:  # the shared commit failed: nothing of anyone's is durable
-            for _, future, _ in units:
-                future.set_exception(error)
+            for unit in units:
+                unit.future.set_exception(error)
             return
         for future, result, error in outcomes:
             if error is None:
@@ -172,7 +178,7 @@ class GroupCommitter:
 
     def _commit_one(self, unit: _Unit) -> None:
         try:
-            result = write_transaction(self._engine, unit.work, attempts=self._attempts)
+            result = write_transaction(self._engine, unit.work, attempts=self._attempts, redoable=unit.redoable)
         except Exception as error:
             unit.future.set_exception(error)
         else:
