@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.cdp/prefect
 
-.PHONY: install demo test bench-ingest bench-profiles bench-features bench-models bench-recs bench-audiences bench-console bench-backtest clean
+.PHONY: install demo test bench-ingest bench-profiles bench-attribution bench-features bench-models bench-recs bench-audiences bench-console bench-backtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-ingest: $(STAMP)
 
 bench-profiles: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.profiles $(ARGS)
+
+bench-attribution: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.attribution $(ARGS)
 
 bench-features: $(STAMP)
 	PYTHONPATH=. $(BIN)/python -m bench.features $(ARGS)

@@ -41,9 +41,9 @@ class GroupCommitter:
     commit, so a caller that answers 200 on it still answers after the data is durable.
 
     A unit alone in its group needs no savepoint, and big units are best put there (``alone``):
-    SQLite copies each page a savepoint's work first changes, and that tripled attribution's
-    bulk update of the events it attributes (44 µs per event in a savepoint against 12.5 without,
-    150,000 events in process); a batch of 500 events holds the writer long enough that one more
+    SQLite copies each page a savepoint's work first changes, and attribution, which changes a
+    page or more per event, took 160-195 µs per event in a savepoint against 117-126 without
+    (bench.attribution, SQLite); a batch of 500 events holds the writer long enough that one more
     commit costs it little.
     """
 
