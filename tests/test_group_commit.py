@@ -14,6 +14,7 @@ from cdp.auth.service import create_source
 from cdp.store.db import create_store_engine
 from cdp.store.group_commit import GroupCommitter
 from cdp.store.tables import sources
+from tests.conftest import wait_until
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -165,10 +166,7 @@ def test_on_sqlite_requests_waiting_in_one_server_process_saturate_the_writers_o
     try:
         assert not quiet.saturated() and quiet.last_request() < time.monotonic() - 1, "no request yet"
         held = busy.submit(lambda conn: release.wait(5))  # a request the writer holds
-        for _ in range(100):
-            if busy.saturated():
-                break
-            release.wait(0.01)
+        wait_until(busy.saturated, timeout_s=1)
         assert busy.saturated()
         shared = engine.dialect.name == "sqlite"
         assert quiet.saturated() is shared

@@ -32,6 +32,8 @@ REDOABLE = "cdp_redoable"
 # How long a SQLite statement waits for another connection's lock before failing.
 _BUSY_TIMEOUT_MS = 60_000
 _AFTER_COMMIT, _COMMITTED, _SAVEPOINTS = "cdp_after_commit", "cdp_committed", "cdp_savepoints"
+# The synchronous level a SQLite connection was last set to, when not the configured one it opened with.
+_SYNCHRONOUS = "cdp_synchronous"
 T = TypeVar("T")
 
 
@@ -196,9 +198,12 @@ def _sqlite_engine(url: str, settings: Settings, *, pool: bool) -> Engine:
         options = connection.get_execution_options()
         if not options.get(READ_ONLY):
             driver = connection.connection.driver_connection
-            # Set before every write transaction, as SQLite takes it only outside one.
+            # Changed before the transaction, as SQLite takes it only outside one; and only when
+            # it changes, which is around attribution's transactions, not every request's.
             level = redoable_level if options.get(REDOABLE) else settings.sqlite_synchronous
-            driver.execute(f"PRAGMA synchronous={level}")
+            if connection.info.get(_SYNCHRONOUS, settings.sqlite_synchronous) != level:
+                driver.execute(f"PRAGMA synchronous={level}")
+                connection.info[_SYNCHRONOUS] = level
             if not _take_write_lock_soon(driver):
                 connection.exec_driver_sql("BEGIN IMMEDIATE")  # past the fast tries: SQLite's own wait
 

@@ -144,8 +144,11 @@ class GroupCommitter:
                     unit = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if unit is None or unit.alone:
-                    stop, later = unit is None, unit
+                if unit is None:
+                    stop = True
+                    break
+                if unit.alone:  # after this group, in a transaction of its own
+                    later = unit
                     break
                 units.append(unit)
             self._commit(units)
