@@ -11,9 +11,11 @@ The classic LTV study (and its purchase twin): everything up to ``--split`` is t
 
 1. A fresh store under a temporary ``CDP_HOME``: ``cdp init``, then the log through
    ``cdp import --backfill``, every row an ``Order Completed`` with its revenue.
-2. ``cdp predictions create ltv --kind ltv --window-days W --active-within-days 0`` (every
-   customer, as LTV studies score them), ``train --as-of SPLIT`` (its model card: the model's own
-   out-of-time evaluation, all before the split), ``score --as-of SPLIT``, ``export``.
+2. ``cdp predictions create ltv --kind ltv --window-days W --active-within-days 0
+   --no-gate-baselines`` (every customer, as LTV studies score them; the model is backtested
+   whatever the baselines scored on its card, where a user's gate would have compared them),
+   ``train --as-of SPLIT`` (its model card: the model's own out-of-time evaluation, all before the
+   split), ``score --as-of SPLIT``, ``export``.
 3. Beside it, fitted on the calibration period only: BTYD (BG/NBD + Gamma-Gamma on each
    customer's history at the split, predicting the holdout itself), a tuned single-cutoff
    LightGBM (features at ``SPLIT - W``, revenue in the ``W`` days after: one calibration period,
@@ -73,7 +75,7 @@ def main() -> None:
         exported = {}
         for kind in KINDS:
             cli(env, say, "predictions", "create", kind, "--kind", kind, "--window-days", str(args.window_days),
-                "--active-within-days", "0", quiet=True)
+                "--active-within-days", "0", "--no-gate-baselines", quiet=True)
             cli(env, say, "predictions", "train", kind, "--as-of", split.isoformat())
             cli(env, say, "predictions", "score", kind, "--as-of", split.isoformat())
             cli(env, say, "predictions", "export", kind, "--out", str(home / f"{kind}.csv"), quiet=True)

@@ -877,6 +877,11 @@ def predictions_create(
         help="Eligible: active in the last N days; 0: everyone seen, however long ago (an LTV over a whole customer base).")] = 90,
     min_purchases: Annotated[int | None, typer.Option(help="Eligible: at least N purchases.")] = None,
     fallback: Annotated[str, typer.Option(help="When the data is not ready: refuse, or heuristic (BTYD).")] = "refuse",
+    gate_metric: Annotated[str | None, typer.Option(
+        help="The held-out metric a model must beat the others on to score [roc_auc; normalized_gini for ltv].")] = None,
+    gate_margin: Annotated[float, typer.Option(help="By how much, in the metric's units.")] = 0.0,
+    gate_baselines: Annotated[bool, typer.Option(
+        help="Whether the gate counts the baselines (recency, repeat rate, BTYD), or only the champion.")] = True,
 ) -> None:
     """Create a prediction, or a new version of it when the definition changed."""
     from cdp.errors import InvalidInput
@@ -885,7 +890,9 @@ def predictions_create(
 
     document: dict[str, Any] = {"key": key, "kind": kind, "window_days": window_days, "revenue": revenue,
                                 "active_within_days": active_within_days or None, "min_purchases": min_purchases,
-                                "fallback": fallback}
+                                "fallback": fallback,
+                                "gate": {"metric": gate_metric, "min_improvement": gate_margin,
+                                         "beat_baselines": gate_baselines}}
     if kind == "custom":
         if len(event or []) != 1:
             raise InvalidInput("a custom prediction takes one goal event: --event NAME")

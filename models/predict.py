@@ -81,7 +81,8 @@ def score_prediction(
     champion = champion_predictor(settings.resolved_mlflow_tracking_uri, key)
     if champion is None and definition.fallback == "refuse":
         raise NoChampion(f"prediction {key!r} has no champion model: train one (`cdp predictions train {key}`); "
-                         "if its data readiness fails, set fallback to heuristic to score with BTYD instead")
+                         "a model that does not beat the baselines (its gate) or data that fail the readiness "
+                         "report leave none: set fallback to heuristic to score with BTYD instead")
     if frame.empty:
         version = champion.version if champion else f"{FALLBACK_PREFIX}none"
         return ScoringResult(key, as_of, 0, 0, version)

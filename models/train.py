@@ -102,7 +102,7 @@ def train_prediction(
     *,
     as_of: datetime,
     settings: Settings,
-    gate: Gate = Gate(),
+    gate: Gate | None = None,
     requirements: Requirements = Requirements(),
     track: bool = True,
     estimator: Any | None = None,
@@ -119,8 +119,8 @@ def train_prediction(
     settings : Settings
         ``resolved_mlflow_tracking_uri`` is where runs and models go; ``backfilled_until`` says which
         history counts from when it happened (see :func:`features.build_training_frame`).
-    gate : Gate
-        What the model must beat to become ``champion``.
+    gate : Gate, optional
+        What the model must beat to become ``champion``; default the definition's ``gate``.
     requirements : Requirements
         Thresholds of the readiness report.
     track : bool
@@ -166,7 +166,7 @@ def train_prediction(
         training_set=training_set,
         model=final,
         input_example=X.head(5),
-        gate=gate,
+        gate=gate or Gate(**definition.gate.model_dump()),
         reference=_drift_reference(final, X, frame["cutoff"]),
     )
     return TrainingResult(model=final, evaluation=evaluation, decision=tracked.decision, run_id=tracked.run_id,

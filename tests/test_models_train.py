@@ -19,7 +19,7 @@ from models.boosting import feature_frame
 from models.evaluate import evaluate, make_model, predicted
 from models.gate import Gate, decide
 from models.plots import figures
-from models.schemas import PredictionDefinition, eligibility_of, label_of
+from models.schemas import GateRule, PredictionDefinition, eligibility_of, label_of
 from models.tracking import champion_version, load_champion, registered_name, track_training
 from models.train import TrainingResult, train_prediction
 from tests.models_data import simulated_shop
@@ -85,6 +85,15 @@ def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(settings: Setting
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert client.get_run(tracked.run_id).data.tags["gate.decision"] == "refused"
     assert client.get_model_version(registered_name(CHURN.key), "2").tags["gate.reason"] == tracked.decision.reason
+
+
+def test_the_definitions_gate_decides(settings: Settings, trained: TrainingResult) -> None:
+    shop = simulated_shop()
+    strict = CHURN.model_copy(update={"training_cutoffs": 1, "gate": GateRule(metric="brier", min_improvement=0.5)})
+    refused = train_prediction(shop.engine, strict, as_of=shop.end, settings=settings)
+    assert not refused.decision.promote and refused.decision.metric == "brier"
+    assert "does not beat recency" in refused.decision.reason and refused.decision.reason.endswith("by 0.5")
+    assert champion_version(settings.resolved_mlflow_tracking_uri, CHURN.key) == trained.model_version
 
 
 def test_readiness_failure_refuses_or_falls_back(settings: Settings) -> None:

@@ -18,6 +18,29 @@ Kind = Literal["churn", "purchase", "ltv", "custom"]
 # What each kind predicts, in the words of the baselines and metrics (models.baselines.KINDS).
 TASKS = {"churn": "churn", "purchase": "purchase", "ltv": "value", "custom": "goal"}
 WINDOW_PRESETS = (7, 14, 30, 60, 90, 120)
+# What a gate may judge on, by what a task predicts: rows of models.metrics' tables (a value's
+# aggregate error is signed, so neither higher nor lower is better, and it is not among them).
+GATE_METRICS = {
+    "probability": ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift"),
+    "value": ("normalized_gini", "spearman", "mae", "rmse", "top_decile_share"),
+}
+
+
+class GateRule(BaseModel):
+    """What a trained model must beat on its held-out cutoff to become the ``champion`` that scores.
+
+    By default the baselines of the same run (recency, naive repeat rate, BTYD) and the current
+    champion, on ROC AUC (``normalized_gini`` for ``ltv``), by any margin. Without the baselines,
+    a first model is promoted whatever they scored (a backtest of the model itself, say); the card
+    still shows them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str | None = Field(default=None, description="A held-out metric; default roc_auc, normalized_gini for ltv.")
+    min_improvement: float = Field(default=0.0, ge=0.0, description="Margin over each opponent, in the metric's units.")
+    beat_baselines: bool = True
+    beat_champion: bool = True
 
 
 class PredictionDefinition(BaseModel):
@@ -47,6 +70,7 @@ class PredictionDefinition(BaseModel):
     training_cutoffs: int = Field(default=4, ge=1, description="Cutoffs stacked to fit, before the calibration one.")
     cutoff_spacing_days: int | None = Field(default=None, ge=1, description="Between training cutoffs; default the window.")
     fallback: Literal["refuse", "heuristic"] = "refuse"
+    gate: GateRule = Field(default_factory=GateRule)
     version: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
@@ -57,6 +81,10 @@ class PredictionDefinition(BaseModel):
             raise ValueError("goal_event and goal_properties are for custom predictions")
         if self.kind == "purchase" and self.events and len(self.events) > 1:
             raise ValueError("a purchase prediction takes one purchase event; several: a custom goal per event")
+        metrics = GATE_METRICS["value" if self.task == "value" else "probability"]
+        if self.gate.metric is not None and self.gate.metric not in metrics:
+            raise ValueError(f"gate metric {self.gate.metric!r}: a {self.kind} prediction is judged on one of "
+                             f"{', '.join(metrics)}")
         return self
 
     @property
