@@ -122,14 +122,18 @@ def test_gate_decisions() -> None:
         decide(Gate(), "value", metrics, champion=None)
 
 
-def test_definitions_map_to_labels_and_non_overlapping_folds() -> None:
+def test_definitions_map_to_labels_and_folds_that_never_see_the_validation_window() -> None:
     as_of = datetime(2026, 8, 1, tzinfo=UTC)
     definition = PredictionDefinition(key="buy", kind="purchase", window_days=14, training_cutoffs=3,
-                                      cutoff_spacing_days=7, min_purchases=1)
+                                      cutoff_spacing_days=5, min_purchases=1)
     cutoffs = definition.cutoffs(as_of)
     assert cutoffs[-1] + definition.horizon == as_of
     assert cutoffs[-2] + definition.horizon == cutoffs[-1]  # calibration window ends where the holdout begins
-    assert cutoffs[-3] + definition.horizon == cutoffs[-2] and cutoffs[1] - cutoffs[0] == pd.Timedelta(days=7)
+    assert cutoffs[-2] - cutoffs[-3] == cutoffs[1] - cutoffs[0] == pd.Timedelta(days=5) and len(cutoffs) == 5
+    # Training windows may overlap the calibration one; none reaches the validation window.
+    assert all(cutoff + definition.horizon <= cutoffs[-1] for cutoff in cutoffs[:-1])
+    default = definition.model_copy(update={"cutoff_spacing_days": None}).cutoffs(as_of)
+    assert default[-2] - default[-3] == default[1] - default[0] == pd.Timedelta(days=7)  # half the window
     assert label_of(definition).describe() == "goal (Order Completed, at least 1x)"
     assert [r.describe() for r in eligibility_of(definition)] == ["active in the last 90 days", "at least 1 purchases"]
     assert PredictionDefinition(key="ltv", kind="ltv").task == "value"

@@ -6,6 +6,7 @@ The mapping of a definition to the features' labels and eligibility rules is in
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -68,7 +69,7 @@ class PredictionDefinition(BaseModel):
     min_purchases: int | None = Field(default=None, ge=1)
     feature_set: str = "default"
     training_cutoffs: int = Field(default=4, ge=1, description="Cutoffs stacked to fit, before the calibration one.")
-    cutoff_spacing_days: int | None = Field(default=None, ge=1, description="Between training cutoffs; default the window.")
+    cutoff_spacing_days: int | None = Field(default=None, ge=1, description="Between training cutoffs; default half the window.")
     fallback: Literal["refuse", "heuristic"] = "refuse"
     gate: GateRule = Field(default_factory=GateRule)
     version: int = Field(default=1, ge=1)
@@ -99,16 +100,22 @@ class PredictionDefinition(BaseModel):
     def cutoffs(self, as_of: datetime) -> list[datetime]:
         """Training cutoffs, then the calibration cutoff, then the validation cutoff, oldest first.
 
-        Each label window ends before the next fold begins, so no fold learns from the period
-        another is judged on: validation at ``as_of - window``, calibration one window earlier,
-        training cutoffs one window before that and ``cutoff_spacing_days`` apart.
+        Validation at ``as_of - window``, calibration one window earlier (its label window ends
+        where validation's begins), and ``training_cutoffs`` before it, ``cutoff_spacing_days``
+        apart (default half the window), the latest one spacing before calibration. Nothing
+        fitted sees the validation window; training label windows overlap each other and the
+        calibration one. Kept a window apart and a window before calibration, as they were, a
+        year of history left only customers days old to learn from (CDNOW split at 1997-09-30,
+        90 days: one training cutoff, 1997-01-03, and a model card whose log loss was above
+        BTYD's, 0.4214 against 0.4073; half a window apart: 0.3996 against 0.4078, and the
+        backtest's holdout no worse, see bench.backtest).
         """
         if as_of.tzinfo is None:
             raise ValueError("as_of must be timezone-aware")
         validation = as_of - self.horizon
         calibration = validation - self.horizon
-        spacing = timedelta(days=self.cutoff_spacing_days or self.window_days)
-        training = [calibration - self.horizon - spacing * k for k in range(self.training_cutoffs - 1, -1, -1)]
+        spacing = timedelta(days=self.cutoff_spacing_days or math.ceil(self.window_days / 2))
+        training = [calibration - spacing * k for k in range(self.training_cutoffs, 0, -1)]
         return [*training, calibration, validation]
 
 
