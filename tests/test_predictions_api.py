@@ -30,6 +30,15 @@ def test_definitions_and_model_cards(live_server: LiveServer) -> None:
     assert httpx.post(url, headers=admin, json={"key": key, "kind": "churn", "window_days": 30}).json()["data"]["status"] == "unchanged"
     changed = httpx.post(url, headers=admin, json={"key": key, "kind": "churn", "window_days": 60})
     assert changed.status_code == 200 and changed.json()["data"]["version"] == 2
+    assert changed.json()["data"]["gate"] == {"metric": None, "min_improvement": 0.0, "beat_baselines": True,
+                                              "beat_champion": True}
+
+    gated = httpx.post(url, headers=admin, json={"key": key, "kind": "churn", "window_days": 60,
+                                                 "gate": {"metric": "log_loss", "min_improvement": 0.01}})
+    assert gated.status_code == 200 and gated.json()["data"]["version"] == 3
+    assert gated.json()["data"]["gate"]["metric"] == "log_loss"
+    unknown = httpx.post(url, headers=admin, json={"key": key, "kind": "churn", "gate": {"metric": "gini"}})
+    assert unknown.status_code == 400 and "gate metric 'gini'" in unknown.text
 
     bad = httpx.post(url, headers=admin, json={"key": "g", "kind": "custom"})
     assert bad.status_code == 400 and "needs goal_event" in bad.text
@@ -44,6 +53,7 @@ def test_definitions_and_model_cards(live_server: LiveServer) -> None:
     # The first model card a worker reads creates MLflow's tables (seconds on a busy machine).
     one = httpx.get(f"{url}/{key}", headers=bearer(reader), timeout=120).json()["data"]
     assert one["window_days"] == 60 and one["model_card"] is None  # nothing trained yet
+    assert one["version"] == 3 and one["gate"]["min_improvement"] == 0.01
     assert httpx.get(f"{url}/nope", headers=bearer(reader)).status_code == 404
     assert httpx.get(url, headers=bearer(profiles_only)).status_code == 403
     assert httpx.post(url, headers=bearer(reader), json={"key": "x", "kind": "churn"}).status_code == 403
