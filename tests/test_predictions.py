@@ -48,7 +48,7 @@ def test_definitions_are_versioned_when_they_change(engine: Engine) -> None:
     ({"key": "Bad Key", "kind": "churn"}, "prediction 'Bad Key': key: String should match pattern"),
     ({"key": "w", "kind": "churn", "window_days": 0}, "window_days: Input should be greater than or equal to 1"),
     ("churn", "a prediction must be a JSON object"),
-    ({"key": "c", "kind": "churn", "gate": {"metric": "mae"}}, "gate metric 'mae': a churn prediction is judged on one of"),
+    ({"key": "c", "kind": "churn", "gate": {"metric": "mae"}}, "gate metric 'mae': churn predictions are judged on one of"),
     ({"key": "c", "kind": "churn", "gate": {"min_improvement": -1}}, "gate.min_improvement: Input should be greater"),
 ])
 def test_definition_mistakes_are_named(document: object, message: str) -> None:

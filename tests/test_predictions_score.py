@@ -40,7 +40,7 @@ def test_cli_creates_trains_scores_shows_and_exports(shop: Shop, tmp_path: Path)
     assert "prediction churn v1 (created)" in created.stdout
     assert_user_error(cdp(shop.settings, "predictions", "create", "goal", "--kind", "custom"), "one goal event")
     assert_user_error(cdp(shop.settings, "predictions", "create", "spend", "--kind", "ltv", "--gate-metric", "roc_auc"),
-                      "gate metric 'roc_auc': a ltv prediction is judged on one of normalized_gini")
+                      "gate metric 'roc_auc': ltv predictions are judged on one of normalized_gini")
     assert_user_error(cdp(shop.settings, "predictions", "score", "churn", "--as-of", as_of), "has no champion model")
     # Two training cutoffs keep the test short; the definition is stored as version 2.
     engine = shop.engine

@@ -84,7 +84,7 @@ class PredictionDefinition(BaseModel):
             raise ValueError("a purchase prediction takes one purchase event; several: a custom goal per event")
         metrics = GATE_METRICS["value" if self.task == "value" else "probability"]
         if self.gate.metric is not None and self.gate.metric not in metrics:
-            raise ValueError(f"gate metric {self.gate.metric!r}: a {self.kind} prediction is judged on one of "
+            raise ValueError(f"gate metric {self.gate.metric!r}: {self.kind} predictions are judged on one of "
                              f"{', '.join(metrics)}")
         return self
 
