@@ -71,3 +71,16 @@ def test_pyproject_lists_every_package() -> None:
     data = {name for name in set(setuptools["package-data"]) - on_disk if (ROOT / name.replace(".", "/")).is_dir()}
     assert on_disk - declared == set(), "add these to [tool.setuptools] packages"
     assert declared - on_disk - data == set(), "these listed packages do not exist"
+
+
+def test_every_route_parses_json_strictly() -> None:
+    """serving.body.StrictJSONRoute on every router: FastAPI's default parser takes NaN and Infinity."""
+    from fastapi.routing import APIRoute
+
+    from serving.app import create_app
+    from serving.body import StrictJSONRoute
+
+    # FastAPI keeps each included router, whose own routes answer.
+    routers = [route.original_router for route in create_app().routes if hasattr(route, "original_router")]
+    routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    assert len(routes) > 50 and [r.path for r in routes if not isinstance(r, StrictJSONRoute)] == []

@@ -340,6 +340,11 @@ def test_api_defines_computes_and_the_profile_api_shows_the_trait(live_server: L
     bad = httpx.post(url, json={"name": "x", "kind": "sum"}, headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["message"] == "computed trait 'x': sum needs a property"
     assert httpx.post(url, content=b"[", headers=headers).status_code == 400
+    # Python's JSON parser takes Infinity, which the stored definition would keep as null (unreadable after).
+    infinite = b'{"name": "x", "kind": "count", "event": "A", "filters": [{"property": "p", "op": "gte", "value": Infinity}]}'
+    refused = httpx.post(url, content=infinite, headers={**headers, "content-type": "application/json"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_request", refused.text
+    assert httpx.get(url, headers=headers).status_code == 200
     assert httpx.post(url, json=definition).status_code == 401
     with live_server.engine().begin() as conn:
         from cdp.auth.service import create_token

@@ -36,7 +36,7 @@ class GateRule(BaseModel):
     still shows them.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     metric: str | None = Field(default=None, description="A held-out metric; default roc_auc, normalized_gini for ltv.")
     min_improvement: float = Field(default=0.0, ge=0.0, description="Margin over each opponent, in the metric's units.")
@@ -55,7 +55,8 @@ class PredictionDefinition(BaseModel):
     made at least ``min_purchases`` purchases.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Stored as JSON, which has no infinity or NaN (it would come back as null).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Trait prefix: K_probability, K_value, ...")
     kind: Kind

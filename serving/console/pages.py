@@ -12,11 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
+from serving.body import StrictJSONRoute
 from serving.console.charts import bars, interval, paired_bars, rates, share
 from serving.console.flow import duration, flow
 from serving.console.session import ApiProblem, ConsoleSession, api_for, render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=StrictJSONRoute, include_in_schema=False)
 
 # Model card plots by task, as models.plots logs them.
 PLOTS = ("roc.png", "calibration.png", "gains.png", "value_by_decile.png", "feature_importance.png")

@@ -25,11 +25,12 @@ from cdp.auth.sign_in_limit import clear_failed_sign_ins, record_failed_sign_in,
 from cdp.auth.users import Session, sign_in, sign_out
 from cdp.errors import CdpError
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import SESSION_COOKIE, csrf_matches, session_of
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=StrictJSONRoute, include_in_schema=False)
 SIGN_IN_COOKIE = "cdp_sign_in"  # the sign-in form's CSRF token (double submit: no session exists yet)
 MAX_FORM_BYTES = 4096
 

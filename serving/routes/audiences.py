@@ -18,11 +18,12 @@ from cdp.audiences.sync import profile_identifiers
 from cdp.errors import InvalidInput
 from cdp.jobs import ProgressReport
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import AudiencesReader, AudiencesWriter, EngineDep
 from serving.responses import JSONBody
 from serving.routes.jobs import run_or_start
 
-router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/audiences", tags=["audiences"])
 T = TypeVar("T")
 
 EXAMPLE = {"key": "churn_risk_buyers", "name": "Likely to churn, bought twice",

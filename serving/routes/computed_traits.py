@@ -13,10 +13,11 @@ from cdp.computed.service import define, delete_definition, get_definition, list
 from cdp.errors import InvalidInput
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import Admin, EngineDep, ProfilesReader
 from serving.responses import JSONBody
 
-router = APIRouter(prefix="/v1/computed-traits", tags=["computed traits"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/computed-traits", tags=["computed traits"])
 
 AS_OF_EXAMPLE = "2026-03-01T00:00:00Z"
 EXAMPLE = {"name": "orders_30d", "kind": "count", "event": "Order Completed", "window_days": 30,

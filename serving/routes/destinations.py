@@ -14,10 +14,11 @@ from cdp.destinations.outbox import attempts_of, enqueue, messages_page, replay
 from cdp.destinations.schemas import parse_destination
 from cdp.destinations.service import create_destination, delete_destination, get_destination, list_destinations
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import DestinationsReader, DestinationsWriter, EngineDep
 from serving.responses import JSONBody
 
-router = APIRouter(prefix="/v1/destinations", tags=["destinations"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/destinations", tags=["destinations"])
 
 EXAMPLE = {"type": "webhook", "name": "crm", "url": "https://hooks.example.com/cdp", "secret": "a-long-random-secret"}
 

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 
 from cdp.events.attribution import count_pending
 from cdp.store.db import reader
+from serving.body import StrictJSONRoute
 from serving.deps import EngineDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["health"])
 
 
 @router.get("/health")

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from cdp.jobs import Work, get_job, no_progress
+from serving.body import StrictJSONRoute
 from serving.deps import Caller, EngineDep, authorize, caller_name, check_scope
 from serving.responses import JSONBody
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}")

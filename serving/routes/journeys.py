@@ -11,11 +11,12 @@ from cdp.journeys.report import lift_report
 from cdp.journeys.schemas import parse_journey, parse_policy
 from cdp.journeys.service import active_counts, delete_journey, get_journey, get_policy, list_journeys, save_journey, set_policy
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import Admin, EngineDep, JourneysReader, JourneysWriter
 from serving.responses import JSONBody
 
-router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
-policy_router = APIRouter(prefix="/v1/contact-policy", tags=["journeys"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/journeys", tags=["journeys"])
+policy_router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/contact-policy", tags=["journeys"])
 
 EXAMPLE = {
     "key": "cart_recovery", "name": "Cart recovery",

@@ -13,11 +13,12 @@ from cdp.predictions.service import list_predictions
 from cdp.profiles.service import profile_counts
 from cdp.store.db import reader
 from models.tracking import champions, latest_trainings, registered_name
+from serving.body import StrictJSONRoute
 from serving.deps import EngineDep, ProfilesReader, SettingsDep
 from serving.refreshed import Refreshed
 from serving.responses import JSONBody
 
-router = APIRouter(tags=["overview"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["overview"])
 # Counting profiles takes seconds on a store of millions: counted in the background at most once a minute.
 COUNTS_MAX_AGE_S = 60.0
 COUNTS_FIRST_WAIT_S = 0.2

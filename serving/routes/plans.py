@@ -13,9 +13,10 @@ from cdp.governance.service import (
     add_version, assign_plan, count_violations, create_plan, get_plan, plan_names, unassign_plan,
 )
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import Admin, EngineDep, GovernanceReader
 
-router = APIRouter(tags=["tracking plans"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["tracking plans"])
 
 RULES_DOC = (
     'One version of the plan: `{"events": {"Order Completed": <JSON Schema>}, "identify": <JSON Schema>, '

@@ -20,11 +20,12 @@ from features import NotReady
 from models.outcomes import realized_outcomes
 from models.tracking import model_card, plot_artifact
 from models.train import training_readiness
+from serving.body import StrictJSONRoute
 from serving.deps import Admin, EngineDep, PredictionsReader, SettingsDep
 from serving.responses import JSONBody
 from serving.routes.jobs import run_or_start
 
-router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/predictions", tags=["predictions"])
 
 EXAMPLE = {"key": "churn_30d", "kind": "churn", "window_days": 30, "active_within_days": 90}
 

@@ -19,10 +19,11 @@ from cdp.profiles.service import (
     traits_page,
 )
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import Admin, EngineDep, ProfilesReader
 from serving.responses import JSONBody
 
-router = APIRouter(tags=["profiles"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["profiles"])
 
 Identifier = Annotated[str, "type:value, e.g. user_id:u1 or email:a%40b.io (URL-encoded)"]
 Names = Annotated[str | None, Query(description="Comma-separated names.")]

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Body, Query, Request
 from cdp.events.quarantine import count_pending, list_pending, replay
 from cdp.jobs import ProgressReport
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import Admin, EngineDep, GovernanceReader
 from serving.responses import JSONBody
 from serving.routes.jobs import run_or_start
 
-router = APIRouter(prefix="/v1/quarantine", tags=["tracking plans"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/quarantine", tags=["tracking plans"])
 
 
 @router.get("")

@@ -20,10 +20,11 @@ from models.recommend.filters import ItemRules
 from models.recommend.fresh import interacted_since
 from models.recommend.serve import Answer, Ask, ServingModel
 from models.tracking import RECOMMENDER, champion_card
+from serving.body import StrictJSONRoute
 from serving.deps import RECOMMENDATIONS_READ, RecommendationsReader, SettingsDep, authorize
 from serving.responses import JSONBody
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["recommendations"])
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 
 from cdp.privacy.regulations import MAX_SUBJECTS, Regulation, claim_and_run, create_regulation, get_regulation
 from cdp.store.db import reader, write_transaction
+from serving.body import StrictJSONRoute
 from serving.deps import EngineDep, RegulationsWriter
 from serving.responses import JSONBody
 
-router = APIRouter(tags=["regulations"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["regulations"])
 
 
 class RegulationRequest(BaseModel):

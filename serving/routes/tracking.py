@@ -18,12 +18,12 @@ from cdp.events.ingest import prepare_batch, store_prepared
 from cdp.events.schemas import BatchRequest, Envelope, IngestResult, SpecMessage
 from cdp.events.timestamps import BadTimestamp, parse_timestamp
 from cdp.governance.enforce import PLAN_VIOLATION
-from serving.body import read_json_body
+from serving.body import StrictJSONRoute, read_json_body
 from serving.deps import basic_user
 from serving.errors import store_unavailable, tracking_error
 from serving.responses import JSONBody
 
-router = APIRouter(tags=["tracking"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["tracking"])
 
 SINGLE_CALLS = {
     "identify": "i",
