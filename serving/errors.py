@@ -56,6 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONBody:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # FastAPI names the offset ("body.97"), orjson says what is wrong there
+            return api_error(400, "invalid_json", f"request body is not valid JSON: {first['ctx']['error']}")
         where = ".".join(str(part) for part in first["loc"])
         return api_error(400, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"])
 
