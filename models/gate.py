@@ -7,32 +7,24 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cdp.predictions.schemas import GateRule
+
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse"})
 
 
-@dataclass(frozen=True)
-class Gate:
-    """What a candidate must beat, on which held-out metric.
+class Gate(GateRule):
+    """What a candidate must beat, on which held-out metric: a prediction definition's ``gate``
+    (:class:`cdp.predictions.schemas.GateRule`: ``metric``, ``min_improvement``,
+    ``beat_baselines``, ``beat_champion``), and which columns of the metrics table never count.
 
     Parameters
     ----------
-    metric : str, optional
-        A row of the metrics table; default ``roc_auc`` for probabilities, ``normalized_gini``
-        for values.
-    min_improvement : float
-        Margin by which the candidate must beat each opponent (in the metric's units).
-    beat_baselines, beat_champion : bool
-        Which opponents count.
     not_opponents : frozenset of str
         Columns of the metrics table shown beside the model but not gating it. By default the
         single-cutoff GBM: a competing model rather than a floor, and refusing a candidate that
         merely ties with it would leave no model to score with at all.
     """
 
-    metric: str | None = None
-    min_improvement: float = 0.0
-    beat_baselines: bool = True
-    beat_champion: bool = True
     not_opponents: frozenset[str] = frozenset({"single_cutoff_gbm"})
 
     def metric_for(self, task: str) -> str:

@@ -6,12 +6,12 @@ models and notebooks. The functions below read it in the words of :mod:`features
 
 from __future__ import annotations
 
-from cdp.predictions.schemas import TASKS, WINDOW_PRESETS, GateRule, Kind, PredictionDefinition
+from cdp.predictions.schemas import GATE_METRICS, TASKS, WINDOW_PRESETS, GateRule, Kind, PredictionDefinition
 from features import ActiveWithin, ChurnLabel, GoalLabel, MinPurchases, Purchases, ValueLabel
 from features.labels import Eligibility, Label
 
-__all__ = ["TASKS", "WINDOW_PRESETS", "GateRule", "Kind", "PredictionDefinition", "eligibility_of", "label_of",
-           "purchases_of"]
+__all__ = ["GATE_METRICS", "TASKS", "WINDOW_PRESETS", "GateRule", "Kind", "PredictionDefinition", "eligibility_of",
+           "label_of", "purchases_of"]
 
 
 def purchases_of(definition: PredictionDefinition) -> Purchases:

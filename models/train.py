@@ -166,7 +166,7 @@ def train_prediction(
         training_set=training_set,
         model=final,
         input_example=X.head(5),
-        gate=gate or Gate(**definition.gate.model_dump()),
+        gate=gate or Gate(**dict(definition.gate)),
         reference=_drift_reference(final, X, frame["cutoff"]),
     )
     return TrainingResult(model=final, evaluation=evaluation, decision=tracked.decision, run_id=tracked.run_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from features import NotReady, Requirements, build_training_frame
 from models.baselines import BtydBaseline
 from models.boosting import feature_frame
 from models.evaluate import evaluate, make_model, predicted
-from models.gate import Gate, decide
+from models.gate import LOWER_IS_BETTER, Gate, decide
+from models.metrics import ClassificationMetrics, ValueMetrics
 from models.plots import figures
-from models.schemas import GateRule, PredictionDefinition, eligibility_of, label_of
+from models.schemas import GATE_METRICS, GateRule, PredictionDefinition, eligibility_of, label_of
 from models.tracking import champion_version, load_champion, registered_name, track_training
 from models.train import TrainingResult, train_prediction
 from tests.models_data import simulated_shop
@@ -120,6 +122,13 @@ def test_gate_decisions() -> None:
     assert not decide(Gate(metric="log_loss"), "churn", metrics, champion=0.39).promote
     with pytest.raises(ValueError, match="normalized_gini"):
         decide(Gate(), "value", metrics, champion=None)
+
+
+def test_the_gate_metrics_a_definition_may_name_are_those_the_evaluation_reports() -> None:
+    rows = {"probability": ClassificationMetrics, "value": ValueMetrics}
+    for task, names in GATE_METRICS.items():
+        assert set(names) <= {f.name for f in fields(rows[task])} - {"n", "positive_rate", "mean_actual"}, task
+    assert LOWER_IS_BETTER <= {name for names in GATE_METRICS.values() for name in names}
 
 
 def test_definitions_map_to_labels_and_folds_that_never_see_the_validation_window() -> None:
