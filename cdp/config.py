@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     attribution_idle_ms: int = Field(
         default=200, ge=0,
         description="Behind a burst, attribution waits for this long a pause in requests, or for the writer to be free.")
+    attribution_at_ingest: bool | None = Field(
+        default=None,
+        description="The Tracking API attributes a returning person's track, page and screen calls in its own "
+                    "transaction, instead of leaving them to the follower. Unset: on PostgreSQL, not on SQLite, "
+                    "whose single writer would take it from a burst's acknowledgements.")
     identity_limits: str = "user_id=1,anonymous_id=5/7d"
     identity_blocked_values: list[str] = Field(
         default=[r"^[0-]*$", r"^-1$", r"(?i:^null$)", r"(?i:^none$)", r"(?i:^anonymous$)", r"(?i:^undefined$)",

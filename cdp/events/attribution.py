@@ -6,13 +6,15 @@ server process attributes them in batches (``CDP_ATTRIBUTION_BATCH``), in arriva
 of the identity graph, one bulk write of links, traits and attributions per batch instead of per
 request. Profiles lag ingestion by ``CDP_ATTRIBUTION_LAG_MS`` while the follower keeps up, and by
 its backlog after a burst (a fraction of a second once requests pause), as Segment Unify's do.
+(With ``CDP_ATTRIBUTION_AT_INGEST``, the API attributes a returning person's track, page and
+screen calls itself, see ``cdp.events.ingest.store_pending``: the follower gets the rest.)
 
 The API hands each follower the rows its own process stored, already parsed and with their ids,
 and the follower finds their identifiers before it takes the store's writer: what it does with the
 writer held is the part that needs the store. The store stays the record: a row handed over is
 attributed only if it is still pending when the writer is taken, and events no follower holds (a
-server that stopped or was killed, a request whose ids the store could not tell) are read back
-from the store once they have waited ``orphan_after_s``. Pending events survive a crash with the
+server that stopped or was killed) are read back from the store once they have waited
+``orphan_after_s``. Pending events survive a crash with the
 rest of the store and are taken up again; so does a batch whose commit a power failure undid,
 which is why its commit does not wait for the disk (``redoable``, cdp.store.db.write_transaction).
 """

@@ -24,8 +24,7 @@ _ON_CONFLICT = "ON CONFLICT (message_id, source_id) DO NOTHING"
 def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``events`` rows (dicts keyed by column; ``profile_id`` and ``pending`` optional).
 
-    A (source, messageId) already stored is skipped. Each row stored gets its ``id``: on SQLite
-    only when all were (the ids of one writer's executemany then follow each other), else none.
+    A (source, messageId) already stored is skipped. Each row stored gets its ``id``.
     """
     if not rows:
         return
@@ -41,9 +40,18 @@ def insert_event_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
                 row["id"] = event_id
         return
     statement = insert_statement("sqlite", events, _COLUMNS, _ON_CONFLICT)
-    if conn.exec_driver_sql(statement, _sqlite_params(rows)).rowcount == len(rows):
-        last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+    if (stored := conn.exec_driver_sql(statement, _sqlite_params(rows)).rowcount) <= 0:
+        return
+    # One writer at a time: the rows stored now took the ``stored`` ids up to the last one.
+    last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+    if stored == len(rows):
         for event_id, row in enumerate(rows, start=last - len(rows) + 1):
+            row["id"] = event_id
+        return
+    new = dict(conn.exec_driver_sql("SELECT message_id, id FROM events WHERE id > ? AND id <= ?",
+                                    (last - stored, last)).all())
+    for row in rows:  # as on PostgreSQL, the first of a messageId repeated in the request was stored
+        if (event_id := new.pop(row["message_id"], None)) is not None:
             row["id"] = event_id
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, select
 
 from cdp.audiences.membership import on_live_events
 from cdp.computed.compute import apply_incremental
+from cdp.computed.schemas import ComputedTrait
 from cdp.computed.service import definitions_for_ingest
 from cdp.config import Settings
 from cdp.events.schemas import Envelope, IngestResult, Rejection
@@ -20,7 +21,7 @@ from cdp.events.validate import prepare_message
 from cdp.governance.enforce import enforce, record_violations
 from cdp.governance.service import active_plan
 from cdp.identity.extract import MessageIdentifiers, identifiers_of
-from cdp.identity.resolve import IdentityBatch, Profile, message_context
+from cdp.identity.resolve import IdentityBatch, Profile, message_context, returning_owners
 from cdp.identity.schemas import ACCOUNTS, IdentityRules
 from cdp.journeys.engine import on_live_events as journeys_on_live_events
 from cdp.privacy.regulations import suppressed_among
@@ -31,16 +32,23 @@ from cdp.store.tables import events, quarantine
 # ``live=False`` so that replaying last year's history does not fire this morning's campaigns.
 LiveHook = Callable[[Connection, int, list[dict[str, Any]]], None]
 LIVE_HOOKS: list[LiveHook] = [on_live_events, journeys_on_live_events]  # audiences first: entries read them
+# Calls that record nothing about the person beyond the event itself (no traits, links or aliases).
+_NOTHING_TO_RECORD = frozenset({"track", "page", "screen"})
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     max_message_bytes: int
     identity: IdentityRules
+    attribute_at_ingest: bool = False  # see store_pending
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
-        return cls(max_message_bytes=settings.max_message_bytes, identity=IdentityRules.from_settings(settings))
+        at_ingest = settings.attribution_at_ingest
+        if at_ingest is None:
+            at_ingest = settings.resolved_database_url.startswith("postgresql")
+        return cls(max_message_bytes=settings.max_message_bytes, identity=IdentityRules.from_settings(settings),
+                   attribute_at_ingest=at_ingest)
 
 
 def ingest(
@@ -57,8 +65,9 @@ def ingest(
     """Validate ``messages``; store valid ones (idempotent on messageId), quarantine the rest.
 
     Runs inside the caller's transaction: when it commits, every accepted message is durable.
-    With ``defer_attribution`` (the Tracking API), valid messages are only inserted, marked pending:
-    identity resolution, traits and live hooks follow in bulk (``cdp.events.attribution``).
+    With ``defer_attribution`` (the Tracking API), valid messages are inserted marked pending
+    (but see :func:`store_pending`): identity resolution, traits and live hooks follow in bulk
+    (``cdp.events.attribution``).
     """
     prepared = prepare_batch(messages, envelope, config=config, implied_type=implied_type)
     return store_prepared(conn, source_id=source_id, prepared=prepared, envelope=envelope, config=config, live=live,
@@ -69,9 +78,15 @@ def prepare_batch(
     messages: Iterable[Any], envelope: Envelope, *, config: IngestConfig, implied_type: str | None = None
 ) -> list[dict[str, Any] | Rejection]:
     """Each message's ``events`` row, or why the Spec refuses it: no store needed, so the Tracking API
-    does it before taking the store's single writer."""
-    return [prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
-            for message in messages]
+    does it before taking the store's single writer. So are the identifiers of the calls that
+    :func:`store_pending` may attribute at once (kept under ``identifiers``)."""
+    prepared = [prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
+                for message in messages]
+    if config.attribute_at_ingest:
+        for row in prepared:
+            if not isinstance(row, Rejection) and row["type"] in _NOTHING_TO_RECORD:
+                row["identifiers"] = identifiers_of(row["payload"], config.identity)
+    return prepared
 
 
 def store_prepared(
@@ -87,7 +102,8 @@ def store_prepared(
     """The rest of :func:`ingest` for messages :func:`prepare_batch` checked: tracking plan, insert, quarantine.
 
     With ``defer_attribution``, ``result.deferred`` holds the rows stored pending, for the
-    attribution follower (each with its ``id`` when the store told it).
+    attribution follower (each with its ``id``), and only returning people's may be attributed at
+    once (:func:`store_pending`).
     """
     rows: list[dict[str, Any]] = []
     result = IngestResult()
@@ -102,11 +118,8 @@ def store_prepared(
             item["source_id"] = source_id
             rows.append(item)
     if defer_attribution:
-        for row in rows:
-            row["pending"] = True
-        insert_event_rows(conn, rows)
-        result.deferred = rows
-        stored = []
+        stored = store_pending(conn, rows, config=config, now=envelope.received_at)
+        result.deferred = [row for row in rows if row["pending"]]
     else:
         stored = store_events(conn, rows, config=config, now=envelope.received_at)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
@@ -116,6 +129,39 @@ def store_prepared(
     if live:
         fire_live_hooks(conn, stored)
     return result
+
+
+def store_pending(conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime) -> list[dict[str, Any]]:
+    """Insert valid rows for the attribution follower; returns those attributed at once, new to the store.
+
+    With ``config.attribute_at_ingest``, a returning person's track, page and screen calls (most
+    of live traffic: every identifier they carry already leads to one profile, and there is nothing
+    to link, merge or record) are inserted with their profile, one lookup per request, instead of
+    inserted pending and rewritten by the follower, which costs the store as much again. The rest
+    (identify, group and alias calls, new or conflicting identifiers, suppressed people) is stored
+    ``pending`` for the follower.
+    """
+    for row in rows:  # what an earlier attempt of this transaction found is not true any more
+        row.pop("profile_id", None)
+        row.pop("id", None)
+    attributed: list[dict[str, Any]] = []
+    computed: list[ComputedTrait] = []
+    if config.attribute_at_ingest:
+        computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
+        simple = [row for row in rows if row["type"] in _NOTHING_TO_RECORD]
+        found = [row.get("identifiers") or identifiers_of(row["payload"], config.identity) for row in simple]
+        suppressed = suppressed_among(conn, (i for ids in found for i in ids.person))
+        for row, ids, profile_id in zip(simple, found, returning_owners(conn, found), strict=True):
+            if profile_id is not None and suppressed.isdisjoint(ids.person):
+                row["profile_id"] = profile_id
+                attributed.append(row)
+    for row in rows:
+        row["pending"] = row.get("profile_id") is None
+    insert_event_rows(conn, rows)
+    attributed = [row for row in attributed if "id" in row]  # not an SDK's retry of a stored message
+    if attributed:
+        apply_incremental(conn, attributed, computed, now=now)
+    return attributed
 
 
 def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime) -> list[dict[str, Any]]:

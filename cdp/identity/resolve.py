@@ -10,7 +10,7 @@ point to; a refused link is logged, like every merge, with the rule, identifier 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -189,19 +189,13 @@ class IdentityBatch:
         profiles for update first, waits until their readers commit. Read after the locks, and again
         until every owner read was locked before: a merge may have moved identifiers meanwhile.
         """
-        wanted = (dumps_json(list(keys)),)
-        owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
+        wanted = dumps_json(list(keys))
+        owned = self.conn.exec_driver_sql(_PG_OWNERS, (wanted,)).all()
         missing = keys - {(entity, type_, value) for entity, type_, value, _ in owned}
         if missing:
             self.conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
         # Read again at least once: a worker this one waited for on an identifier may have stored it.
-        locked: set[int] = set()
-        while True:
-            if unlocked := sorted({profile_id for *_, profile_id in owned} - locked):
-                locked.update(self.conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
-            owned = self.conn.exec_driver_sql(_PG_OWNERS, wanted).all()
-            if {profile_id for *_, profile_id in owned} <= locked:
-                return owned
+        return _share_locked_owners(self.conn, wanted, owned)
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -360,6 +354,48 @@ class IdentityBatch:
                 self.conn.execute(insert(profile_links), [
                     {"profile_id": p, "linked_id": t, "created_at": now} for p, t in fresh])
         return survivors
+
+
+def returning_owners(conn: Connection, found: Sequence[MessageIdentifiers]) -> list[int | None]:
+    """For each message, the stored profile that owns every identifier it carries, when that is all
+    there is to resolve: a returning person, nothing to link, merge or count against a limit. None
+    for a message that needs the whole resolution (:class:`IdentityBatch`): new identifiers, two
+    owners, links to an account, an alias, or no identifier at all.
+
+    On PostgreSQL the owners stay share-locked until commit, as :meth:`IdentityBatch.load` holds
+    them: a merge that would move them away waits until what was attributed to them is committed.
+    """
+    keys = {(USERS, *identifier) for ids in found if _simple(ids) for identifier in ids.person}
+    if not keys:
+        return [None] * len(found)
+    wanted = dumps_json(list(keys))
+    if conn.dialect.name == "postgresql":
+        rows = _share_locked_owners(conn, wanted, conn.exec_driver_sql(_PG_OWNERS, (wanted,)).all())
+    else:
+        rows = conn.exec_driver_sql(_SQLITE_OWNERS, (wanted,)).all()
+    owner = {Identifier(type_, value): profile_id for _, type_, value, profile_id in rows}
+    returning: list[int | None] = []
+    for ids in found:
+        owners = {owner.get(identifier) for identifier in ids.person} if _simple(ids) else {None}
+        returning.append(owners.pop() if len(owners) == 1 else None)
+    return returning
+
+
+def _simple(ids: MessageIdentifiers) -> bool:
+    return bool(ids.person) and not ids.links and ids.previous_id is None
+
+
+def _share_locked_owners(conn: Connection, wanted: str, owned: list[Any]) -> list[Any]:
+    """The owners of ``wanted`` (PostgreSQL, read as ``owned``), their profiles share-locked: read
+    again after each lock until every owner read was locked before, as a merge may have moved
+    identifiers meanwhile."""
+    locked: set[int] = set()
+    while True:
+        if unlocked := sorted({profile_id for *_, profile_id in owned} - locked):
+            locked.update(conn.exec_driver_sql(_PG_LOCK_PROFILES, (unlocked,)).scalars())
+        owned = conn.exec_driver_sql(_PG_OWNERS, (wanted,)).all()
+        if {profile_id for *_, profile_id in owned} <= locked:
+            return owned
 
 
 def _apply_merge(conn: Connection, *, winner: int, loser: int, now: datetime) -> list[int]:
