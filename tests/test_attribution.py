@@ -168,6 +168,28 @@ def test_a_returning_persons_calls_are_attributed_as_they_are_stored(engine, sou
     assert all(profile_of[message] is None for message in left)
 
 
+def test_a_failing_live_hook_leaves_calls_attributed_at_ingestion_to_the_follower(engine, source_id) -> None:  # type: ignore[no-untyped-def]
+    def poisoned(conn, source, rows) -> None:  # type: ignore[no-untyped-def]
+        raise ValueError("a bug on a strange message")
+
+    with engine.begin() as conn:
+        _store(conn, source_id, _messages("fay"), defer=False)
+    LIVE_HOOKS.append(poisoned)
+    try:
+        with engine.begin() as conn:  # stored and committed all the same: nothing accepted is lost
+            deferred = ingest(conn, source_id=source_id, envelope=Envelope(received_at=NOW), config=AT_INGEST,
+                              defer_attribution=True,
+                              messages=[{"type": "track", "userId": "fay", "event": "E", "messageId": "strange"}]).deferred
+    finally:
+        LIVE_HOOKS.pop()
+    assert [row["message_id"] for row in deferred] == ["strange"]
+    with engine.connect() as conn:
+        assert _pending_of_events(conn)["strange"] and _profile_of_events(conn)["strange"] is None
+    _drain(engine)
+    with engine.connect() as conn:
+        assert _profile_of_events(conn)["strange"] == find_profile(conn, type="user_id", value="fay")
+
+
 def test_a_suppressed_persons_calls_are_left_to_the_follower_which_drops_them(engine, source_id) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         _store(conn, source_id, _messages("dan"), defer=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from cdp.audiences.membership import on_live_events
 from cdp.computed.compute import apply_incremental
@@ -27,6 +29,8 @@ from cdp.journeys.engine import on_live_events as journeys_on_live_events
 from cdp.privacy.regulations import suppressed_among
 from cdp.profiles.traits import append_trait_changes, fold_into_current, identify_traits
 from cdp.store.tables import events, quarantine
+
+log = logging.getLogger(__name__)
 
 # Real-time side effects of live traffic (event-triggered audiences, journeys). Imports run with
 # ``live=False`` so that replaying last year's history does not fire this morning's campaigns.
@@ -118,28 +122,29 @@ def store_prepared(
             item["source_id"] = source_id
             rows.append(item)
     if defer_attribution:
-        stored = store_pending(conn, rows, config=config, now=envelope.received_at)
+        store_pending(conn, rows, config=config, now=envelope.received_at, live=live)
         result.deferred = [row for row in rows if row["pending"]]
     else:
         stored = store_events(conn, rows, config=config, now=envelope.received_at)
+        if live:
+            fire_live_hooks(conn, stored)
     store_rejections(conn, source_id=source_id, rejections=result.rejections, envelope=envelope)
     record_violations(conn, found)
     result.accepted = len(rows)
     result.quarantined = len(result.rejections)
-    if live:
-        fire_live_hooks(conn, stored)
     return result
 
 
-def store_pending(conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime) -> list[dict[str, Any]]:
-    """Insert valid rows for the attribution follower; returns those attributed at once, new to the store.
+def store_pending(conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime,
+                  live: bool = True) -> None:
+    """Insert valid rows for the attribution follower, each marked ``pending`` or not.
 
     With ``config.attribute_at_ingest``, a returning person's track, page and screen calls (most
     of live traffic: every identifier they carry already leads to one profile, and there is nothing
     to link, merge or record) are inserted with their profile, one lookup per request, instead of
-    inserted pending and rewritten by the follower, which costs the store as much again. The rest
-    (identify, group and alias calls, new or conflicting identifiers, suppressed people) is stored
-    ``pending`` for the follower.
+    inserted pending and rewritten by the follower, which costs the store as much again; their
+    computed traits and live hooks run here. The rest (identify, group and alias calls, new or
+    conflicting identifiers, suppressed people) is stored ``pending`` for the follower.
     """
     for row in rows:  # what an earlier attempt of this transaction found is not true any more
         row.pop("profile_id", None)
@@ -160,8 +165,27 @@ def store_pending(conn: Connection, rows: list[dict[str, Any]], *, config: Inges
     insert_event_rows(conn, rows)
     attributed = [row for row in attributed if "id" in row]  # not an SDK's retry of a stored message
     if attributed:
-        apply_incremental(conn, attributed, computed, now=now)
-    return attributed
+        _follow_up(conn, attributed, computed, now=now, live=live)
+
+
+def _follow_up(conn: Connection, rows: list[dict[str, Any]], computed: list[ComputedTrait], *, now: datetime,
+               live: bool) -> None:
+    """Computed traits and live hooks of rows attributed at ingestion. A failure of ours there (a
+    bug on a strange message) must not refuse messages that are stored: the rows are left pending
+    instead, to the follower, which narrows a failing batch down to the message and gets past it."""
+    try:
+        with conn.begin_nested():
+            apply_incremental(conn, rows, computed, now=now)
+            if live:
+                fire_live_hooks(conn, rows)
+    except (OperationalError, InterfaceError):  # the store's: retried, or the request fails as the store is down
+        raise
+    except Exception:
+        log.exception("the follow-up of events attributed at ingestion failed; the follower takes them")
+        conn.execute(update(events).where(events.c.id.in_([row["id"] for row in rows]))
+                     .values(profile_id=None, pending=True))
+        for row in rows:
+            row["profile_id"], row["pending"] = None, True
 
 
 def store_events(conn: Connection, rows: list[dict[str, Any]], *, config: IngestConfig, now: datetime) -> list[dict[str, Any]]:
