@@ -82,15 +82,9 @@ def prepare_batch(
     messages: Iterable[Any], envelope: Envelope, *, config: IngestConfig, implied_type: str | None = None
 ) -> list[dict[str, Any] | Rejection]:
     """Each message's ``events`` row, or why the Spec refuses it: no store needed, so the Tracking API
-    does it before taking the store's single writer. So are the identifiers of the calls that
-    :func:`store_pending` may attribute at once (kept under ``identifiers``)."""
-    prepared = [prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
-                for message in messages]
-    if config.attribute_at_ingest:
-        for row in prepared:
-            if not isinstance(row, Rejection) and row["type"] in _NOTHING_TO_RECORD:
-                row["identifiers"] = identifiers_of(row["payload"], config.identity)
-    return prepared
+    does it before taking the store's single writer."""
+    return [prepare_message(message, envelope, max_bytes=config.max_message_bytes, implied_type=implied_type)
+            for message in messages]
 
 
 def store_prepared(
@@ -154,7 +148,7 @@ def store_pending(conn: Connection, rows: list[dict[str, Any]], *, config: Inges
     if config.attribute_at_ingest:
         computed = definitions_for_ingest(conn)  # first: it may wait for a batch compute, before any row lock
         simple = [row for row in rows if row["type"] in _NOTHING_TO_RECORD]
-        found = [row.get("identifiers") or identifiers_of(row["payload"], config.identity) for row in simple]
+        found = [identifiers_of(row["payload"], config.identity) for row in simple]
         suppressed = suppressed_among(conn, (i for ids in found for i in ids.person))
         for row, ids, profile_id in zip(simple, found, returning_owners(conn, found), strict=True):
             if profile_id is not None and suppressed.isdisjoint(ids.person):

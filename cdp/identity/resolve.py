@@ -145,11 +145,7 @@ class IdentityBatch:
                 keys.update((USERS, type_, found.previous_id) for type_ in ("user_id", "anonymous_id"))
         if not keys:
             return
-        if self.conn.dialect.name == "postgresql":
-            rows = self._hold(keys)
-        else:
-            rows = self.conn.exec_driver_sql(_SQLITE_OWNERS, (dumps_json(list(keys)),)).all()
-        for entity, type_, value, profile_id in rows:
+        for entity, type_, value, profile_id in _stored_owners(self.conn, keys, hold_new=True):
             profile = self.by_id.get(profile_id)
             if profile is None:
                 profile = self.by_id[profile_id] = Profile(entity=entity, id=profile_id, complete=False)
@@ -179,23 +175,6 @@ class IdentityBatch:
             wanted[profile_id].identities.setdefault(Identifier(type_, value), _utc(seen_at))
         for profile in wanted.values():
             profile.complete = True
-
-    def _hold(self, keys: set[tuple[str, str, str]]) -> list[Any]:
-        """PostgreSQL only (SQLite has one writer at a time): keep what was read true until commit.
-
-        Identifiers nobody has yet get an advisory lock, so two workers racing on the same new
-        person wait for each other instead of both creating it. Profiles that own identifiers get a
-        shared row lock: ordinary traffic never waits on it, but a merge, which locks both
-        profiles for update first, waits until their readers commit. Read after the locks, and again
-        until every owner read was locked before: a merge may have moved identifiers meanwhile.
-        """
-        wanted = dumps_json(list(keys))
-        owned = self.conn.exec_driver_sql(_PG_OWNERS, (wanted,)).all()
-        missing = keys - {(entity, type_, value) for entity, type_, value, _ in owned}
-        if missing:
-            self.conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
-        # Read again at least once: a worker this one waited for on an identifier may have stored it.
-        return _share_locked_owners(self.conn, wanted, owned)
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -362,33 +341,37 @@ def returning_owners(conn: Connection, found: Sequence[MessageIdentifiers]) -> l
     for a message that needs the whole resolution (:class:`IdentityBatch`): new identifiers, two
     owners, links to an account, an alias, or no identifier at all.
 
-    On PostgreSQL the owners stay share-locked until commit, as :meth:`IdentityBatch.load` holds
-    them: a merge that would move them away waits until what was attributed to them is committed.
+    Owners are held as :meth:`IdentityBatch.load` holds them (:func:`_stored_owners`): a merge
+    that would move them away waits until what was attributed to them is committed.
     """
-    keys = {(USERS, *identifier) for ids in found if _simple(ids) for identifier in ids.person}
-    if not keys:
-        return [None] * len(found)
-    wanted = dumps_json(list(keys))
-    if conn.dialect.name == "postgresql":
-        rows = _share_locked_owners(conn, wanted, conn.exec_driver_sql(_PG_OWNERS, (wanted,)).all())
-    else:
-        rows = conn.exec_driver_sql(_SQLITE_OWNERS, (wanted,)).all()
-    owner = {Identifier(type_, value): profile_id for _, type_, value, profile_id in rows}
+    simple = [bool(ids.person) and not ids.links and ids.previous_id is None for ids in found]
+    keys = {(USERS, *identifier) for ids, plain in zip(found, simple, strict=True) if plain for identifier in ids.person}
+    owner = {Identifier(type_, value): profile_id
+             for _, type_, value, profile_id in (_stored_owners(conn, keys, hold_new=False) if keys else ())}
     returning: list[int | None] = []
-    for ids in found:
-        owners = {owner.get(identifier) for identifier in ids.person} if _simple(ids) else {None}
+    for ids, plain in zip(found, simple, strict=True):
+        owners = {owner.get(identifier) for identifier in ids.person} if plain else {None}
         returning.append(owners.pop() if len(owners) == 1 else None)
     return returning
 
 
-def _simple(ids: MessageIdentifiers) -> bool:
-    return bool(ids.person) and not ids.links and ids.previous_id is None
+def _stored_owners(conn: Connection, keys: set[tuple[str, str, str]], *, hold_new: bool) -> list[Any]:
+    """``(entity, type, value, profile_id)`` of the ``keys`` a profile owns.
 
-
-def _share_locked_owners(conn: Connection, wanted: str, owned: list[Any]) -> list[Any]:
-    """The owners of ``wanted`` (PostgreSQL, read as ``owned``), their profiles share-locked: read
-    again after each lock until every owner read was locked before, as a merge may have moved
-    identifiers meanwhile."""
+    On PostgreSQL (SQLite has one writer at a time) what was read stays true until commit.
+    Profiles that own identifiers get a shared row lock: ordinary traffic never waits on it, but a
+    merge, which locks both profiles for update first, waits until their readers commit. With
+    ``hold_new``, identifiers nobody has yet get an advisory lock, so two workers racing on the
+    same new person wait for each other instead of both creating it. Read after the locks, and
+    again until every owner read was locked before: a merge may have moved identifiers meanwhile.
+    """
+    wanted = dumps_json(list(keys))
+    if conn.dialect.name != "postgresql":
+        return conn.exec_driver_sql(_SQLITE_OWNERS, (wanted,)).all()
+    owned = conn.exec_driver_sql(_PG_OWNERS, (wanted,)).all()
+    if hold_new and (missing := keys - {(entity, type_, value) for entity, type_, value, _ in owned}):
+        conn.exec_driver_sql(_PG_LOCK_IDENTIFIERS, (dumps_json(list(missing)),)).all()
+    # Read again at least once: a worker this one waited for on an identifier may have stored it.
     locked: set[int] = set()
     while True:
         if unlocked := sorted({profile_id for *_, profile_id in owned} - locked):
