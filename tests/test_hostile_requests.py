@@ -4,7 +4,8 @@ Every operation of the server's own OpenAPI document gets seeded random requests
 and query values (NUL, huge numbers, traversal, 5,000 characters), bodies shaped by the route's
 schema with wrong types mixed in, tracking messages with odd fields, gzip and plain garbage. The
 generator found a NUL failing a whole batch on PostgreSQL, a NUL stopping attribution on SQLite,
-and a version number beyond the store's integers answered with a 500.
+a version number beyond the store's integers answered with a 500, and a page named ``{}``
+failing its batch.
 """
 
 from __future__ import annotations
@@ -73,9 +74,13 @@ class Hostile:
             kind, lambda: self.value(depth))()
 
     def message(self) -> dict[str, Any]:
-        message = {"type": self.rng.choice(["track", "identify", "page", "group", "alias", self.text()]),
+        message = {"type": self.rng.choice(["track", "identify", "page", "screen", "group", "alias", self.text()]),
                    "userId": self.rng.choice([self.text(), "u1"]), "event": self.rng.choice(["Order Completed", self.text()]),
                    "messageId": f"m{self.rng.randrange(10 ** 9)}"}
+        # The fields a call type gives a meaning to, each of any JSON type (a page named {} was a 500).
+        for field in ("name", "groupId", "previousId", "event"):
+            if self.rng.random() < 0.3:
+                message[field] = self.value()
         for field in self.rng.sample(MESSAGE_FIELDS, self.rng.randrange(6)):
             message[field] = self.value()
         return message

@@ -31,6 +31,8 @@ def prepare(message, envelope=None, **kwargs):  # type: ignore[no-untyped-def]
         ({"type": "click", "userId": "u"}, "invalid_type"),
         ({"userId": "u"}, "invalid_type"),
         ({"type": "track", "userId": "u", "event": "X", "properties": [1]}, "invalid_field"),
+        ({"type": "page", "anonymousId": "a", "name": {}}, "invalid_field"),
+        ({"type": "screen", "userId": "u", "name": ["Home"]}, "invalid_field"),
         ({"type": "track", "userId": "u", "event": "X", "messageId": "m" * 101}, "invalid_message_id"),
         ({"type": "track", "userId": "u", "event": "X", "messageId": {"a": 1}}, "invalid_message_id"),
         ({"type": "track", "userId": "u", "event": "X", "timestamp": "yesterday"}, "invalid_timestamp"),
@@ -66,6 +68,10 @@ def test_valid_message_keeps_unknown_keys_and_explicit_nulls() -> None:
 def test_numeric_ids_are_cast_to_strings() -> None:
     row = prepare({"type": "identify", "userId": 42, "messageId": 7})
     assert row["user_id"] == "42" and row["message_id"] == "7"
+
+
+def test_a_numeric_page_name_is_cast_to_a_string() -> None:
+    assert prepare({"type": "page", "userId": "u", "name": 404})["event"] == "404"
 
 
 def test_single_call_path_implies_the_type() -> None:

@@ -17,6 +17,7 @@ from cdp.events.schemas import MESSAGE_TYPES, Envelope, Rejection
 from cdp.events.timestamps import BadTimestamp, event_time, parse_timestamp
 
 MAX_MESSAGE_ID = 100
+_NAMED = ("page", "screen")  # calls whose optional ``name`` is their event name
 
 
 def prepare_message(
@@ -70,7 +71,7 @@ def prepare_message(
     return {
         "message_id": message_id,
         "type": kind,
-        "event": message.get("event") if kind == "track" else message.get("name") if kind in ("page", "screen") else None,
+        "event": message["event"] if kind == "track" else _identifier(message.get("name")) if kind in _NAMED else None,
         "user_id": _identifier(message.get("userId")),
         "anonymous_id": _identifier(message.get("anonymousId")),
         "timestamp": event_time(
@@ -92,6 +93,8 @@ def _spec_violation(message: dict[str, Any]) -> tuple[str, str] | None:
         return "no_user_anon_id", "a message needs a userId or an anonymousId"
     if kind == "track" and not (isinstance(message.get("event"), str) and message["event"].strip()):
         return "missing_event", "a track call needs an event name"
+    if kind in _NAMED and not isinstance(message.get("name"), str | int | float | None):
+        return "invalid_field", f"a {kind} call's name must be a string, got {_json_type(message['name'])}"
     if kind == "group" and _identifier(message.get("groupId")) is None:
         return "missing_group_id", "a group call needs a groupId"
     if kind == "alias" and (_identifier(message.get("previousId")) is None or _identifier(message.get("userId")) is None):
