@@ -8,6 +8,7 @@ finds an item's neighbours in its half. Popularity's answer is the most popular 
 from __future__ import annotations
 
 import inspect
+import warnings
 from datetime import timedelta
 
 import numpy as np
@@ -228,3 +229,11 @@ def test_reranker_learns_the_catalog_taste_the_retrievers_miss() -> None:
         top = model.recommend(int(user), n=5)["item_id"].str[1:].astype(int)
         liked_share.append(np.mean(top % 2 == user % 2))
     assert np.mean(liked_share) > 0.8
+
+
+def test_als_fits_without_a_blas_thread_warning(data: Interactions) -> None:
+    # implicit warns (a RuntimeWarning in the middle of `cdp recs train`) when OpenBLAS runs
+    # threads of its own during a fit; on a single-core machine there are none to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        MODELS["als"]().fit(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
@@ -21,9 +22,12 @@ class _Factorization(Recommender):
         """An unfitted implicit model with this model's hyper-parameters."""
 
     def _learn(self, data: Interactions) -> None:
-        estimator = self._estimator()
-        # implicit 0.7 fits on users x items; single-threaded: the machine's cores are shared.
-        estimator.fit(data.matrix, show_progress=False)
+        # BLAS to one thread as well: ALS makes many small BLAS calls, which OpenBLAS's own threads
+        # only slow down (implicit warns about it at construction, in the middle of `cdp recs train`).
+        with threadpool_limits(limits=1, user_api="blas"):
+            estimator = self._estimator()
+            # implicit 0.7 fits on users x items; single-threaded: the machine's cores are shared.
+            estimator.fit(data.matrix, show_progress=False)
         self.user_factors_ = np.asarray(estimator.user_factors)
         self.item_factors_ = np.asarray(estimator.item_factors)
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
