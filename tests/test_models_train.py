@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +68,8 @@ def test_train_tracks_registers_and_crowns_the_first_model(settings: Settings, t
     assert not Path("mlflow.db").exists()
 
 
-def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(settings: Settings, trained: TrainingResult) -> None:
+def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(settings: Settings, trained: TrainingResult,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     shop = simulated_shop()
     frame = build_training_frame(shop.engine, cutoffs=list(trained.cutoffs), horizon=CHURN.horizon,
                                  label=label_of(CHURN), eligibility=eligibility_of(CHURN))
@@ -75,12 +77,18 @@ def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(settings: Setting
     worse = evaluate(frame, task="churn", horizon_days=30, model=stumps)
     assert worse.metrics.at["roc_auc", "model"] < trained.metrics.at["roc_auc", "model"] - 0.02
     uri = settings.resolved_mlflow_tracking_uri
-    tracked = track_training(
-        tracking_uri=uri, key=CHURN.key, task="churn", params={"model": "two stumps"}, metrics=worse.metrics,
-        segments=worse.segments, figures=figures(worse, stumps.feature_importance()),
-        training_set={"rows": len(frame)}, model=stumps, input_example=feature_frame(frame).head(5),
-        gate=Gate(beat_baselines=False),  # only the champion stands in the way
-    )
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")  # MLflow's loggers don't propagate to caplog's
+    pyfunc_log.addHandler(caplog.handler)
+    try:
+        tracked = track_training(
+            tracking_uri=uri, key=CHURN.key, task="churn", params={"model": "two stumps"}, metrics=worse.metrics,
+            segments=worse.segments, figures=figures(worse, stumps.feature_importance()),
+            training_set={"rows": len(frame)}, model=stumps, input_example=feature_frame(frame).head(5),
+            gate=Gate(beat_baselines=False),  # only the champion stands in the way
+        )
+    finally:
+        pyfunc_log.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if "python_model" in r.getMessage()], "MLflow's pickle notice is printed"
     assert not tracked.decision.promote and tracked.model_version == "2"
     assert "does not beat champion" in tracked.decision.reason
     assert champion_version(uri, CHURN.key) == "1"
