@@ -1067,7 +1067,8 @@ def _print_selection(training: Any) -> None:
 
     table = training.selection.table.drop(columns=["params"])
     with pd.option_context("display.width", 250, "display.max_columns", 30):
-        out.print(table.round(4).to_string(), highlight=False)
+        # soft_wrap: rich would fold the table's rows at the terminal's width (80 columns in a log).
+        out.print(table.round(4).to_string(), highlight=False, soft_wrap=True)
     out.print(f"chosen by validation NDCG@10: {training.selection.name} "
               f"{training.selection.table.loc[training.selection.name, 'params']}", highlight=False)
     out.print(training.metrics.round(4).to_string(), highlight=False)

@@ -19,8 +19,8 @@ from cdp.setup import prepare_store
 from cdp.store.tables import events
 
 
-def cdp(settings: Settings, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CDP_HOME": str(settings.home), "COLUMNS": "200"}
+def cdp(settings: Settings, *args: str, input: str | None = None, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CDP_HOME": str(settings.home), "COLUMNS": str(columns)}
     env.pop("CDP_DATABASE_URL", None)
     if settings.database_url:
         env["CDP_DATABASE_URL"] = settings.database_url

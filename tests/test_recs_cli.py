@@ -52,9 +52,10 @@ def test_catalog_import_csv_and_json_lines(settings: Settings, tmp_path: Path) -
 
 def test_evaluate_then_train_show_and_write_back(shop: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = shop.resolved_mlflow_tracking_uri
-    evaluated = cdp(shop, "recs", "evaluate")
+    evaluated = cdp(shop, "recs", "evaluate", columns=80)  # a log or a narrow terminal: the table's rows stay whole
     assert evaluated.returncode == 0, evaluated.stderr
     assert "popularity" in evaluated.stdout and "ease" in evaluated.stdout and "ndcg@10" in evaluated.stdout
+    assert any("validation_ndcg@10" in line and "fit_seconds" in line for line in evaluated.stdout.splitlines())
     assert recommender_champion_version(uri) is None  # evaluate registers nothing
 
     monkeypatch.setenv("CDP_RECS_AFFINITY_AUDIENCES", "category=left:50")
