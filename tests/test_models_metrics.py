@@ -54,7 +54,7 @@ def test_value_metrics() -> None:
     y = np.array([0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 50.0, 0.0, 0.0, 40.0])
     assert normalized_gini(y, y) == pytest.approx(1.0)
     assert normalized_gini(y, -y) < -0.5
-    assert normalized_gini(y, np.ones_like(y)) < normalized_gini(y, y)  # ties stay in order: no free credit
+    assert normalized_gini(y, np.ones_like(y)) == pytest.approx(0.0)  # all tied: as good as random
     assert top_decile_share(y, y) == 0.5 and top_decile_share(y, -y) == 0.0
     metrics = value_metrics(y, np.full(10, 12.0))
     assert metrics.aggregate_error == pytest.approx(0.2) and metrics.mae == pytest.approx(np.mean(np.abs(y - 12)))
@@ -87,3 +87,20 @@ def test_top_reasons_are_the_largest_contributions() -> None:
         ["no purchase in 64 days", "0 orders in the last 30 days", "10 spent in total"],
         ["250 spent in total", "3 orders in the last 30 days"],  # zero contributions are no reason
     ]
+
+
+def test_normalized_gini_counts_tied_predictions_in_every_order() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.gamma(0.5, 20.0, 300) * (rng.random(300) < 0.3)
+    pred = rng.integers(0, 6, 300).astype(float) + (y > 0)  # heavy ties, as days since the last order have
+
+    def in_row_order(y: np.ndarray, pred: np.ndarray) -> float:  # ties broken by row order
+        curve = np.cumsum(y[np.lexsort((np.arange(len(y)), -pred))]) / y.sum()
+        return curve.mean() - (len(y) + 1) / (2 * len(y))
+
+    gini = normalized_gini(y, pred)
+    orders = [rng.permutation(len(y)) for _ in range(3000)]
+    assert all(normalized_gini(y[order], pred[order]) == pytest.approx(gini) for order in orders[:20])
+    expected = np.mean([in_row_order(y[order], pred[order]) for order in orders]) / in_row_order(y, y)
+    assert gini == pytest.approx(expected, abs=0.003)
+    assert 0.1 < gini < 0.9
