@@ -539,11 +539,17 @@ def _demo_recommendations(engine: Any, settings: Settings) -> None:
     from cdp.store.tables import identities
     from models.recommend.train import train_recommender
     from models.recommend.writeback import write_back_champion
+    from models.tracking import recommender_champion_version
 
     out.print("[bold]6/7[/bold] recommenders tuned on a temporal split, side by side with popularity")
     with err.status("training recommenders"):
         training = train_recommender(engine, settings, as_of=datetime.now(UTC))
     _print_selection(training)
+    out.print(training.gate_line or "", highlight=False, soft_wrap=True)
+    if recommender_champion_version(settings.resolved_mlflow_tracking_uri) is None:
+        # A small demo's history may not let any model beat popularity by the gate's margin.
+        out.print("no recommender is served yet: `cdp recs train` once there is more history", highlight=False)
+        return
     out.print(str(write_back_champion(engine, settings, now=datetime.now(UTC), trained=training.bundle,
                                       trained_version=training.model_version)), highlight=False)
     with engine.connect() as conn:

@@ -58,13 +58,17 @@ class RecommenderTraining:
     def promoted(self) -> bool:
         return self.decision is not None and self.decision.promote
 
+    @property
+    def gate_line(self) -> str | None:
+        """What the gate decided and why, in one line; ``None`` for an untracked training."""
+        if self.decision is None:
+            return None
+        return f"gate: {'promoted' if self.decision.promote else 'refused'} v{self.model_version}: {self.decision.reason}"
+
     def __str__(self) -> str:
         lines = [f"recommender as of {self.as_of:%Y-%m-%d %H:%M}: chosen {self.selection.name!r} by validation NDCG@{K}",
                  self.metrics.to_string(float_format=lambda v: f"{v:.4f}")]
-        if self.decision is not None:
-            lines.append(f"gate: {'promoted' if self.decision.promote else 'refused'} v{self.model_version}: "
-                         f"{self.decision.reason}")
-        return "\n".join(lines)
+        return "\n".join([*lines, *filter(None, [self.gate_line])])
 
 
 def train_recommender(
