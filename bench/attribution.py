@@ -72,6 +72,17 @@ WAYS: dict[str, Callable[[Engine, Callable[[Connection], int]], int]] = {
 }
 
 
+def attribute_all(engine: Engine, config: IngestConfig, *, way: str, limit: int) -> int:
+    """Attribute every pending event, ``limit`` per transaction committed the ``way`` given; how many."""
+    def batch(conn: Connection) -> int:
+        return attribute_pending(conn, config=config, now=datetime.now(UTC), limit=limit)
+
+    done = 0
+    while (taken := WAYS[way](engine, batch)) > 0:
+        done += taken
+    return done
+
+
 def attribution_cost(home: Path, url: str | None, way: str, args: argparse.Namespace) -> tuple[int, float]:
     """Events attributed and seconds taken, on a fresh store at ``home`` / ``url``."""
     settings = Settings(home=home, database_url=url, write_keys="bench")
@@ -80,12 +91,8 @@ def attribution_cost(home: Path, url: str | None, way: str, args: argparse.Names
         config = IngestConfig.from_settings(settings)
         store_pending(engine, config, args.events)
 
-        def batch(conn: Connection) -> int:
-            return attribute_pending(conn, config=config, now=datetime.now(UTC), limit=args.batch)
-
-        done, started = 0, time.perf_counter()
-        while (taken := WAYS[way](engine, batch)) > 0:
-            done += taken
+        started = time.perf_counter()
+        done = attribute_all(engine, config, way=way, limit=args.batch)
         return done, time.perf_counter() - started
     finally:
         engine.dispose()
@@ -117,11 +124,7 @@ def ingestion_cost(home: Path, url: str | None, mode: str, args: argparse.Namesp
             write_transaction(engine, work)
 
         def follow() -> int:
-            done = 0
-            while (taken := write_transaction(engine, lambda conn: attribute_pending(
-                    conn, config=config, now=datetime.now(UTC), limit=args.batch), redoable=True)) > 0:
-                done += taken
-            return done
+            return attribute_all(engine, config, way="as shipped", limit=args.batch)
 
         warm_up = len(requests) // 10
         for start in range(0, warm_up, REQUESTS_PER_TRANSACTION):

@@ -97,7 +97,7 @@ def _gini(y: np.ndarray, pred: np.ndarray) -> float:
     """
     n = len(y)
     order = np.argsort(-pred, kind="stable")
-    values, starts, sizes = np.unique(-pred[order], return_index=True, return_counts=True)
+    _, starts, sizes = np.unique(-pred[order], return_index=True, return_counts=True)
     totals = np.add.reduceat(y[order], starts) / y.sum()
     before = np.cumsum(totals) - totals  # the curve's height where each group of ties starts
     # Over a group of k ties holding t, the expected heights at its k positions sum to k * before + t (k + 1) / 2.

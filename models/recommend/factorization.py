@@ -22,12 +22,11 @@ class _Factorization(Recommender):
         """An unfitted implicit model with this model's hyper-parameters."""
 
     def _learn(self, data: Interactions) -> None:
-        # BLAS to one thread as well: ALS makes many small BLAS calls, which OpenBLAS's own threads
-        # only slow down (implicit warns about it at construction, in the middle of `cdp recs train`).
+        # Single-threaded, BLAS too: the machine's cores are shared, and ALS's many small BLAS calls
+        # are only slowed by OpenBLAS's own threads (implicit warns about them in `cdp recs train`).
         with threadpool_limits(limits=1, user_api="blas"):
             estimator = self._estimator()
-            # implicit 0.7 fits on users x items; single-threaded: the machine's cores are shared.
-            estimator.fit(data.matrix, show_progress=False)
+            estimator.fit(data.matrix, show_progress=False)  # implicit 0.7 fits on users x items
         self.user_factors_ = np.asarray(estimator.user_factors)
         self.item_factors_ = np.asarray(estimator.item_factors)
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)

@@ -68,7 +68,9 @@ class RecommenderTraining:
     def __str__(self) -> str:
         lines = [f"recommender as of {self.as_of:%Y-%m-%d %H:%M}: chosen {self.selection.name!r} by validation NDCG@{K}",
                  self.metrics.to_string(float_format=lambda v: f"{v:.4f}")]
-        return "\n".join([*lines, *filter(None, [self.gate_line])])
+        if (gate := self.gate_line) is not None:
+            lines.append(gate)
+        return "\n".join(lines)
 
 
 def train_recommender(
